@@ -1,0 +1,324 @@
+"""A Llama-family decoder in Flax NNX, driven through pure functions over split state.
+
+Modules only hold parameters and say how they combine; everything that runs is a pure
+function of `(graphdef, state, ...)` (see `forward`), so the same code is jitted, pmapped
+and differentiated. Covers SmolLM2, TinyLlama, Llama 2/3 and Mistral-7B-v0.2.
+
+Axis letters used in einsums throughout:
+  B batch, T query tokens, S key slots of a row's cache, P shared-prefix slots,
+  D embed, N query heads, K kv heads, G query heads per kv head (N = K * G), H head dim,
+  F MLP hidden, V vocab.
+
+Caching. A row's cache has S slots. Prompts are LEFT-padded so that every row writes
+the same slot at each step (one in-place `dynamic_update_slice`, no scatter). Row b's
+real tokens start at slot `key_start[b]`; a query in slot q may attend slots s with
+`key_start[b] <= s <= q`. An optional shared prefix (few-shot examples) is prefilled
+once into a `PrefixCache` of P slots with batch size 1; every row attends to all of it
+(it precedes every row), and positions of row tokens continue after it:
+
+  prefix  "Q: a A: b\n"            P = 4 slots, positions 0..3
+  row 0   [pad pad  x   y ] z ...  key_start=2, slot 2 -> position 4 + 2 - 2 = 4
+  row 1   [ u   v   w   x ] y ...  key_start=0, slot 2 -> position 4 + 2 - 0 = 6
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from inversion_jax.config import ModelConfig
+
+
+class LayerCache(NamedTuple):
+  """Keys and values of one layer: [B, S, K, H] for rows, [P, K, H] for a prefix."""
+
+  k: jax.Array
+  v: jax.Array
+
+
+Cache = tuple[LayerCache, ...]
+
+
+class PrefixCache(NamedTuple):
+  """A prefilled shared prefix: one `LayerCache` per layer (no batch axis)."""
+
+  layers: Cache
+
+  @property
+  def length(self) -> int:
+    return self.layers[0].k.shape[0]
+
+
+class LoRA(nnx.Module):
+  """Low-rank update `x @ a @ b * alpha / rank`; b starts at zero so training starts at the base."""
+
+  def __init__(self, in_dim, out_dim, rank, alpha, dropout, *, rngs: nnx.Rngs, dtype):
+    init = nnx.initializers.he_uniform()
+    self.a = nnx.LoRAParam(init(rngs.params(), (in_dim, rank), dtype))
+    self.b = nnx.LoRAParam(jnp.zeros((rank, out_dim), dtype))
+    self.scale = alpha / rank
+    self.dropout = dropout
+
+  def __call__(self, x, dropout_key):
+    if dropout_key is not None and self.dropout > 0:
+      keep = jax.random.bernoulli(dropout_key, 1.0 - self.dropout, x.shape)
+      x = jnp.where(keep, x / (1.0 - self.dropout), 0).astype(x.dtype)
+    return (x @ self.a[...] @ self.b[...]) * jnp.asarray(self.scale, x.dtype)
+
+
+class Linear(nnx.Module):
+  """A bias-free projection with an optional LoRA adapter (set by `add_lora`)."""
+
+  def __init__(self, in_dim, out_dim, *, rngs: nnx.Rngs, dtype):
+    init = nnx.initializers.lecun_normal()
+    self.kernel = nnx.Param(init(rngs.params(), (in_dim, out_dim), dtype))
+    self.lora: LoRA | None = None
+
+  def __call__(self, x, dropout_key=None):
+    y = x @ self.kernel[...]
+    if self.lora is not None:
+      y = y + self.lora(x, dropout_key)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """Llama RMSNorm, computed in float32 whatever the parameter dtype."""
+
+  def __init__(self, dim, eps, dtype):
+    self.scale = nnx.Param(jnp.ones((dim,), dtype))
+    self.eps = eps
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def apply_rope(x, positions, theta):
+  """Rotary embedding in the rotate-half layout of HF Llama. x: [B, T, *, H]."""
+  half = x.shape[-1] // 2
+  inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  angles = positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, T, H/2]
+  angles = angles[:, :, None, :]
+  cos, sin = jnp.cos(angles), jnp.sin(angles)
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return rotated.astype(x.dtype)
+
+
+def _fold(key, index):
+  return None if key is None else jax.random.fold_in(key, index)
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention with RoPE, a per-row cache and an optional shared prefix."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    d, n, k, h = config.embed_dim, config.num_heads, config.num_kv_heads, config.head_dim
+    dtype = config.jnp_dtype
+    self.q_proj = Linear(d, n * h, rngs=rngs, dtype=dtype)
+    self.k_proj = Linear(d, k * h, rngs=rngs, dtype=dtype)
+    self.v_proj = Linear(d, k * h, rngs=rngs, dtype=dtype)
+    self.o_proj = Linear(n * h, d, rngs=rngs, dtype=dtype)
+    self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
+    self.rope_theta = config.rope_theta
+
+  def __call__(self, x, positions, mask, cache, write_index, prefix, dropout_key):
+    b, t, _ = x.shape
+    k_heads, groups = self.num_kv_heads, self.num_heads // self.num_kv_heads
+    q = self.q_proj(x, _fold(dropout_key, 0)).reshape(b, t, k_heads, groups, self.head_dim)
+    k = self.k_proj(x, _fold(dropout_key, 1)).reshape(b, t, k_heads, self.head_dim)
+    v = self.v_proj(x, _fold(dropout_key, 2)).reshape(b, t, k_heads, self.head_dim)
+    q = apply_rope(q.reshape(b, t, -1, self.head_dim), positions, self.rope_theta)
+    q = q.reshape(b, t, k_heads, groups, self.head_dim)
+    k = apply_rope(k, positions, self.rope_theta)
+    if cache is not None:
+      keys = jax.lax.dynamic_update_slice_in_dim(cache.k, k, write_index, axis=1)
+      values = jax.lax.dynamic_update_slice_in_dim(cache.v, v, write_index, axis=1)
+      cache = LayerCache(keys, values)
+    else:
+      keys, values = k, v
+    out = _attend(q, keys, values, mask, prefix)
+    out = out.reshape(b, t, self.num_heads * self.head_dim)
+    return self.o_proj(out, _fold(dropout_key, 3)), cache
+
+
+def _attend(q, keys, values, mask, prefix: LayerCache | None):
+  """Softmax attention over row slots plus (optionally) shared prefix slots, in float32."""
+  scale = q.shape[-1] ** -0.5
+  logits = jnp.einsum('BTKGH,BSKH->BKGTS', q, keys, preferred_element_type=jnp.float32)
+  logits = jnp.where(mask[:, None, None], logits * scale, -1e30)
+  if prefix is not None:
+    prefix_logits = jnp.einsum(
+        'BTKGH,PKH->BKGTP', q, prefix.k, preferred_element_type=jnp.float32
+    ) * scale
+    logits = jnp.concatenate([prefix_logits, logits], axis=-1)
+  probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+  if prefix is not None:
+    p = prefix.k.shape[0]
+    prefix_out = jnp.einsum('BKGTP,PKH->BTKGH', probs[..., :p], prefix.v)
+    return prefix_out + jnp.einsum('BKGTS,BSKH->BTKGH', probs[..., p:], values)
+  return jnp.einsum('BKGTS,BSKH->BTKGH', probs, values)
+
+
+class MLP(nnx.Module):
+  """SwiGLU feed-forward."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    d, f, dtype = config.embed_dim, config.hidden_dim, config.jnp_dtype
+    self.gate_proj = Linear(d, f, rngs=rngs, dtype=dtype)
+    self.up_proj = Linear(d, f, rngs=rngs, dtype=dtype)
+    self.down_proj = Linear(f, d, rngs=rngs, dtype=dtype)
+
+  def __call__(self, x):
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+  """Pre-norm decoder layer."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.attn_norm = RMSNorm(config.embed_dim, config.norm_eps, config.jnp_dtype)
+    self.attn = Attention(config, rngs=rngs)
+    self.mlp_norm = RMSNorm(config.embed_dim, config.norm_eps, config.jnp_dtype)
+    self.mlp = MLP(config, rngs=rngs)
+
+  def __call__(self, x, positions, mask, cache, write_index, prefix, dropout_key):
+    attn_out, cache = self.attn(
+        self.attn_norm(x), positions, mask, cache, write_index, prefix, dropout_key
+    )
+    x = x + attn_out
+    return x + self.mlp(self.mlp_norm(x)), cache
+
+
+class Transformer(nnx.Module):
+  """Token ids -> logits, optionally reading and writing a KV cache."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    init = nnx.initializers.normal(0.02)
+    self.embed = nnx.Embed(
+        config.vocab_size, config.embed_dim, dtype=config.jnp_dtype,
+        param_dtype=config.jnp_dtype, embedding_init=init, rngs=rngs,
+    )
+    self.layers = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+    self.final_norm = RMSNorm(config.embed_dim, config.norm_eps, config.jnp_dtype)
+    if not config.tie_embeddings:
+      self.lm_head = Linear(config.embed_dim, config.vocab_size, rngs=rngs,
+                            dtype=config.jnp_dtype)
+
+  def __call__(self, tokens, positions, mask, cache=None, write_index=0, prefix=None,
+               dropout_key=None, last_only=False):
+    x = self.embed(tokens)
+    new_cache = []
+    for index, layer in enumerate(self.layers):
+      layer_cache = None if cache is None else cache[index]
+      layer_prefix = None if prefix is None else prefix.layers[index]
+      x, layer_cache = layer(x, positions, mask, layer_cache, write_index, layer_prefix,
+                             _fold(dropout_key, index))
+      new_cache.append(layer_cache)
+    if last_only:
+      x = x[:, -1:]
+    x = self.final_norm(x)
+    if self.config.tie_embeddings:
+      logits = jnp.einsum('BTD,VD->BTV', x, self.embed.embedding[...],
+                          preferred_element_type=jnp.float32)
+    else:
+      logits = jnp.einsum('BTD,DV->BTV', x, self.lm_head.kernel[...],
+                          preferred_element_type=jnp.float32)
+    return logits, (None if cache is None else tuple(new_cache))
+
+
+def attention_mask(key_start, num_queries, num_slots, write_index=0):
+  """[B, T, S] mask: query t sits in slot write_index + t and sees key_start[b] <= s <= it."""
+  slots = jnp.arange(num_slots)[None, None, :]
+  query_slots = write_index + jnp.arange(num_queries)[None, :, None]
+  return (slots <= query_slots) & (slots >= key_start[:, None, None])
+
+
+def forward(graphdef, state, tokens, positions, key_start=None, cache=None, write_index=0,
+            prefix=None, dropout_key=None, last_only=False):
+  """Pure forward pass: `(logits [B, T or 1, V] float32, updated cache or None)`.
+
+  Without a cache the keys are the tokens themselves (training, scoring); with one, the
+  tokens are written at `write_index` and attend to every earlier slot of their row.
+  """
+  batch, num_queries = tokens.shape
+  if key_start is None:
+    key_start = jnp.zeros((batch,), jnp.int32)
+  num_slots = num_queries if cache is None else cache[0].k.shape[1]
+  mask = attention_mask(key_start, num_queries, num_slots, write_index)
+  model = nnx.merge(graphdef, state)
+  return model(tokens, positions, mask, cache, write_index, prefix, dropout_key, last_only)
+
+
+def model_config(graphdef, state) -> ModelConfig:
+  """The config held by the model (static: free under jit)."""
+  return nnx.merge(graphdef, state).config
+
+
+def init_cache(config: ModelConfig, batch: int, num_slots: int) -> Cache:
+  """Zeroed per-row cache of `num_slots` slots for every layer."""
+  shape = (batch, num_slots, config.num_kv_heads, config.head_dim)
+  zeros = lambda: jnp.zeros(shape, config.jnp_dtype)
+  return tuple(LayerCache(zeros(), zeros()) for _ in range(config.num_layers))
+
+
+def create(config: ModelConfig, seed: int = 0) -> tuple[nnx.GraphDef, nnx.State]:
+  """A randomly initialised model, split into (graphdef, state)."""
+  return nnx.split(Transformer(config, rngs=nnx.Rngs(seed)))
+
+
+def from_flat_params(config: ModelConfig, flat: dict[str, np.ndarray]):
+  """Builds (graphdef, state) from loader output (dotted names, float arrays).
+
+  The model is created abstractly (no random init), then every parameter is filled from
+  `flat`; missing or unexpected names and shape mismatches raise with the names listed.
+  """
+  abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  expected = {'.'.join(map(str, path)): leaf for path, leaf in _flat_items(state)}
+  missing = sorted(set(expected) - set(flat))
+  unexpected = sorted(set(flat) - set(expected))
+  if missing or unexpected:
+    raise ValueError(f'parameter names differ: missing {missing[:5]}, unexpected {unexpected[:5]}')
+  dtype = config.jnp_dtype
+  values = {}
+  for name, leaf in expected.items():
+    array = flat[name]
+    if tuple(array.shape) != tuple(leaf.shape):
+      raise ValueError(f'{name}: shape {array.shape} does not fit the model ({leaf.shape})')
+    values[name] = jnp.asarray(array, dtype)
+  nnx.replace_by_pure_dict(state, _unflatten(values))
+  return graphdef, state
+
+
+def to_flat_params(state) -> dict[str, np.ndarray]:
+  """The inverse of `from_flat_params`: dotted names -> numpy arrays."""
+  return {'.'.join(map(str, path)): np.asarray(leaf) for path, leaf in _flat_items(state)}
+
+
+def _flat_items(state):
+  pure = nnx.to_pure_dict(state)
+  leaves = jax.tree_util.tree_flatten_with_path(pure)[0]
+  return [(tuple(_key_name(k) for k in path), leaf) for path, leaf in leaves]
+
+
+def _key_name(key):
+  for attr in ('key', 'idx', 'name'):
+    if hasattr(key, attr):
+      return getattr(key, attr)
+  return str(key)
+
+
+def _unflatten(values: dict[str, jax.Array]) -> dict:
+  tree: dict = {}
+  for name, value in values.items():
+    node = tree
+    *parents, leaf = name.split('.')
+    for part in parents:
+      node = node.setdefault(int(part) if part.isdigit() else part, {})
+    node[int(leaf) if leaf.isdigit() else leaf] = value
+  return tree

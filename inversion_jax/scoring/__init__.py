@@ -1,0 +1,1 @@
+"""Intrinsic scoring: how well a command's reconstruction matches its task."""

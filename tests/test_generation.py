@@ -1,0 +1,128 @@
+"""Sampler and text generator: stops, padding, prefixes, pmap, sampling options."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inversion_jax import generation
+from inversion_jax import model as model_lib
+from inversion_jax import sampling
+from inversion_jax.config import ModelConfig
+from inversion_jax.errors import UserError
+from tests.tiny import ByteTokenizer
+
+GREEDY = sampling.SamplingConfig(temperature=0.0, max_new_tokens=12)
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+  return model_lib.create(ModelConfig.tiny(), seed=7)
+
+
+def make_generator(tiny_model, **kw):
+  graphdef, state = tiny_model
+  return generation.Generator(graphdef, state, ByteTokenizer(), show_progress=False, **kw)
+
+
+def reference_greedy(tiny_model, prompt_ids, steps, stop_mask):
+  """Greedy decoding by repeated full forward passes (no cache, no left padding).
+
+  The sequence is right-padded to a fixed width so one compiled forward serves every
+  step: causal attention keeps later padding from touching earlier logits.
+  """
+  graphdef, state = tiny_model
+  width = 64
+  forward = jax.jit(model_lib.forward, static_argnums=0)
+  ids = list(prompt_ids)
+  out = []
+  for _ in range(steps):
+    padded = jnp.asarray([ids + [0] * (width - len(ids))])
+    logits, _ = forward(graphdef, state, padded, jnp.arange(width)[None])
+    token = int(jnp.argmax(logits[0, len(ids) - 1]))
+    if stop_mask[token]:
+      break
+    out.append(token)
+    ids.append(token)
+  return out
+
+
+def test_batch_of_mixed_lengths_matches_one_by_one(tiny_model):
+  gen = make_generator(tiny_model, stop_strings=())
+  prompts = [('', 'a'), ('', 'hello world'), ('', 'nmap -sV 10.0.0.5 and more text')]
+  batched = gen.generate(prompts, GREEDY)
+  tok = ByteTokenizer()
+  stop = np.asarray(gen.stop_mask)
+  for (_, suffix), text, count in zip(prompts, batched.texts, batched.num_tokens):
+    expected = reference_greedy(tiny_model, tok.encode(suffix, add_bos=True), 12, stop)
+    assert count == len(expected)
+    assert text == tok.decode(expected)
+
+
+def test_shared_prefix_equals_full_prompt(tiny_model):
+  gen = make_generator(tiny_model, stop_strings=())
+  prefix = 'Example: nmap -p 80 host\n'
+  with_prefix = gen.generate([(prefix, 'Task: x'), (prefix, 'Task: longer one')], GREEDY)
+  tok = ByteTokenizer()
+  stop = np.asarray(gen.stop_mask)
+  for suffix, text in zip(['Task: x', 'Task: longer one'], with_prefix.texts):
+    ids = tok.encode(prefix, add_bos=True) + tok.encode(suffix)
+    assert text == tok.decode(reference_greedy(tiny_model, ids, 12, stop))
+
+
+def test_rows_stop_at_stop_tokens(tiny_model):
+  gen = make_generator(tiny_model, stop_strings=())
+  free = gen.generate([('', 'abc')], GREEDY).texts[0]
+  assert len(free) >= 2
+  stopper = free[1]  # The second generated character becomes a stop string.
+  stopped = make_generator(tiny_model, stop_strings=(stopper,)).generate([('', 'abc')], GREEDY)
+  assert stopped.texts[0] == free[: free.index(stopper)]
+  assert stopper not in stopped.texts[0]
+
+
+def test_loop_ends_when_all_rows_stop(tiny_model):
+  graphdef, state = tiny_model
+  config = ModelConfig.tiny()
+  everything_stops = jnp.ones((config.vocab_size,), bool)
+  out = sampling.jit_generate(graphdef, state, jnp.array([[5, 6], [7, 8]]),
+                              jnp.zeros((2,), jnp.int32), jax.random.key(0), everything_stops,
+                              sampling=GREEDY, pad_id=0)
+  assert out.lengths.tolist() == [0, 0]
+  assert int(out.tokens.sum()) == 0
+
+
+def test_pmap_four_devices_equals_one(tiny_model):
+  assert jax.local_device_count() == 4, 'conftest sets 4 fake CPU devices'
+  prompts = [('Prefix: ', f'task number {i}' * (i % 3 + 1)) for i in range(10)]
+  one = make_generator(tiny_model, stop_strings=()).generate(prompts, GREEDY)
+  four = make_generator(tiny_model, stop_strings=(), num_devices=4).generate(prompts, GREEDY)
+  assert one == four
+  logits_one = make_generator(tiny_model).last_token_logits(prompts)
+  logits_four = make_generator(tiny_model, num_devices=4).last_token_logits(prompts)
+  np.testing.assert_allclose(logits_one, logits_four, rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_is_seeded_and_varies(tiny_model):
+  gen = make_generator(tiny_model, stop_strings=())
+  hot = sampling.SamplingConfig(temperature=1.5, max_new_tokens=10, top_k=50, top_p=0.95)
+  prompts = [('', 'same prompt')] * 8
+  first = gen.generate(prompts, hot, seed=1)
+  assert first == gen.generate(prompts, hot, seed=1)
+  assert len(set(first.texts)) > 1
+
+
+def test_top_k_one_is_greedy():
+  logits = jax.random.normal(jax.random.key(0), (4, 50))
+  greedy = sampling.pick_tokens(logits, jax.random.key(1), GREEDY)
+  top1 = sampling.pick_tokens(logits, jax.random.key(1),
+                              sampling.SamplingConfig(temperature=1.0, top_k=1))
+  tiny_p = sampling.pick_tokens(logits, jax.random.key(1),
+                                sampling.SamplingConfig(temperature=1.0, top_p=1e-6))
+  np.testing.assert_array_equal(greedy, top1)
+  np.testing.assert_array_equal(greedy, tiny_p)
+
+
+def test_prompt_longer_than_context_is_a_user_error(tiny_model):
+  gen = make_generator(tiny_model)
+  with pytest.raises(UserError, match='context'):
+    gen.generate([('', 'x' * 600)], GREEDY)

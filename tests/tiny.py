@@ -1,0 +1,17 @@
+"""Tiny stand-ins for tests: a byte tokenizer that fits `ModelConfig.tiny()`."""
+
+
+class ByteTokenizer:
+  """Ids 0-2 are pad/bos/eos; byte b is id b + 3. Vocab 259 fits the tiny config."""
+
+  bos_id, pad_id, eos_ids = 1, 0, (2,)
+  vocab_size = 259
+
+  def encode(self, text, add_bos=False):
+    return ([self.bos_id] if add_bos else []) + [b + 3 for b in text.encode('utf-8')]
+
+  def decode(self, ids, skip_special_tokens=True):
+    return bytes(i - 3 for i in ids if i >= 3 and i < 259).decode('utf-8', errors='replace')
+
+  def token_texts(self):
+    return ['<pad>', '<s>', '</s>'] + [bytes([b]).decode('latin-1') for b in range(256)]
