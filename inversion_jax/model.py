@@ -74,7 +74,7 @@ class Linear(nnx.Module):
   def __init__(self, in_dim, out_dim, *, rngs: nnx.Rngs, dtype):
     init = nnx.initializers.lecun_normal()
     self.kernel = nnx.Param(init(rngs.params(), (in_dim, out_dim), dtype))
-    self.lora: LoRA | None = None
+    self.lora: LoRA | None = nnx.data(None)
 
   def __call__(self, x, dropout_key=None):
     y = x @ self.kernel[...]
@@ -242,7 +242,8 @@ def forward(graphdef, state, tokens, positions, key_start=None, cache=None, writ
             prefix=None, dropout_key=None, last_only=False):
   """Pure forward pass: `(logits [B, T or 1, V] float32, updated cache or None)`.
 
-  Without a cache the keys are the tokens themselves (training, scoring); with one, the
+  `state` is one `nnx.State`, or a tuple of states that together make the model (e.g.
+  LoRA params and frozen base params while training). Without a cache the keys are the tokens themselves (training, scoring); with one, the
   tokens are written at `write_index` and attend to every earlier slot of their row.
   """
   batch, num_queries = tokens.shape
@@ -250,7 +251,7 @@ def forward(graphdef, state, tokens, positions, key_start=None, cache=None, writ
     key_start = jnp.zeros((batch,), jnp.int32)
   num_slots = num_queries if cache is None else cache[0].k.shape[1]
   mask = attention_mask(key_start, num_queries, num_slots, write_index)
-  model = nnx.merge(graphdef, state)
+  model = nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
   return model(tokens, positions, mask, cache, write_index, prefix, dropout_key, last_only)
 
 

@@ -1,0 +1,64 @@
+"""LoRA adapters on the attention projections, split from the frozen base for training.
+
+Adapters are `nnx.LoRAParam` variables under each targeted `Linear`'s `lora` attribute;
+`nnx.split(model, nnx.LoRAParam, ...)` separates them, so the train step differentiates
+a small pytree and the base weights stay untouched. A run adds adapters once, before
+round 1 (b = 0, so the model is unchanged), and every round then uses one graphdef:
+one compilation for the whole run.
+"""
+
+import dataclasses
+
+import jax
+from flax import nnx
+
+from inversion_jax import model as model_lib
+
+TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj')
+
+
+@dataclasses.dataclass(frozen=True)
+class LoRAConfig:
+  """The original's defaults: r=16, alpha=32, dropout 0.05 on q, k, v, o."""
+
+  rank: int = 16
+  alpha: float = 32.0
+  dropout: float = 0.05
+  targets: tuple[str, ...] = TARGETS
+
+  def __post_init__(self):
+    if self.rank < 1:
+      raise ValueError(f'LoRA rank must be >= 1, got {self.rank}')
+    if not 0 <= self.dropout < 1:
+      raise ValueError(f'LoRA dropout must be in [0, 1), got {self.dropout}')
+    unknown = set(self.targets) - set(TARGETS)
+    if unknown:
+      raise ValueError(f'unknown LoRA targets {sorted(unknown)}; choose from {TARGETS}')
+
+
+def add_lora(graphdef, state, config: LoRAConfig, seed: int = 0):
+  """Returns (graphdef, state) of the same model with adapters on `config.targets`."""
+  model = nnx.merge(graphdef, state)
+  rngs = nnx.Rngs(seed)
+  dtype = model.config.jnp_dtype
+  for block in model.layers:
+    for name in config.targets:
+      linear = getattr(block.attn, name)
+      in_dim, out_dim = linear.kernel.shape
+      linear.lora = model_lib.LoRA(in_dim, out_dim, config.rank, config.alpha, config.dropout,
+                                   rngs=rngs, dtype=dtype)
+  return nnx.split(model)
+
+
+def split_lora(graphdef, state):
+  """(graphdef, lora_params, base_params): the trainable and the frozen part."""
+  return nnx.split(nnx.merge(graphdef, state), nnx.LoRAParam, ...)
+
+
+def join(lora_params, base_params):
+  """One state from the two parts, for generation with the trained adapters."""
+  return nnx.merge_state(base_params, lora_params)
+
+
+def num_params(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))

@@ -1,0 +1,198 @@
+"""LoRA fine-tuning: examples to padded batches, a pure pmapped train step, one epoch.
+
+The loss is cross-entropy summed over real target tokens only (the original also
+trained on padding: we do not), optionally only over the command tokens. Each device
+returns loss and gradient SUMS plus its token count; `pmean` of both and one division
+give exactly the single-device, token-weighted mean, whatever the split. Gradient
+accumulation scans over micro-batches inside the step, so a global batch that does not
+fit one device at once is still one optimizer update.
+"""
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from inversion_jax import model as model_lib
+from inversion_jax import parallel
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The original's defaults: AdamW lr 2e-4, batch 4, one epoch, linear decay to 0."""
+
+  learning_rate: float = 2e-4
+  batch_size: int = 4
+  epochs: int = 1
+  weight_decay: float = 0.0
+  completion_only: bool = False  # True: loss on the command tokens only.
+  micro_batch_size: int | None = None  # Rows per device per pass; None = all at once.
+  length_multiple: int = 16
+
+  def __post_init__(self):
+    if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 1:
+      raise ValueError('learning_rate, batch_size and epochs must be positive')
+
+
+class NonFiniteLoss(RuntimeError):
+  """A training step produced a NaN or infinite loss."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One tokenised training row: prompt tokens then completion tokens (EOS included)."""
+
+  prompt: tuple[int, ...]
+  completion: tuple[int, ...]
+
+
+def make_example(tokenizer, prompt: str, completion: str, add_bos: bool = True) -> Example:
+  bos = [tokenizer.bos_id] if add_bos and tokenizer.bos_id is not None else []
+  prompt_ids = bos + tokenizer.encode(prompt)
+  completion_ids = tokenizer.encode(completion) + [tokenizer.eos_ids[0]]
+  return Example(tuple(prompt_ids), tuple(completion_ids))
+
+
+def batch_arrays(examples: Sequence[Example], rows: int, width: int, completion_only: bool,
+                 pad_id: int):
+  """Right-padded inputs, targets and loss weights, [rows, width] each.
+
+  Row i's sequence s (prompt + completion) gives inputs s[:-1] and targets s[1:]; the
+  weight of a target is 1 where it is a real token (and, with completion_only, a
+  completion token). Rows beyond len(examples) are all padding with weight 0.
+  """
+  inputs = np.full((rows, width), pad_id, np.int32)
+  targets = np.full((rows, width), pad_id, np.int32)
+  weights = np.zeros((rows, width), np.float32)
+  for i, example in enumerate(examples):
+    sequence = np.asarray(example.prompt + example.completion, np.int32)[: width + 1]
+    n = len(sequence) - 1
+    inputs[i, :n], targets[i, :n] = sequence[:-1], sequence[1:]
+    first_target = len(example.prompt) - 1 if completion_only else 0
+    weights[i, first_target:n] = 1.0
+  return inputs, targets, weights
+
+
+def loss_sums(lora, base, graphdef, inputs, targets, weights, dropout_key):
+  """(sum of weighted token losses, sum of weights) for one micro-batch."""
+  positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+  logits, _ = model_lib.forward(graphdef, (lora, base), inputs, positions,
+                                dropout_key=dropout_key)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  return jnp.sum(losses * weights), jnp.sum(weights)
+
+
+def train_step(lora, opt_state, base, batch, key, *, graphdef, optimizer):
+  """One optimizer update from a device's share of a global batch.
+
+  `batch` holds (inputs, targets, weights) of shape [accum, micro, T]; gradients are
+  summed over the accumulation scan, averaged across devices, divided by the tokens.
+  """
+  device_key = jax.random.fold_in(key, jax.lax.axis_index(parallel.AXIS))
+  grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+
+  def accumulate(carry, micro):
+    grads, loss, count, index = carry
+    inputs, targets, weights = micro
+    step_key = jax.random.fold_in(device_key, index)
+    (micro_loss, micro_count), micro_grads = grad_fn(lora, base, graphdef, inputs, targets,
+                                                     weights, step_key)
+    grads = jax.tree.map(jnp.add, grads, micro_grads)
+    return (grads, loss + micro_loss, count + micro_count, index + 1), None
+
+  zeros = jax.tree.map(jnp.zeros_like, lora)
+  init = (zeros, jnp.float32(0), jnp.float32(0), jnp.int32(0))
+  (grads, loss, count, _), _ = jax.lax.scan(accumulate, init, batch)
+  grads, loss, count = jax.lax.pmean((grads, loss, count), parallel.AXIS)
+  count = jnp.maximum(count, 1.0)
+  grads = jax.tree.map(lambda g: g / count, grads)
+  updates, opt_state = optimizer.update(grads, opt_state, lora)
+  return optax.apply_updates(lora, updates), opt_state, loss / count
+
+
+def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+  """AdamW with the learning rate as state, so the per-step schedule costs no recompile."""
+  return optax.inject_hyperparams(optax.adamw)(
+      learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+
+
+@functools.lru_cache(maxsize=8)
+def pmapped_train_step(graphdef, optimizer):
+  step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer)
+  return jax.pmap(step, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None),
+                  donate_argnums=(0, 1))
+
+
+@dataclasses.dataclass
+class EpochResult:
+  lora: object
+  opt_state: object
+  losses: list[float]
+
+
+class Trainer:
+  """Runs epochs of LoRA updates for one model across `num_devices` local devices."""
+
+  def __init__(self, graphdef, base, config: TrainConfig, num_devices: int = 1,
+               pad_id: int = 0, show_progress: bool = True):
+    self.graphdef, self.config, self.num_devices = graphdef, config, num_devices
+    self.pad_id, self.show_progress = pad_id, show_progress
+    self.optimizer = make_optimizer(config)
+    self.device_base = parallel.replicate(base, num_devices)
+    self._step = pmapped_train_step(graphdef, self.optimizer)
+    per_device = config.batch_size / num_devices
+    if per_device != int(per_device):
+      raise ValueError(f'batch_size {config.batch_size} does not divide over {num_devices} devices')
+    self.micro = min(config.micro_batch_size or int(per_device), int(per_device))
+    self.accum = math.ceil(per_device / self.micro)
+
+  def init_opt_state(self, lora):
+    return self.optimizer.init(lora)
+
+  def run(self, lora, opt_state, examples: Sequence[Example], seed: int) -> EpochResult:
+    """All epochs over `examples` (shuffled by `seed`); raises NonFiniteLoss on NaN/inf."""
+    rng = np.random.default_rng(seed)
+    batches = []
+    for _ in range(self.config.epochs):
+      shuffled = [examples[j] for j in rng.permutation(len(examples))]
+      size = self.config.batch_size
+      batches += [shuffled[i:i + size] for i in range(0, len(shuffled), size)]
+    device_lora = parallel.replicate(lora, self.num_devices)
+    device_opt = parallel.replicate(opt_state, self.num_devices)
+    losses = []
+    key = jax.random.key(seed)
+    for index, rows in enumerate(tqdm(batches, desc='train', unit='batch', leave=False,
+                                      disable=not self.show_progress)):
+      device_opt = _set_learning_rate(
+          device_opt, self.config.learning_rate * (1 - index / len(batches)))
+      device_lora, device_opt, loss = self._step(
+          device_lora, device_opt, self.device_base, self._device_batch(rows),
+          jax.random.fold_in(key, index))
+      loss = float(loss[0])
+      if not math.isfinite(loss):
+        raise NonFiniteLoss(f'loss became {loss} at step {index + 1}')
+      losses.append(loss)
+    return EpochResult(parallel.unreplicate(device_lora), parallel.unreplicate(device_opt),
+                       losses)
+
+  def _device_batch(self, rows: Sequence[Example]):
+    """[devices, accum, micro, T] arrays of one global batch (short batches padded)."""
+    longest = max(len(e.prompt) + len(e.completion) - 1 for e in rows)
+    width = parallel.round_up(longest, self.config.length_multiple)
+    total = self.num_devices * self.accum * self.micro
+    arrays = batch_arrays(rows, total, width, self.config.completion_only, self.pad_id)
+    shape = (self.num_devices, self.accum, self.micro, width)
+    return tuple(a.reshape(shape) for a in arrays)
+
+
+def _set_learning_rate(opt_state, learning_rate):
+  """Linear decay as in HF Trainer's default schedule, written into the injected state."""
+  hyper = opt_state.hyperparams
+  hyper['learning_rate'] = jnp.full_like(hyper['learning_rate'], learning_rate)
+  return opt_state

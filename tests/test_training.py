@@ -1,0 +1,95 @@
+"""LoRA and the train step: masking, learning, pmap equality, accumulation, NaN stop."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inversion_jax import lora as lora_lib
+from inversion_jax import model as model_lib
+from inversion_jax import training
+from inversion_jax.config import ModelConfig
+from tests.tiny import ByteTokenizer
+
+
+def tiny_lora(dropout=0.0):
+  graphdef, state = model_lib.create(ModelConfig.tiny(), seed=0)
+  graphdef, state = lora_lib.add_lora(graphdef, state, lora_lib.LoRAConfig(rank=4, dropout=dropout))
+  return lora_lib.split_lora(graphdef, state)
+
+
+def examples(n=8):
+  tok = ByteTokenizer()
+  rows = [(f'Task: scan host {i}\nCommand:', f' nmap -sV 10.0.0.{i}') for i in range(n)]
+  return [training.make_example(tok, p, c) for p, c in rows]
+
+
+def test_lora_starts_as_identity_and_only_adapters_are_trainable():
+  base_graphdef, base_state = model_lib.create(ModelConfig.tiny(), seed=0)
+  graphdef, lora, base = tiny_lora()
+  # rank 4 on q, k, v, o of 2 layers: a is [in, 4], b is [4, out].
+  assert lora_lib.num_params(lora) == 2 * 4 * ((48 + 48) + (48 + 16) + (48 + 16) + (48 + 48))
+  paths = jax.tree_util.tree_flatten_with_path(lora)[0]
+  assert all('lora' in jax.tree_util.keystr(path) for path, _ in paths)
+  assert lora_lib.num_params(base) == lora_lib.num_params(base_state)
+  tokens = jnp.arange(10)[None] + 3
+  positions = jnp.arange(10)[None]
+  plain, _ = model_lib.forward(base_graphdef, base_state, tokens, positions)
+  adapted, _ = model_lib.forward(graphdef, (lora, base), tokens, positions)
+  np.testing.assert_allclose(plain, adapted, rtol=1e-6, atol=1e-6)
+
+
+def test_padding_and_prompt_tokens_carry_no_loss():
+  rows = examples(2)
+  inputs, targets, weights = training.batch_arrays(rows, 3, 64, completion_only=False, pad_id=0)
+  lengths = [len(e.prompt) + len(e.completion) - 1 for e in rows]
+  assert weights.sum(1).tolist() == [lengths[0], lengths[1], 0]
+  _, _, only = training.batch_arrays(rows, 3, 64, completion_only=True, pad_id=0)
+  assert only.sum(1).tolist() == [len(e.completion) for e in rows] + [0]
+  # The first weighted target with completion_only is the first completion token.
+  first = int(np.argmax(only[0]))
+  assert targets[0, first] == rows[0].completion[0]
+
+
+def test_padding_does_not_change_the_loss():
+  graphdef, lora, base = tiny_lora()
+  rows = examples(2)
+  short = training.batch_arrays(rows, 2, 48, False, 0)
+  long = training.batch_arrays(rows, 4, 96, False, 0)
+  a = training.loss_sums(lora, base, graphdef, *short, None)
+  b = training.loss_sums(lora, base, graphdef, *long, None)
+  np.testing.assert_allclose(a[0] / a[1], b[0] / b[1], rtol=1e-5)
+
+
+def test_training_lowers_the_loss():
+  graphdef, lora, base = tiny_lora()
+  config = training.TrainConfig(learning_rate=1e-2, batch_size=4, epochs=5)
+  trainer = training.Trainer(graphdef, base, config, show_progress=False)
+  result = trainer.run(lora, trainer.init_opt_state(lora), examples(8), seed=0)
+  assert len(result.losses) == 10
+  assert result.losses[-1] < 0.7 * result.losses[0]
+  assert not np.allclose(jax.tree.leaves(result.lora)[1], 0)
+
+
+@pytest.mark.parametrize('num_devices,micro', [(4, None), (1, 1), (2, 1)])
+def test_devices_and_accumulation_match_one_device(num_devices, micro):
+  """Same updates on 4 devices, or with accumulation, as one device (f32 sum order: 1e-5)."""
+  graphdef, lora, base = tiny_lora()
+  config = training.TrainConfig(learning_rate=1e-2, batch_size=4)
+  reference = training.Trainer(graphdef, base, config, show_progress=False)
+  expected = reference.run(lora, reference.init_opt_state(lora), examples(8), seed=3)
+  other = training.Trainer(graphdef, base, training.TrainConfig(
+      learning_rate=1e-2, batch_size=4, micro_batch_size=micro), num_devices=num_devices,
+      show_progress=False)
+  got = other.run(lora, other.init_opt_state(lora), examples(8), seed=3)
+  np.testing.assert_allclose(got.losses, expected.losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(got.lora), jax.tree.leaves(expected.lora)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_nan_loss_stops_training():
+  graphdef, lora, base = tiny_lora()
+  lora = jax.tree.map(lambda x: x * jnp.nan, lora)
+  trainer = training.Trainer(graphdef, base, training.TrainConfig(), show_progress=False)
+  with pytest.raises(training.NonFiniteLoss):
+    trainer.run(lora, trainer.init_opt_state(lora), examples(4), seed=0)
