@@ -54,18 +54,35 @@ class Generator:
     self.show_progress = show_progress
     self._prefix_caches = {}
     self._device_state = parallel.replicate(state, num_devices) if num_devices > 1 else state
-    self.stop_mask = jnp.asarray(self._stop_mask())
+    self.stop_mask, self.content_mask = (jnp.asarray(m) for m in self._token_masks())
 
-  def _stop_mask(self) -> np.ndarray:
-    mask = np.zeros((self.config.vocab_size,), bool)
+  def with_state(self, state) -> 'Generator':
+    """The same generator for new weights (e.g. after training); prefix caches are redone."""
+    clone = object.__new__(Generator)
+    clone.__dict__.update(self.__dict__)
+    clone.state, clone._prefix_caches = state, {}
+    clone._device_state = (parallel.replicate(state, self.num_devices)
+                           if self.num_devices > 1 else state)
+    return clone
+
+  def _token_masks(self) -> tuple[np.ndarray, np.ndarray]:
+    """(stop, content) masks over the vocab: tokens holding a stop string / visible text.
+
+    EOS counts as content so that it ends a row even before any text.
+    """
+    stop = np.zeros((self.config.vocab_size,), bool)
+    content = np.zeros((self.config.vocab_size,), bool)
     for index, text in enumerate(self.tokenizer.token_texts()[: self.config.vocab_size]):
-      mask[index] = any(stop in text for stop in self.stop_strings)
-    mask[list(self.tokenizer.eos_ids)] = True
-    return mask
+      stop[index] = any(s in text for s in self.stop_strings)
+      content[index] = bool(text.strip())
+    eos = list(self.tokenizer.eos_ids)
+    stop[eos], content[eos] = True, True
+    return stop, content
 
-  def generate(self, prompts: Sequence[tuple[str, str]], sampling: sampling_lib.SamplingConfig,
+  def generate(self, prompts: Sequence, sampling: sampling_lib.SamplingConfig,
                seed: int = 0, desc: str = 'generate') -> Completions:
     """Continues each prompt; output text is cut at the first stop string."""
+    prompts = [_as_pair(p) for p in prompts]
     texts, counts = [None] * len(prompts), [0] * len(prompts)
     key = jax.random.key(seed)
     chunks = list(self._chunks(prompts))
@@ -81,8 +98,9 @@ class Generator:
     bar.close()
     return Completions(texts, counts)
 
-  def last_token_logits(self, prompts: Sequence[tuple[str, str]]) -> np.ndarray:
+  def last_token_logits(self, prompts: Sequence) -> np.ndarray:
     """float32 [len(prompts), V] logits of the token that would follow each prompt."""
+    prompts = [_as_pair(p) for p in prompts]
     out = np.zeros((len(prompts), self.config.vocab_size), np.float32)
     for prefix, rows in self._chunks(prompts):
       batch = self._pad_rows([prompts[i][1] for i in rows], prefix, max_new=0)
@@ -100,6 +118,8 @@ class Generator:
         yield prefix, rows[start:start + self.max_batch]
 
   def _cut_at_stop(self, text: str) -> str:
+    """Leading blank space is dropped (rows stop only after visible text), then cut."""
+    text = text.lstrip()
     for stop in self.stop_strings:
       if stop in text:
         text = text[: text.index(stop)]
@@ -151,13 +171,13 @@ class Generator:
     if self.num_devices == 1:
       gen = sampling_lib.jit_generate(
           self.graphdef, self.state, batch.tokens, batch.key_start, key, self.stop_mask,
-          prefix=cache, sampling=sampling, pad_id=pad_id)
+          self.content_mask, prefix=cache, sampling=sampling, pad_id=pad_id)
     else:
       fn = _pmapped_generate(self.graphdef, sampling, pad_id)
       keys = jax.random.split(key, self.num_devices)
       tokens, key_start = parallel.shard((batch.tokens, batch.key_start), self.num_devices)
       gen = parallel.unshard(fn(self._device_state, tokens, key_start, keys, self.stop_mask,
-                                cache))
+                                self.content_mask, cache))
     tokens, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
     return sampling_lib.Generation(tokens[: batch.num_rows], lengths[: batch.num_rows])
 
@@ -175,13 +195,18 @@ class Generator:
     return np.asarray(logits)[:, -1]
 
 
+def _as_pair(prompt) -> tuple[str, str]:
+  """Accepts `prompts.Prompt` objects or (prefix, suffix) tuples."""
+  return (prompt.prefix, prompt.suffix) if hasattr(prompt, 'prefix') else tuple(prompt)
+
+
 @functools.lru_cache(maxsize=16)
 def _pmapped_generate(graphdef, sampling, pad_id):
-  def run(state, tokens, key_start, key, stop_mask, prefix):
+  def run(state, tokens, key_start, key, stop_mask, content_mask, prefix):
     return sampling_lib.generate(graphdef, state, tokens, key_start, key, stop_mask,
-                                 prefix=prefix, sampling=sampling, pad_id=pad_id)
+                                 content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id)
 
-  return jax.pmap(run, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None, 0))
+  return jax.pmap(run, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None, None, 0))
 
 
 @functools.lru_cache(maxsize=4)

@@ -76,8 +76,8 @@ def prefill_prefix(graphdef, state, prefix_tokens) -> model_lib.PrefixCache:
   return model_lib.PrefixCache(tuple(model_lib.LayerCache(c.k[0], c.v[0]) for c in cache))
 
 
-def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, *, prefix=None,
-             sampling: SamplingConfig, pad_id: int) -> Generation:
+def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask=None, *,
+             prefix=None, sampling: SamplingConfig, pad_id: int) -> Generation:
   """Samples continuations of left-padded prompts.
 
   Args:
@@ -85,6 +85,9 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, *, prefi
     key_start: [B] int32, first real slot of each row (the number of pad slots).
     key: PRNG key (unused when greedy).
     stop_mask: [V] bool, tokens that end a row (EOS, tokens containing a newline, ...).
+    content_mask: optional [V] bool, tokens with visible text. When given, a stop token
+      ends a row only after the row has produced visible text, so leading blank lines
+      are skipped the way the original's `strip()` then "first line" skipped them.
     prefix: optional `PrefixCache` shared by all rows, attended before the prompt.
     sampling: static sampling settings.
     pad_id: written after a row has stopped.
@@ -99,8 +102,11 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, *, prefi
   logits, cache = model_lib.forward(graphdef, state, prompt_tokens, positions, key_start, cache,
                                     0, prefix, last_only=True)
   key, first_key = jax.random.split(key)
+  if content_mask is None:
+    content_mask = jnp.ones_like(stop_mask)
   token = pick_tokens(logits[:, -1], first_key, sampling)
-  done = stop_mask[token]
+  done = stop_mask[token] & content_mask[token]  # A stop token with text (e.g. 'a\n').
+  seen = content_mask[token]
   out = jnp.full((batch, max_new), pad_id, jnp.int32).at[:, 0].set(token)
   lengths = jnp.where(done, 0, 1).astype(jnp.int32)
 
@@ -109,7 +115,7 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, *, prefi
     return (step < max_new) & ~jnp.all(done)
 
   def decode_one(carry):
-    step, token, out, done, lengths, cache, key = carry
+    step, token, out, done, lengths, cache, key, seen = carry
     # The token chosen at step-1 sits in slot prompt_len + step - 1.
     write_index = prompt_len + step - 1
     positions = (offset + write_index - key_start)[:, None]
@@ -119,12 +125,12 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, *, prefi
     new = pick_tokens(logits[:, -1], step_key, sampling)
     new = jnp.where(done, pad_id, new)
     out = jax.lax.dynamic_update_slice_in_dim(out, new[:, None], step, axis=1)
-    stopped = done | stop_mask[new]
+    stopped = done | (stop_mask[new] & (seen | content_mask[new]))
     lengths = lengths + (~stopped).astype(jnp.int32)
-    return step + 1, new, out, stopped, lengths, cache, key
+    return step + 1, new, out, stopped, lengths, cache, key, seen | content_mask[new]
 
-  carry = (jnp.int32(1), token, out, done, lengths, cache, key)
-  _, _, out, _, lengths, _, _ = jax.lax.while_loop(keep_going, decode_one, carry)
+  carry = (jnp.int32(1), token, out, done, lengths, cache, key, seen)
+  _, _, out, _, lengths, _, _, _ = jax.lax.while_loop(keep_going, decode_one, carry)
   out = jnp.where(jnp.arange(max_new)[None] < lengths[:, None], out, pad_id)
   return Generation(out, lengths)
 

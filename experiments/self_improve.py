@@ -1,0 +1,75 @@
+"""Self-improvement via inversion (V1), with flags mirroring the original's command line.
+
+  python experiments/self_improve.py --cycles=3 --tasks=12 --candidates=2 --name=demo
+
+Writes <output>/<name>/{progress.json, self_improvement_results.json, checkpoints/}.
+"""
+
+import dataclasses
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags, logging  # noqa: E402
+
+from inversion_jax import experiment, history  # noqa: E402
+from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+
+DEFAULTS = experiment.RunConfig()
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model', DEFAULTS.model, 'Registry name, .gguf file, HF checkpoint dir or hub id.')
+flags.DEFINE_integer('cycles', DEFAULTS.cycles, 'Rounds of generate -> invert -> select -> train.')
+flags.DEFINE_integer('tasks', DEFAULTS.tasks, 'Tasks sampled per round (BEFORE and AFTER each).')
+flags.DEFINE_integer('candidates', DEFAULTS.candidates, 'Commands generated per task.')
+flags.DEFINE_float('threshold', DEFAULTS.threshold, 'Keep candidates scoring at least this.')
+flags.DEFINE_enum('filter', DEFAULTS.filter, ['threshold'], 'Selection filter (V1: threshold).')
+flags.DEFINE_float('temperature', DEFAULTS.temperature, 'Command generation temperature.')
+flags.DEFINE_integer('max_new_tokens', DEFAULTS.max_new_tokens, 'Command generation budget.')
+flags.DEFINE_enum('judge', DEFAULTS.judge, ['sample', 'expected'],
+                  'sample: the original sampled 0-10 rating; expected: E[rating] in one pass.')
+flags.DEFINE_list('weights', [str(w) for w in DEFAULTS.weights],
+                  'Weights of token overlap, sequence ratio and judge rating.')
+flags.DEFINE_string('prompt_style', DEFAULTS.prompt_style, 'fewshot (small models) or original.')
+flags.DEFINE_float('lr', DEFAULTS.lr, 'AdamW learning rate (linear decay within a round).')
+flags.DEFINE_integer('batch_size', DEFAULTS.batch_size, 'Training batch size (global).')
+flags.DEFINE_integer('epochs', DEFAULTS.epochs, 'Training epochs per round.')
+flags.DEFINE_bool('completion_only', DEFAULTS.completion_only, 'Loss on command tokens only.')
+flags.DEFINE_integer('lora_rank', DEFAULTS.lora_rank, 'LoRA rank r.')
+flags.DEFINE_float('lora_alpha', DEFAULTS.lora_alpha, 'LoRA alpha.')
+flags.DEFINE_float('lora_dropout', DEFAULTS.lora_dropout, 'LoRA dropout.')
+flags.DEFINE_enum('dtype', DEFAULTS.dtype, ['float32', 'bfloat16'], 'Parameter/compute dtype.')
+flags.DEFINE_integer('seed', DEFAULTS.seed, 'Seed of every random choice in the run.')
+flags.DEFINE_integer('num_devices', DEFAULTS.num_devices, 'Local devices for pmap.')
+flags.DEFINE_integer('max_batch', DEFAULTS.max_batch, 'Rows per sampler call.')
+flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
+flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
+flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')
+
+
+def config_from_flags() -> experiment.RunConfig:
+  values = {field.name: getattr(FLAGS, field.name)
+            for field in dataclasses.fields(experiment.RunConfig) if field.name != 'weights'}
+  try:
+    weights = tuple(float(w) for w in FLAGS.weights)
+  except ValueError:
+    weights = ()
+  if len(weights) != 3:
+    raise UserError(f'--weights needs three numbers (overlap,ratio,judge), got {FLAGS.weights}')
+  return experiment.RunConfig(**values, weights=weights)
+
+
+@exit_on_user_error
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}; all settings are --flags')
+  logging.set_verbosity(logging.INFO)
+  config = config_from_flags()
+  result = experiment.run(config, resume=FLAGS.resume)
+  print(history.format_summary(result))
+  print(f'results: {config.run_dir / history.RESULTS_FILE}')
+  print(f'checkpoints: {config.run_dir / "checkpoints"} (one per round)')
+
+
+if __name__ == '__main__':
+  app.run(main)

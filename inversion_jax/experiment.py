@@ -1,0 +1,191 @@
+"""A whole self-improvement run: configuration, set-up, the round loop, resume.
+
+`RunConfig` is the one place flags land. `build` loads the model once, adds LoRA
+adapters (zero update, so round 1 starts from the base model) and wires the pieces;
+`run` loops over rounds, checkpointing each completed round with Orbax and writing
+progress.json after it, and on `resume` continues after the last complete round.
+"""
+
+import dataclasses
+import pathlib
+import time
+
+import jax
+from absl import logging
+
+from inversion_jax import checkpointing
+from inversion_jax import generation
+from inversion_jax import history as history_lib
+from inversion_jax import lora as lora_lib
+from inversion_jax import model as model_lib
+from inversion_jax import parallel
+from inversion_jax import prompts as prompts_lib
+from inversion_jax import rounds
+from inversion_jax import selection
+from inversion_jax import training
+from inversion_jax.errors import UserError
+from inversion_jax.loading import registry
+from inversion_jax.sampling import SamplingConfig
+from inversion_jax.scoring import inversion
+from inversion_jax.scoring import text as text_lib
+from inversion_jax.tasks import bank as bank_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything that defines a run; defaults follow the original (DESIGN.md §1)."""
+
+  model: str = 'smollm2-135m-instruct'
+  cycles: int = 10
+  tasks: int = 50
+  candidates: int = 3
+  threshold: float = 0.5
+  filter: str = 'threshold'
+  temperature: float = 0.7
+  max_new_tokens: int = 100
+  judge: str = 'sample'
+  weights: tuple[float, float, float] = (0.2, 0.3, 0.5)
+  prompt_style: str = prompts_lib.DEFAULT_STYLE
+  lr: float = 2e-4
+  batch_size: int = 4
+  epochs: int = 1
+  completion_only: bool = False
+  lora_rank: int = 16
+  lora_alpha: float = 32.0
+  lora_dropout: float = 0.05
+  dtype: str = 'float32'
+  seed: int = 0
+  num_devices: int = 1
+  max_batch: int = 64
+  output: str = 'runs'
+  name: str = 'v1'
+
+  def validate(self):
+    """Raises UserError for values the loop cannot run with."""
+    for field in ('cycles', 'tasks', 'candidates', 'batch_size', 'epochs', 'lora_rank',
+                  'max_new_tokens', 'num_devices', 'max_batch'):
+      if getattr(self, field) < 1:
+        raise UserError(f'--{field} must be a positive integer, got {getattr(self, field)}')
+    if not 0.0 <= self.threshold <= 1.0:
+      raise UserError(f'--threshold must be in [0, 1], got {self.threshold}')
+    if self.temperature < 0:
+      raise UserError(f'--temperature must be >= 0, got {self.temperature}')
+    if self.lr <= 0:
+      raise UserError(f'--lr must be positive, got {self.lr}')
+    if not 0 <= self.lora_dropout < 1:
+      raise UserError(f'--lora_dropout must be in [0, 1), got {self.lora_dropout}')
+    if self.num_devices > jax.local_device_count():
+      raise UserError(f'--num_devices={self.num_devices} but only {jax.local_device_count()} '
+                      'local devices are visible')
+    if self.batch_size % self.num_devices:
+      raise UserError(f'--batch_size={self.batch_size} must be a multiple of --num_devices='
+                      f'{self.num_devices}')
+    text_lib.ScoreWeights(*self.weights)
+    prompts_lib.get_style(self.prompt_style)
+    inversion.ScorerConfig(judge=self.judge)
+    if self.dtype not in ('float32', 'bfloat16'):
+      raise UserError(f"--dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+  @property
+  def run_dir(self) -> pathlib.Path:
+    return pathlib.Path(self.output) / self.name
+
+  def as_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Experiment:
+  """The loaded model and the pieces a round needs."""
+
+  config: RunConfig
+  graphdef: object
+  base: object
+  initial_lora: object
+  tokenizer: object
+  generator: generation.Generator
+  trainer: training.Trainer
+  style: prompts_lib.PromptStyle
+  bank: bank_lib.TaskBank
+  filter: selection.Filter
+  scorer: inversion.ScorerConfig
+
+
+def build(config: RunConfig, model_source=None) -> Experiment:
+  """Loads the model (or takes `model_source` = (ModelConfig, flat params, tokenizer))."""
+  config.validate()
+  model_config, flat, tokenizer = model_source or registry.load_model_source(config.model)
+  graphdef, state = model_lib.from_flat_params(model_config.replace(dtype=config.dtype), flat)
+  lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout)
+  graphdef, state = lora_lib.add_lora(graphdef, state, lora_config, seed=config.seed)
+  graphdef, lora, base = lora_lib.split_lora(graphdef, state)
+  train_config = training.TrainConfig(
+      learning_rate=config.lr, batch_size=config.batch_size, epochs=config.epochs,
+      completion_only=config.completion_only)
+  return Experiment(
+      config=config, graphdef=graphdef, base=base, initial_lora=lora, tokenizer=tokenizer,
+      generator=generation.Generator(
+          graphdef, lora_lib.join(lora, base), tokenizer, stop_strings=('\n',),
+          num_devices=config.num_devices, max_batch=config.max_batch),
+      trainer=training.Trainer(graphdef, base, train_config, config.num_devices,
+                               pad_id=tokenizer.pad_id),
+      style=prompts_lib.get_style(config.prompt_style),
+      bank=bank_lib.default_bank(),
+      filter=selection.get_filter(config.filter, threshold=config.threshold),
+      scorer=inversion.ScorerConfig(
+          judge=config.judge, weights=text_lib.ScoreWeights(*config.weights),
+          generation=SamplingConfig(config.temperature, config.max_new_tokens),
+      ),
+  )
+
+
+def open_run(config: RunConfig, resume: bool):
+  """(checkpointer, history, next round, lora or None) for a new or resumed run."""
+  checkpointer = checkpointing.RoundCheckpointer(config.run_dir, config.as_dict())
+  done = checkpointer.latest_round()
+  if not resume:
+    if done:
+      raise UserError(f'{config.run_dir} already holds {done} completed rounds; pass --resume '
+                      'to continue it, or choose another --name or --output')
+    return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), 1
+  checkpointer.check_resume(config.as_dict())
+  return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), (done or 0) + 1
+
+
+def run(config: RunConfig, resume: bool = False, model_source=None) -> history_lib.RunHistory:
+  """Runs (or resumes) the experiment; returns the history of all completed rounds."""
+  config.validate()
+  checkpointer, history, first_round = open_run(config, resume)
+  exp = build(config, model_source)
+  lora = exp.initial_lora
+  if first_round > 1:
+    lora, history = _restore(exp, checkpointer, first_round - 1, history)
+    logging.info('resuming %s after round %d', config.run_dir, first_round - 1)
+  for round_index in range(first_round, config.cycles + 1):
+    try:
+      result = rounds.run_round(exp, lora, round_index)
+    except training.NonFiniteLoss as error:
+      raise UserError(
+          f'round {round_index}: {error}; the round was stopped and rounds 1-{round_index - 1} '
+          f'are intact in {config.run_dir}; lower --lr and rerun with --resume') from error
+    key_data = jax.random.key_data(jax.random.key(rounds.derive_seed(config.seed, round_index,
+                                                                     'train')))
+    checkpointer.save(round_index, result.lora, result.opt_state, key_data,
+                      {'round': round_index, 'record': result.record})
+    history.add_round(result.record)
+    history.save_progress(config.run_dir)
+    print(history_lib.format_round_table(history.rounds[-1]), flush=True)
+    lora = result.lora
+  history.save_results(config.run_dir)
+  checkpointer.close()
+  return history
+
+
+def _restore(exp: Experiment, checkpointer, last_round: int, history):
+  """LoRA params of `last_round` and the history rebuilt from every round's checkpoint."""
+  opt_like = exp.trainer.init_opt_state(exp.initial_lora)
+  lora, _, _, _ = checkpointer.restore(last_round, exp.initial_lora, opt_like)
+  for round_index in range(1, last_round + 1):
+    meta = checkpointer.restore(round_index, exp.initial_lora, opt_like)[3]
+    history.add_round(meta['record'])
+  return lora, history

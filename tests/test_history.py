@@ -1,0 +1,128 @@
+"""Tests for the run's JSON record: atomic writes, progress/results files, summary."""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+from inversion_jax import history
+from inversion_jax.errors import UserError
+
+
+def _record(cycle, before, after, acc_before, acc_after, loss, timings, tokens):
+  return {
+      'cycle': cycle,
+      'before': {'mean_score': before, 'acceptance_rate': acc_before, 'num_candidates': 150},
+      'after': {'mean_score': after, 'acceptance_rate': acc_after, 'num_candidates': 150},
+      'improvement': {'score_delta': after - before, 'acceptance_delta': acc_after - acc_before},
+      'train': {'loss_curve': [] if loss is None else [loss + 1, loss], 'final_loss': loss,
+                'num_examples': 0 if loss is None else 12,
+                'skipped_reason': 'no examples kept' if loss is None else None},
+      'timings': timings,
+      'tokens_generated': tokens,
+      'examples': [{'task': 'scan', 'command': 'nmap -sV 10.0.0.5', 'score': 0.7}],
+  }
+
+
+RECORDS = [
+    _record(1, 0.40, 0.45, 0.50, 0.60, None, {'generate': 10.0, 'train': 2.0}, 1000),
+    _record(2, 0.46, 0.50, 0.60, 0.75, 5.5, {'generate': 8.0, 'train': 4.0, 'total': 15.0},
+            1500),
+    _record(3, 0.50, 0.60, 0.70, 0.90, 4.4, {'generate': 5.0, 'train': 1.0}, 500),
+]
+
+
+def _history():
+  run = history.RunHistory(config={'tasks': 50, 'tools': ('nmap',)}, seed=3)
+  for record in RECORDS:
+    run.add_round(record)
+  return run
+
+
+def test_summary_numbers_from_hand_made_records():
+  summary = history.summarize(_history().rounds)
+  assert summary['cycles_completed'] == 3
+  assert summary['first_before_mean_score'] == 0.40
+  assert summary['last_after_mean_score'] == 0.60
+  assert summary['score_relative_change_pct'] == pytest.approx(50.0)  # (0.6-0.4)/0.4.
+  assert summary['first_before_acceptance'] == 0.50
+  assert summary['last_after_acceptance'] == 0.90
+  assert summary['first_train_loss'] == 5.5  # Round 1 skipped training.
+  assert summary['last_train_loss'] == 4.4
+  assert summary['total_tokens_generated'] == 3000
+  assert summary['total_seconds'] == pytest.approx(12.0 + 15.0 + 6.0)  # 'total' wins.
+
+
+def test_progress_and_results_files(tmp_path):
+  run = _history()
+  run.save_progress(tmp_path)
+  run.save_results(tmp_path)
+  progress = json.loads((tmp_path / 'progress.json').read_text())
+  assert progress['cycles_completed'] == 3 and progress['seed'] == 3
+  assert progress['config'] == {'tasks': 50, 'tools': ['nmap']}
+  assert [r['cycle'] for r in progress['history']] == [1, 2, 3]
+  results = json.loads((tmp_path / 'self_improvement_results.json').read_text())
+  assert results['summary']['total_tokens_generated'] == 3000
+  assert results['history'] == progress['history']
+
+
+def test_load_round_trips_and_truncates(tmp_path):
+  _history().save_progress(tmp_path)
+  loaded = history.RunHistory.load(tmp_path)
+  assert loaded.seed == 3 and loaded.rounds == _history().rounds
+  loaded.truncate(2)
+  assert [r['cycle'] for r in loaded.rounds] == [1, 2]
+  assert loaded.to_progress()['cycles_completed'] == 2
+
+
+def test_load_without_progress_is_a_user_error(tmp_path):
+  with pytest.raises(UserError, match='nothing to resume'):
+    history.RunHistory.load(tmp_path)
+  (tmp_path / 'progress.json').write_text('{"config": ')
+  with pytest.raises(UserError, match='unreadable'):
+    history.RunHistory.load(tmp_path)
+
+
+@dataclasses.dataclass
+class _Point:
+  x: int
+  y: tuple
+
+
+def test_write_json_atomic_serialises_numpy_and_dataclasses(tmp_path):
+  path = history.write_json_atomic(tmp_path / 'a.json', {
+      'f': np.float32(0.25), 'i': np.int64(7), 'arr': np.arange(3), 'nan': float('nan'),
+      'b': np.bool_(True), 'point': _Point(1, (2, 3))})
+  assert json.loads(path.read_text()) == {
+      'f': 0.25, 'i': 7, 'arr': [0, 1, 2], 'nan': None, 'b': True,
+      'point': {'x': 1, 'y': [2, 3]}}
+
+
+def test_write_json_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
+  path = tmp_path / 'progress.json'
+  history.write_json_atomic(path, {'v': 1})
+
+  def failing_replace(src, dst):
+    raise OSError('disk full')
+
+  monkeypatch.setattr(os, 'replace', failing_replace)
+  with pytest.raises(OSError, match='disk full'):
+    history.write_json_atomic(path, {'v': 2})
+  assert json.loads(path.read_text()) == {'v': 1}
+  assert os.listdir(tmp_path) == ['progress.json']  # No temp file left behind.
+
+
+def test_format_round_table_and_summary():
+  table = history.format_round_table(RECORDS[1])
+  lines = table.splitlines()
+  assert lines[0].startswith('round 2')
+  assert '0.460' in lines[1] and '0.500' in lines[1] and '+0.040' in lines[1]
+  assert '60.0%' in lines[2] and '75.0%' in lines[2] and '+15.0%' in lines[2]
+  assert '5.5000 on 12 examples' in table and 'total 15.0s' in table
+  assert 'skipped (no examples kept)' in history.format_round_table(RECORDS[0])
+  summary = history.format_summary(_history())
+  assert '0.400 -> 0.600 (+50.0%)' in summary and '50.0% -> 90.0%' in summary
+  assert '5.500 -> 4.400' in summary and '3,000' in summary and '33.0s' in summary
+  assert history.format_summary(history.RunHistory({}, 0)) == 'no rounds completed'
