@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import experiment, history  # noqa: E402
+from inversion_jax import compile_cache, experiment, history  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 DEFAULTS = experiment.RunConfig()
@@ -65,6 +65,7 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; all settings are --flags')
   logging.set_verbosity(logging.INFO)
   config = config_from_flags()
+  compile_cache.enable()
   result = experiment.run(config, resume=FLAGS.resume)
   print(history.format_summary(result))
   print(f'results: {config.run_dir / history.RESULTS_FILE}')

@@ -99,9 +99,11 @@ class Experiment:
   """The loaded model and the pieces a round needs."""
 
   config: RunConfig
-  graphdef: object
+  graphdef: object  # With adapters: training.
   base: object
   initial_lora: object
+  plain_state: object  # The adapter-free model: generation runs on merged weights.
+  lora_config: lora_lib.LoRAConfig
   tokenizer: object
   generator: generation.Generator
   trainer: training.Trainer
@@ -110,22 +112,28 @@ class Experiment:
   filter: selection.Filter
   scorer: inversion.ScorerConfig
 
+  def inference_state(self, lora):
+    """Weights for generation: the adapters folded into the base kernels."""
+    return lora_lib.merge_into_base(lora, self.base, self.lora_config, self.plain_state)
+
 
 def build(config: RunConfig, model_source=None) -> Experiment:
   """Loads the model (or takes `model_source` = (ModelConfig, flat params, tokenizer))."""
   config.validate()
   model_config, flat, tokenizer = model_source or registry.load_model_source(config.model)
-  graphdef, state = model_lib.from_flat_params(model_config.replace(dtype=config.dtype), flat)
+  plain_graphdef, plain_state = model_lib.from_flat_params(
+      model_config.replace(dtype=config.dtype), flat)
   lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout)
-  graphdef, state = lora_lib.add_lora(graphdef, state, lora_config, seed=config.seed)
+  graphdef, state = lora_lib.add_lora(plain_graphdef, plain_state, lora_config, seed=config.seed)
   graphdef, lora, base = lora_lib.split_lora(graphdef, state)
   train_config = training.TrainConfig(
       learning_rate=config.lr, batch_size=config.batch_size, epochs=config.epochs,
       completion_only=config.completion_only)
   return Experiment(
-      config=config, graphdef=graphdef, base=base, initial_lora=lora, tokenizer=tokenizer,
+      config=config, graphdef=graphdef, base=base, initial_lora=lora, plain_state=plain_state,
+      lora_config=lora_config, tokenizer=tokenizer,
       generator=generation.Generator(
-          graphdef, lora_lib.join(lora, base), tokenizer, stop_strings=('\n',),
+          plain_graphdef, plain_state, tokenizer, stop_strings=('\n',),
           num_devices=config.num_devices, max_batch=config.max_batch),
       trainer=training.Trainer(graphdef, base, train_config, config.num_devices,
                                pad_id=tokenizer.pad_id),

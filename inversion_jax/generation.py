@@ -154,7 +154,7 @@ class Generator:
           'max_new_tokens')
     if longest == 0:
       raise UserError('a prompt is empty; give the model some text to continue')
-    width = parallel.round_up(longest, self.length_multiple)
+    width = parallel.length_bucket(longest, self.length_multiple)
     height = parallel.round_up(len(rows), self.batch_multiple)
     rows = rows + [rows[0]] * (height - len(rows))
     tokens = np.full((height, width), self.tokenizer.pad_id, np.int32)

@@ -55,9 +55,24 @@ def split_lora(graphdef, state):
   return nnx.split(nnx.merge(graphdef, state), nnx.LoRAParam, ...)
 
 
-def join(lora_params, base_params):
-  """One state from the two parts, for generation with the trained adapters."""
-  return nnx.merge_state(base_params, lora_params)
+def merge_into_base(lora_params, base_params, config: LoRAConfig, plain_state):
+  """The adapter-free model's state with every adapter folded in: W + a @ b * alpha / r.
+
+  Generation runs the plain model on these weights: the same function as base + LoRA
+  without eight extra small matmuls per layer in every decode step. `plain_state` is
+  the state of the model before `add_lora` (its structure and dtypes are reused).
+  """
+  merged = nnx.to_pure_dict(base_params)
+  scale = config.alpha / config.rank
+  for index, layer in nnx.to_pure_dict(lora_params)['layers'].items():
+    for name, projection in layer['attn'].items():
+      target = merged['layers'][index]['attn'][name]
+      update = projection['lora']['a'] @ projection['lora']['b'] * scale
+      target['kernel'] = target['kernel'] + update.astype(target['kernel'].dtype)
+      target.pop('lora', None)
+  state = jax.tree.map(lambda x: x, plain_state)  # A fresh State to fill.
+  nnx.replace_by_pure_dict(state, merged)
+  return state
 
 
 def num_params(tree) -> int:

@@ -55,3 +55,14 @@ def unshard(tree):
 
 def round_up(n: int, multiple: int) -> int:
   return -(-n // multiple) * multiple
+
+
+def length_bucket(n: int, minimum: int = 16) -> int:
+  """Pads lengths to a few shapes: powers of two up to 256, then multiples of 128.
+
+  Each distinct shape costs a compilation (seconds for a 30-layer decode loop), so a
+  run should see a handful of them; padding wastes at most half a short row.
+  """
+  if n <= 256:
+    return max(minimum, 1 << max(0, (n - 1).bit_length()))
+  return round_up(n, 128)

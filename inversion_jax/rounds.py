@@ -12,7 +12,6 @@ import time
 import numpy as np
 from absl import logging
 
-from inversion_jax import lora as lora_lib
 from inversion_jax import selection
 from inversion_jax import training
 from inversion_jax.scoring import inversion
@@ -71,14 +70,14 @@ def _train_record(losses, num_examples, skipped_reason):
 def run_round(exp, lora, round_index: int) -> RoundResult:
   """Runs round `round_index` (1-based) from adapters `lora`."""
   start = time.perf_counter()
-  generator = exp.generator.with_state(lora_lib.join(lora, exp.base))
+  generator = exp.generator.with_state(exp.inference_state(lora))
   before = score_round(exp, generator, round_index, 'before')
   keep = exp.filter.select(to_candidates(before))
   selected = [row for row, k in zip(before.rows, keep) if k]
   train_start = time.perf_counter()
   lora, opt_state, train = fine_tune(exp, lora, selected, round_index)
   train_seconds = time.perf_counter() - train_start
-  generator = generator.with_state(lora_lib.join(lora, exp.base))
+  generator = generator.with_state(exp.inference_state(lora))
   after = score_round(exp, generator, round_index, 'after')
   record = {
       'cycle': round_index,

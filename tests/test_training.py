@@ -93,3 +93,20 @@ def test_nan_loss_stops_training():
   trainer = training.Trainer(graphdef, base, training.TrainConfig(), show_progress=False)
   with pytest.raises(training.NonFiniteLoss):
     trainer.run(lora, trainer.init_opt_state(lora), examples(4), seed=0)
+
+
+def test_merged_adapters_equal_base_plus_lora():
+  config = ModelConfig.tiny()
+  plain_graphdef, plain_state = model_lib.create(config, seed=0)
+  lora_config = lora_lib.LoRAConfig(rank=4, dropout=0.0)
+  graphdef, state = lora_lib.add_lora(plain_graphdef, plain_state, lora_config)
+  graphdef, lora, base = lora_lib.split_lora(graphdef, state)
+  lora = jax.tree.map(lambda x: x + 0.05, lora)  # Non-zero b, so the update matters.
+  merged = lora_lib.merge_into_base(lora, base, lora_config, plain_state)
+  tokens = jnp.arange(12)[None] + 3
+  positions = jnp.arange(12)[None]
+  expected, _ = model_lib.forward(graphdef, (lora, base), tokens, positions)
+  got, _ = model_lib.forward(plain_graphdef, merged, tokens, positions)
+  untouched, _ = model_lib.forward(plain_graphdef, plain_state, tokens, positions)
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  assert np.abs(np.asarray(untouched) - np.asarray(expected)).max() > 1e-3
