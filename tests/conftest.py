@@ -44,3 +44,29 @@ def smollm2_loaded(smollm2_reader):
 def smollm2_tokenizer(smollm2_reader):
   from inversion_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   return Tokenizer.from_gguf(smollm2_reader)
+
+
+@pytest.fixture(scope='session')
+def smollm2_transformers(smollm2_gguf_path):
+  """transformers' own loading of the same GGUF file (its dequantisation and un-permute)."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import gguf  # pylint: disable=g-import-not-at-top
+  pytest.importorskip('torch')
+  pytest.importorskip('accelerate')  # transformers needs it for gguf_file=.
+  transformers = pytest.importorskip('transformers')
+  # transformers rebuilds the same pure name table once per module (~6 s); memoize it.
+  original = gguf.get_tensor_name_map
+  gguf.get_tensor_name_map = functools.cache(original)
+  try:
+    # Passing a config skips transformers' second parse of the metadata (~5 s). Its numbers
+    # are written out here, not taken from our loader, so a wrong config of ours still fails.
+    hf_config = transformers.LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+        num_attention_heads=9, num_key_value_heads=3, head_dim=64, rope_theta=100_000.0,
+        rms_norm_eps=1e-5, max_position_embeddings=8192, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, attn_implementation='eager')
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(smollm2_gguf_path.parent), gguf_file=smollm2_gguf_path.name, config=hf_config)
+  finally:
+    gguf.get_tensor_name_map = original
+  return model.eval()

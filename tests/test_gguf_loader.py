@@ -123,22 +123,10 @@ def test_smollm2_config_matches_preset(smollm2_loaded):
   assert params.keys() == names.expected_shapes(config).keys()
 
 
-def test_smollm2_params_match_transformers_gguf_loading(smollm2_gguf_path, smollm2_loaded,
-                                                         monkeypatch):
+def test_smollm2_params_match_transformers_gguf_loading(smollm2_loaded, smollm2_transformers):
   """Same file through transformers' own GGUF path (dequantize + reverse_permute)."""
-  # transformers rebuilds the same pure name table once per module (~6 s); memoize it.
-  monkeypatch.setattr(gguf, 'get_tensor_name_map', functools.cache(gguf.get_tensor_name_map))
-  pytest.importorskip('torch')
-  pytest.importorskip('accelerate')  # transformers needs it for gguf_file=.
-  transformers = pytest.importorskip('transformers')
   _, params = smollm2_loaded
-  # Passing a config skips transformers' second parse of the metadata (~5 s). Its numbers are
-  # written out here, not taken from our loader, so a wrong config of ours still fails below.
-  hf_config = transformers.LlamaConfig(
-      vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-      num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      str(smollm2_gguf_path.parent), gguf_file=smollm2_gguf_path.name, config=hf_config)
+  model = smollm2_transformers
   state = {k: v for k, v in model.state_dict().items() if k != 'lm_head.weight'}  # Tied.
   assert {names.rename(k, 'hf', 'ours') for k in state} == set(params)
   for hf_name, tensor in state.items():

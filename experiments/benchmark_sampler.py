@@ -1,0 +1,463 @@
+"""Decode throughput of our jitted sampler against transformers on the same weights.
+
+One run measures, on this machine:
+  * the matmul ceiling: best-of-N GFLOP/s of a jitted f32 2048x2048 matmul, and the tok/s it
+    would allow if decode were matmul-bound (2 FLOPs per decode parameter per token);
+  * our DECODE throughput (prefill excluded): `sampling.jit_generate` timed with N+1 and with
+    1 new tokens, tok/s = batch * N / (t(N+1) - t(1)), every row running every step;
+  * transformers' PyTorch `generate` on the very same weights, timed the same way;
+  * shared-prefix prefill: one 200-token prefix prefilled once plus 64 short suffixes,
+    against the 64 full prompts (prefix + suffix) in one batched forward pass.
+
+  python experiments/benchmark_sampler.py --shape=smollm2-135m            # CPU, f32
+  python experiments/benchmark_sampler.py --shape=mistral-7b --dtype=bfloat16   # GPU
+
+Random weights of a real shape (`--shape`) time the same as real ones: every row is forced
+to run every step (no stop tokens; `min_new_tokens` for transformers).
+"""
+
+import dataclasses
+import datetime
+import functools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+# transformers may share the GPU: JAX must not grab 75% of its memory up front.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from inversion_jax import model as model_lib  # noqa: E402
+from inversion_jax import sampling  # noqa: E402
+from inversion_jax.config import ModelConfig  # noqa: E402
+from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.loading import names, registry  # noqa: E402
+
+SHAPES = {
+    'smollm2-135m': ModelConfig.smollm2_135m,
+    'mistral-7b': ModelConfig.mistral_7b_v02,
+    'tinyllama': ModelConfig.tinyllama_1b,
+}
+DEFAULT_BATCHES = {'cpu': (64, 128), 'gpu': (1, 150)}
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Flags are defined only when run as a script, so tests can import this module."""
+  flags.DEFINE_string('model', None, 'Registry name, .gguf file or HF dir: real weights.')
+  flags.DEFINE_enum('shape', None, sorted(SHAPES), 'Random weights of this real shape '
+                    '(default smollm2-135m when --model is not given).')
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Parameter/compute dtype.')
+  flags.DEFINE_list('batches', None, 'Batch sizes. Default: 64,128 on CPU; 1,150 on GPU.')
+  flags.DEFINE_integer('new_tokens', 32, 'N: decode steps timed (t(N+1) - t(1)).')
+  flags.DEFINE_integer('prompt_len', 32, 'Prompt tokens per row (prefilled, not timed).')
+  flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement; the median is reported.')
+  flags.DEFINE_integer('matmul_repeats', 10, 'Calls of the matmul; the best is reported.')
+  flags.DEFINE_integer('matmul_size', 2048, 'n of the n x n @ n x n ceiling matmul.')
+  flags.DEFINE_bool('skip_transformers', False, 'Do not time transformers.')
+  flags.DEFINE_bool('skip_prefix', False, 'Do not time shared-prefix prefill.')
+  flags.DEFINE_integer('prefix_len', 200, 'Shared prefix tokens of the prefill comparison.')
+  flags.DEFINE_integer('suffix_len', 16, 'Per-row suffix tokens of the prefill comparison.')
+  flags.DEFINE_integer('prefix_rows', 64, 'Rows of the prefill comparison.')
+  flags.DEFINE_enum('device', 'auto', ['auto', 'cpu', 'cuda'],
+                    'Torch device; auto: cuda when JAX runs on a GPU.')
+  flags.DEFINE_integer('seed', 0, 'Seed of the random weights and tokens.')
+  flags.DEFINE_string('output_json', 'benchmark_sampler.json', 'Where to write the results.')
+
+
+# ----------------------------------------------------------------------------- model set-up
+
+
+@functools.partial(jax.jit, static_argnames=('shape', 'dtype'))
+def _normal(key, shape, dtype):
+  return (0.02 * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+
+
+def random_flat_params(config: ModelConfig, seed: int = 0) -> dict[str, jax.Array]:
+  """Random weights drawn on the device in the model dtype (cheap even for a 7B shape)."""
+  key, flat = jax.random.key(seed), {}
+  for index, (name, shape) in enumerate(sorted(names.expected_shapes(config).items())):
+    if name.endswith('.scale'):
+      flat[name] = jnp.ones(shape, config.jnp_dtype)
+    else:
+      flat[name] = _normal(jax.random.fold_in(key, index), shape, config.jnp_dtype)
+  return flat
+
+
+def load_weights(model: str | None, shape: str | None, dtype: str, seed: int = 0):
+  """(config, flat params, source) from a registry name/path or a random real shape."""
+  if model and shape:
+    raise UserError('give --model (real weights) or --shape (random weights), not both')
+  if model:
+    config, flat, _ = registry.load_model_source(model)
+    return config.replace(dtype=dtype), flat, model
+  shape = shape or 'smollm2-135m'
+  config = SHAPES[shape](dtype=dtype)
+  return config, random_flat_params(config, seed), f'random {shape}'
+
+
+def decode_params(config: ModelConfig) -> int:
+  """Parameters a decode step multiplies: all but the embedding lookup, plus the LM head."""
+  total = sum(int(np.prod(s)) for s in names.expected_shapes(config).values())
+  head = config.vocab_size * config.embed_dim
+  return total if config.tie_embeddings else total - head
+
+
+def random_tokens(config: ModelConfig, shape, seed: int = 0) -> np.ndarray:
+  """Token ids clear of the special ids at the bottom of the vocabulary."""
+  low = min(3, config.vocab_size - 1)
+  return np.random.default_rng(seed).integers(low, config.vocab_size, shape).astype(np.int32)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def median_seconds(call, repeats: int) -> float:
+  """Median wall time of `call()` (which must block until its work is done)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    call()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def decode_rates(batch: int, new_tokens: int, t_full: float, t_one: float) -> dict:
+  """tok/s and ms per step from t(N+1) and t(1); None when noise swamps the difference."""
+  delta = t_full - t_one
+  ok = delta > 0
+  return dict(batch=batch, seconds_n_plus_1=t_full, seconds_1=t_one,
+              tok_s=batch * new_tokens / delta if ok else None,
+              ms_per_step=1e3 * delta / new_tokens if ok else None)
+
+
+def matmul_ceiling(size: int = 2048, repeats: int = 10, dtype: str = 'float32') -> float:
+  """Best-of-N GFLOP/s of a jitted size^3 matmul; on accelerators a chain of them per call."""
+  inner = 1 if jax.default_backend() == 'cpu' else 64  # A lone GPU matmul is launch-bound.
+  key_a, key_b = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(key_a, (size, size), jnp.float32).astype(dtype)
+  b = (jax.random.normal(key_b, (size, size), jnp.float32) / np.sqrt(size)).astype(dtype)
+  chain = jax.jit(lambda x, y: jax.lax.fori_loop(0, inner, lambda _, z: z @ y, x))
+  chain(a, b).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    chain(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size**3 * inner / best / 1e9
+
+
+def ours_decode(graphdef, state, config: ModelConfig, batch: int, prompt_len: int,
+                new_tokens: int, repeats: int, seed: int = 0) -> dict:
+  """Our sampler's decode throughput: greedy, no stop tokens, prefill subtracted."""
+  tokens = jnp.asarray(random_tokens(config, (batch, prompt_len), seed))
+  key_start = jnp.zeros((batch,), jnp.int32)
+  stop_mask = jnp.zeros((config.vocab_size,), bool)
+
+  def call(new):
+    settings = sampling.SamplingConfig(temperature=0.0, max_new_tokens=new)
+    return lambda: jax.block_until_ready(sampling.jit_generate(
+        graphdef, state, tokens, key_start, jax.random.key(seed), stop_mask,
+        sampling=settings, pad_id=0))
+
+  full, one = call(new_tokens + 1), call(1)
+  full(), one()  # Compile both shapes.
+  return decode_rates(batch, new_tokens, median_seconds(full, repeats),
+                      median_seconds(one, repeats))
+
+
+# ----------------------------------------------------------------------------- transformers
+
+
+def _to_torch(array):
+  import torch  # pylint: disable=g-import-not-at-top
+  if isinstance(array, np.ndarray):
+    if array.dtype.name == 'bfloat16':
+      return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(np.ascontiguousarray(array))
+  return torch.from_dlpack(array)  # A jax.Array: zero-copy, on its device.
+
+
+def hf_config(config: ModelConfig):
+  import transformers  # pylint: disable=g-import-not-at-top
+  return transformers.LlamaConfig(
+      vocab_size=config.vocab_size, hidden_size=config.embed_dim,
+      intermediate_size=config.hidden_dim, num_hidden_layers=config.num_layers,
+      num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
+      head_dim=config.head_dim, rope_theta=config.rope_theta, rms_norm_eps=config.norm_eps,
+      tie_word_embeddings=config.tie_embeddings, max_position_embeddings=config.max_seq_len,
+      bos_token_id=config.bos_token_id, eos_token_id=list(config.eos_token_ids),
+      pad_token_id=0, hidden_act='silu')
+
+
+def hf_model(config: ModelConfig, flat: dict, device: str = 'cpu'):
+  """transformers' LlamaForCausalLM holding our weights (HF weight = our kernel.T)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  try:  # transformers 5; 4.x kept it in modeling_utils.
+    from transformers.initialization import no_init_weights  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    from transformers.modeling_utils import no_init_weights  # pylint: disable=g-import-not-at-top
+  old_dtype = torch.get_default_dtype()
+  torch.set_default_dtype(getattr(torch, config.dtype))
+  try:
+    with no_init_weights(), torch.device(device):
+      hf = transformers.LlamaForCausalLM(hf_config(config))
+  finally:
+    torch.set_default_dtype(old_dtype)
+  targets, filled = hf.state_dict(), set()
+  with torch.no_grad():
+    for ours, array in flat.items():
+      entry, _ = names.lookup(ours, 'ours')
+      tensor = _to_torch(array)
+      hf_name = names.rename(ours, 'ours', 'hf')
+      targets[hf_name].copy_(tensor.T if entry.transpose else tensor)
+      filled.add(hf_name)
+  if config.tie_embeddings:  # A bare constructor leaves the head untied (and empty).
+    hf.lm_head.weight = hf.model.embed_tokens.weight
+    filled.add('lm_head.weight')
+  unfilled = set(targets) - filled
+  if unfilled:
+    raise ValueError(f'transformers parameters without a value: {sorted(unfilled)[:5]}')
+  return hf.eval()
+
+
+def hf_decode(hf, config: ModelConfig, batch: int, prompt_len: int, new_tokens: int,
+              repeats: int, seed: int = 0) -> dict:
+  """transformers `generate` timed like ours: greedy, length forced, t(N+1) - t(1)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  tokens = torch.from_numpy(random_tokens(config, (batch, prompt_len), seed)).long()
+  tokens = tokens.to(hf.device)
+  mask = torch.ones_like(tokens)
+
+  def call(new):
+    def run():
+      with torch.inference_mode():
+        out = hf.generate(input_ids=tokens, attention_mask=mask, max_new_tokens=new,
+                          min_new_tokens=new, do_sample=False, pad_token_id=0)
+      if hf.device.type == 'cuda':
+        torch.cuda.synchronize()
+      assert out.shape == (batch, prompt_len + new), out.shape
+    return run
+
+  full, one = call(new_tokens + 1), call(1)
+  full(), one()  # Warm up (allocator, kernels).
+  return decode_rates(batch, new_tokens, median_seconds(full, repeats),
+                      median_seconds(one, repeats))
+
+
+def torch_device(requested: str) -> str:
+  """The torch device to use: cuda only when asked (or auto on a GPU) and available."""
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.set_num_threads(os.cpu_count() or 1)
+  want = requested if requested != 'auto' else (
+      'cuda' if jax.default_backend() == 'gpu' else 'cpu')
+  if want == 'cuda' and not torch.cuda.is_available():
+    logging.warning('torch has no CUDA here; timing transformers on the CPU')
+    return 'cpu'
+  return want
+
+
+# ----------------------------------------------------------------------------- prefix prefill
+
+
+def prefix_prefill(graphdef, state, config: ModelConfig, rows: int = 64, prefix_len: int = 200,
+                   suffix_len: int = 16, repeats: int = 3, seed: int = 0) -> dict:
+  """One shared prefix prefilled once + short suffixes, against full prompts per row."""
+  prefix = jnp.asarray(random_tokens(config, (prefix_len,), seed))
+  suffixes = jnp.asarray(random_tokens(config, (rows, suffix_len), seed + 1))
+  full = jnp.concatenate([jnp.broadcast_to(prefix, (rows, prefix_len)), suffixes], axis=1)
+  key_start = jnp.zeros((rows,), jnp.int32)
+  suffix_pos = jnp.broadcast_to(prefix_len + jnp.arange(suffix_len), (rows, suffix_len))
+  full_pos = jnp.broadcast_to(jnp.arange(prefix_len + suffix_len), full.shape)
+
+  def shared():
+    cache = sampling.jit_prefill_prefix(graphdef, state, prefix)
+    return jax.block_until_ready(
+        sampling.jit_forward(graphdef, state, suffixes, suffix_pos, key_start, cache))
+
+  def unshared():
+    return jax.block_until_ready(
+        sampling.jit_forward(graphdef, state, full, full_pos, key_start))
+
+  gap = float(jnp.max(jnp.abs(shared() - unshared())))  # Compiles both; same logits?
+  t_shared, t_full = median_seconds(shared, repeats), median_seconds(unshared, repeats)
+  return dict(rows=rows, prefix_len=prefix_len, suffix_len=suffix_len,
+              shared_prefix_s=t_shared, full_prompts_s=t_full, speedup=t_full / t_shared,
+              max_abs_logit_diff=gap)
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What one benchmark run measures (the flags, minus where the weights come from)."""
+
+  batches: tuple[int, ...]
+  new_tokens: int = 32
+  prompt_len: int = 32
+  repeats: int = 3
+  matmul_repeats: int = 10
+  matmul_size: int = 2048
+  skip_transformers: bool = False
+  skip_prefix: bool = False
+  prefix_len: int = 200
+  suffix_len: int = 16
+  prefix_rows: int = 64
+  device: str = 'auto'
+  seed: int = 0
+
+
+def ceiling_section(config: ModelConfig, size: int, repeats: int) -> dict:
+  """Matmul GFLOP/s (f32, plus the model dtype if different) and the tok/s they imply."""
+  params = decode_params(config)
+  section = dict(decode_params=params, size=size)
+  for dtype in dict.fromkeys(('float32', config.dtype)):
+    gflops = matmul_ceiling(size, repeats, dtype)
+    section[dtype] = dict(gflops=gflops, tok_s=gflops * 1e9 / (2 * params))
+    logging.info('matmul %s: %.1f GFLOP/s', dtype, gflops)
+  return section
+
+
+def decode_section(graphdef, state, config, flat, settings: Settings, ceiling: dict) -> list:
+  """Ours (and transformers unless skipped) at each batch size, with the ratios."""
+  args = (settings.prompt_len, settings.new_tokens, settings.repeats, settings.seed)
+  rows = []
+  for batch in settings.batches:
+    ours = ours_decode(graphdef, state, config, batch, *args)
+    logging.info('ours batch %d: %s', batch, ours)
+    rows.append(dict(batch=batch, ours=ours, pct_of_f32_ceiling=_pct(
+        ours['tok_s'], ceiling['float32']['tok_s']), pct_of_dtype_ceiling=_pct(
+            ours['tok_s'], ceiling[config.dtype]['tok_s'])))
+  if settings.skip_transformers:
+    return rows
+  hf = hf_model(config, flat, torch_device(settings.device))
+  for row in rows:
+    row['transformers'] = theirs = hf_decode(hf, config, row['batch'], *args)
+    row['transformers']['device'] = str(hf.device)
+    logging.info('transformers batch %d: %s', row['batch'], theirs)
+    if row['ours']['tok_s'] and theirs['tok_s']:
+      row['ours_over_transformers'] = row['ours']['tok_s'] / theirs['tok_s']
+  return rows
+
+
+def _pct(value, ceiling):
+  return None if value is None else 100.0 * value / ceiling
+
+
+def run_benchmark(graphdef, state, config: ModelConfig, flat, settings: Settings,
+                  source: str = 'model') -> dict:
+  """Every measurement of one run, as a JSON-ready dict (machine info included)."""
+  longest = settings.prompt_len + settings.new_tokens + 1
+  if longest > config.max_seq_len:
+    raise UserError(f'--prompt_len + --new_tokens + 1 = {longest} exceeds the context of '
+                    f'{config.max_seq_len} tokens')
+  results = dict(source=source, machine=machine_info(), settings=dataclasses.asdict(settings),
+                 config=dataclasses.asdict(config))
+  results['matmul_ceiling'] = ceiling = ceiling_section(config, settings.matmul_size,
+                                                     settings.matmul_repeats)
+  results['decode'] = decode_section(graphdef, state, config, flat, settings, ceiling)
+  if not settings.skip_prefix:
+    results['prefix_prefill'] = prefix_prefill(
+        graphdef, state, config, settings.prefix_rows, settings.prefix_len,
+        settings.suffix_len, settings.repeats, settings.seed)
+  return results
+
+
+def machine_info() -> dict:
+  """Enough to tell later which machine and software produced the numbers."""
+  info = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+              python=platform.python_version(), platform=platform.platform(),
+              cpu_count=os.cpu_count(), jax=jax.__version__, backend=jax.default_backend(),
+              devices=[str(d) for d in jax.devices()],
+              device_kind=jax.devices()[0].device_kind)
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return info
+  info.update(torch=torch.__version__, transformers=transformers.__version__,
+              torch_threads=torch.get_num_threads(), torch_cuda=torch.cuda.is_available())
+  if torch.cuda.is_available():
+    info['torch_cuda_device'] = torch.cuda.get_device_name(0)
+  return info
+
+
+def _num(value, spec):
+  return '-' if value is None else format(value, spec)
+
+
+def format_table(results: dict) -> str:
+  """A compact human summary of `run_benchmark`'s dict."""
+  ceiling, config = results['matmul_ceiling'], results['config']
+  f32 = ceiling['float32']
+  lines = [f"{results['source']} ({config['dtype']}) on {results['machine']['device_kind']}",
+           f"matmul ceiling (f32 {ceiling['size']}^3): {f32['gflops']:.1f} GFLOP/s = "
+           f"{f32['tok_s']:.0f} tok/s at {ceiling['decode_params'] / 1e6:.1f}M decode params"]
+  if config['dtype'] != 'float32':
+    own = ceiling[config['dtype']]
+    lines.append(f"matmul ceiling ({config['dtype']}): {own['gflops']:.1f} GFLOP/s = "
+                 f"{own['tok_s']:.0f} tok/s")
+  lines.append(f"{'batch':>5} {'ours tok/s':>10} {'ms/step':>8} {'HF tok/s':>9} "
+               f"{'ms/step':>8} {'ours/HF':>8} {'%ceiling':>9}")
+  for row in results['decode']:
+    ours, hf = row['ours'], row.get('transformers', {})
+    lines.append(f"{row['batch']:>5} {_num(ours['tok_s'], '10.1f')} "
+                 f"{_num(ours['ms_per_step'], '8.2f')} {_num(hf.get('tok_s'), '9.1f')} "
+                 f"{_num(hf.get('ms_per_step'), '8.2f')} "
+                 f"{_num(row.get('ours_over_transformers'), '8.2f')} "
+                 f"{_num(row['pct_of_dtype_ceiling'], '8.1f')}%")
+  prefill = results.get('prefix_prefill')
+  if prefill:
+    lines.append(f"prefill {prefill['rows']} rows x ({prefill['prefix_len']} shared + "
+                 f"{prefill['suffix_len']}): shared prefix {prefill['shared_prefix_s']:.3f} s, "
+                 f"full prompts {prefill['full_prompts_s']:.3f} s, "
+                 f"{prefill['speedup']:.2f}x faster")
+  return '\n'.join(lines)
+
+
+def settings_from_flags() -> Settings:
+  try:
+    batches = tuple(int(b) for b in FLAGS.batches) if FLAGS.batches else None
+  except ValueError:
+    raise UserError(f'--batches takes integers, got {FLAGS.batches}') from None
+  batches = batches or DEFAULT_BATCHES.get(jax.default_backend(), DEFAULT_BATCHES['gpu'])
+  numbers = dict(batches=min(batches), new_tokens=FLAGS.new_tokens, prompt_len=FLAGS.prompt_len,
+                 repeats=FLAGS.repeats, matmul_repeats=FLAGS.matmul_repeats,
+                 matmul_size=FLAGS.matmul_size,
+                 prefix_len=FLAGS.prefix_len, suffix_len=FLAGS.suffix_len,
+                 prefix_rows=FLAGS.prefix_rows)
+  for name, value in numbers.items():
+    if value < 1:
+      raise UserError(f'--{name} must be at least 1, got {value}')
+  fields = {f.name for f in dataclasses.fields(Settings)} - {'batches'}
+  return Settings(batches=batches, **{name: getattr(FLAGS, name) for name in fields})
+
+
+@exit_on_user_error
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}; all settings are --flags')
+  settings = settings_from_flags()
+  config, flat, source = load_weights(FLAGS.model, FLAGS.shape, FLAGS.dtype, FLAGS.seed)
+  graphdef, state = model_lib.from_flat_params(config, flat)
+  results = run_benchmark(graphdef, state, config, flat, settings, source)
+  with open(FLAGS.output_json, 'w', encoding='utf-8') as file:
+    json.dump(results, file, indent=2)
+  print(format_table(results))
+  print(f'json: {FLAGS.output_json}')
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

@@ -1,0 +1,71 @@
+"""The embedded SmolLM2-135M-Instruct: parity with transformers, and one real round."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from inversion_jax import experiment
+from inversion_jax import model as model_lib
+from inversion_jax import sampling
+
+torch = pytest.importorskip('torch')
+
+PROMPTS = [
+    'Tool: nmap\nTask: Do a service version scan on 10.0.0.5\nCommand:',
+    'The capital of France is',
+    'gobuster dir -u http://target.local -w /usr/share/wordlists/dirb/common.txt',
+    '<|im_start|>user\nWrite a haiku about port scanners.<|im_end|>\n<|im_start|>assistant\n',
+]
+
+
+@pytest.fixture(scope='module')
+def ours(smollm2_loaded):
+  config, params = smollm2_loaded
+  return model_lib.from_flat_params(config, params)
+
+
+@pytest.mark.parametrize('prompt', PROMPTS)
+def test_logits_match_transformers(ours, smollm2_tokenizer, smollm2_transformers, prompt):
+  graphdef, state = ours
+  ids = smollm2_tokenizer.encode(prompt)
+  with torch.no_grad():
+    expected = smollm2_transformers(torch.tensor([ids])).logits[0].numpy()
+  got, _ = jax.jit(model_lib.forward, static_argnums=0)(
+      graphdef, state, jnp.asarray([ids]), jnp.arange(len(ids))[None])
+  rel = np.abs(np.asarray(got[0]) - expected).max() / np.abs(expected).max()
+  assert rel < 1e-3, rel
+
+
+def test_thirty_greedy_tokens_match_transformers(ours, smollm2_tokenizer, smollm2_transformers):
+  graphdef, state = ours
+  eos = smollm2_tokenizer.eos_ids
+  only_eos = jnp.zeros((49152,), bool).at[jnp.asarray(eos)].set(True)
+  for prompt in PROMPTS[:2]:
+    ids = smollm2_tokenizer.encode(prompt)
+    with torch.no_grad():
+      reference = smollm2_transformers.generate(
+          torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+          max_new_tokens=30, do_sample=False, pad_token_id=eos[0])[0, len(ids):].tolist()
+    gen = sampling.jit_generate(graphdef, state, jnp.asarray([ids]), jnp.zeros((1,), jnp.int32),
+                                jax.random.key(0), only_eos, pad_id=eos[0],
+                                sampling=sampling.SamplingConfig(0.0, 30))
+    length = int(gen.lengths[0])
+    reference = reference[: reference.index(eos[0])] if eos[0] in reference else reference
+    assert np.asarray(gen.tokens[0, :length]).tolist() == reference
+
+
+def test_one_round_on_the_embedded_model(smollm2_loaded, smollm2_tokenizer, tmp_path):
+  """A real (short) round: commands and reconstructions are text, scores lie in [0, 1]."""
+  config, params = smollm2_loaded
+  run = experiment.RunConfig(cycles=1, tasks=2, candidates=2, max_new_tokens=24,
+                             output=str(tmp_path), name='smollm2')
+  result = experiment.run(run, model_source=(config, params, smollm2_tokenizer))
+  record = result.rounds[0]
+  rows = record['examples']
+  assert len(rows) == 4
+  assert all(r['command'] for r in rows) and all(r['reconstruction'] for r in rows)
+  assert all(0.0 <= r['score'] <= 1.0 for r in rows)
+  for phase in ('before', 'after'):
+    assert 0.0 <= record[phase]['mean_score'] <= 1.0
+  assert record['tokens_generated'] > 0
