@@ -17,8 +17,12 @@ ROOT = pathlib.Path(__file__).resolve().parent
 VENV = pathlib.Path(os.environ.get('INVERSION_JAX_VENV', ROOT / '.venv'))
 PYTHON = VENV / 'bin' / 'python'
 
-# What `python3 dev.py run` runs: a short self-improvement experiment on the embedded model.
-MAIN_JOB = ['experiments/generate.py', '--max_new_tokens=40', '--batch=4']
+# What `python3 dev.py run` runs: a short V1 self-improvement experiment on the embedded
+# SmolLM2-135M. The 135M model rarely reaches the original's 0.5 threshold, so the demo keeps
+# candidates scoring >= 0.3 and training happens. --resume: rerunning continues the run, or
+# prints its results when it is complete.
+MAIN_JOB = ['experiments/self_improve.py', '--cycles=2', '--tasks=8', '--candidates=2',
+            '--max_new_tokens=48', '--threshold=0.3', '--name=demo', '--resume']
 
 
 def _install_stamp() -> pathlib.Path:

@@ -63,7 +63,8 @@ def config_from_flags() -> experiment.RunConfig:
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]}; all settings are --flags')
-  logging.set_verbosity(logging.INFO)
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   config = config_from_flags()
   compile_cache.enable()
   result = experiment.run(config, resume=FLAGS.resume)

@@ -11,7 +11,6 @@ import pathlib
 import time
 
 import jax
-from absl import logging
 
 from inversion_jax import checkpointing
 from inversion_jax import generation
@@ -168,7 +167,7 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
   lora = exp.initial_lora
   if first_round > 1:
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
-    logging.info('resuming %s after round %d', config.run_dir, first_round - 1)
+    print(f'resuming {config.run_dir} after round {first_round - 1}', flush=True)
   for round_index in range(first_round, config.cycles + 1):
     try:
       result = rounds.run_round(exp, lora, round_index)
