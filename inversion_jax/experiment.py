@@ -167,7 +167,9 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
   lora = exp.initial_lora
   if first_round > 1:
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
-    print(f'resuming {config.run_dir} after round {first_round - 1}', flush=True)
+    done = first_round - 1
+    print(f'{config.run_dir} already has all {done} rounds; its results:' if done >= config.cycles
+          else f'resuming {config.run_dir} after round {done}', flush=True)
   for round_index in range(first_round, config.cycles + 1):
     try:
       result = rounds.run_round(exp, lora, round_index)
