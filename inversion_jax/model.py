@@ -32,11 +32,10 @@ from inversion_jax.config import ModelConfig
 
 
 class LayerCache(NamedTuple):
-  """Keys [B, K, H, S] and values [B, K, S, H] of one layer ([K, H, P], [K, P, H] for a prefix).
+  """Keys and values of one layer, [B, K, S, H] ([K, P, H] for a prefix).
 
-  Keys are stored transposed (slots last) so that scores are plain [G, H] x [H, S]
-  matmuls per (row, kv head): on XLA:CPU this layout made decode attention ~8x faster
-  than [B, S, K, H] (BUILD_NOTES.md).
+  Heads before slots make scores and outputs plain [G, H] x [H, S] matmuls per (row, kv
+  head), and a decode step still writes contiguous H-vectors (BUILD_NOTES.md).
   """
 
   k: jax.Array
@@ -53,7 +52,7 @@ class PrefixCache(NamedTuple):
 
   @property
   def length(self) -> int:
-    return self.layers[0].k.shape[-1]
+    return self.layers[0].k.shape[-2]
 
 
 class LoRA(nnx.Module):
@@ -138,10 +137,10 @@ class Attention(nnx.Module):
     v = self.v_proj(x, _fold(dropout_key, 2)).reshape(b, t, k_heads, self.head_dim)
     q = apply_rope(q.reshape(b, t, -1, self.head_dim), positions, self.rope_theta)
     q = q.reshape(b, t, k_heads, groups, self.head_dim)
-    k = apply_rope(k, positions, self.rope_theta).transpose(0, 2, 3, 1)  # [B, K, H, T]
+    k = apply_rope(k, positions, self.rope_theta).transpose(0, 2, 1, 3)  # [B, K, T, H]
     v = v.transpose(0, 2, 1, 3)  # [B, K, T, H]
     if cache is not None:
-      keys = jax.lax.dynamic_update_slice_in_dim(cache.k, k, write_index, axis=3)
+      keys = jax.lax.dynamic_update_slice_in_dim(cache.k, k, write_index, axis=2)
       values = jax.lax.dynamic_update_slice_in_dim(cache.v, v, write_index, axis=2)
       cache = LayerCache(keys, values)
     else:
@@ -154,16 +153,16 @@ class Attention(nnx.Module):
 def _attend(q, keys, values, mask, prefix: LayerCache | None):
   """Softmax attention over row slots plus (optionally) shared prefix slots, in float32."""
   scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum('BTKGH,BKHS->BKGTS', q, keys, preferred_element_type=jnp.float32)
+  logits = jnp.einsum('BTKGH,BKSH->BKGTS', q, keys, preferred_element_type=jnp.float32)
   logits = jnp.where(mask[:, None, None], logits * scale, -1e30)
   if prefix is not None:
     prefix_logits = jnp.einsum(
-        'BTKGH,KHP->BKGTP', q, prefix.k, preferred_element_type=jnp.float32
+        'BTKGH,KPH->BKGTP', q, prefix.k, preferred_element_type=jnp.float32
     ) * scale
     logits = jnp.concatenate([prefix_logits, logits], axis=-1)
   probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
   if prefix is not None:
-    p = prefix.k.shape[-1]
+    p = prefix.k.shape[-2]
     prefix_out = jnp.einsum('BKGTP,KPH->BTKGH', probs[..., :p], prefix.v)
     return prefix_out + jnp.einsum('BKGTS,BKSH->BTKGH', probs[..., p:], values)
   return jnp.einsum('BKGTS,BKSH->BTKGH', probs, values)
@@ -255,7 +254,7 @@ def forward(graphdef, state, tokens, positions, key_start=None, cache=None, writ
   batch, num_queries = tokens.shape
   if key_start is None:
     key_start = jnp.zeros((batch,), jnp.int32)
-  num_slots = num_queries if cache is None else cache[0].k.shape[-1]
+  num_slots = num_queries if cache is None else cache[0].k.shape[-2]
   mask = attention_mask(key_start, num_queries, num_slots, write_index)
   model = nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
   return model(tokens, positions, mask, cache, write_index, prefix, dropout_key, last_only)
@@ -268,11 +267,9 @@ def model_config(graphdef, state) -> ModelConfig:
 
 def init_cache(config: ModelConfig, batch: int, num_slots: int) -> Cache:
   """Zeroed per-row cache of `num_slots` slots for every layer."""
-  keys = (batch, config.num_kv_heads, config.head_dim, num_slots)
-  values = (batch, config.num_kv_heads, num_slots, config.head_dim)
-  dtype = config.jnp_dtype
-  return tuple(LayerCache(jnp.zeros(keys, dtype), jnp.zeros(values, dtype))
-               for _ in range(config.num_layers))
+  shape = (batch, config.num_kv_heads, num_slots, config.head_dim)
+  zeros = lambda: jnp.zeros(shape, config.jnp_dtype)
+  return tuple(LayerCache(zeros(), zeros()) for _ in range(config.num_layers))
 
 
 def create(config: ModelConfig, seed: int = 0) -> tuple[nnx.GraphDef, nnx.State]:
