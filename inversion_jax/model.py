@@ -32,10 +32,10 @@ from inversion_jax.config import ModelConfig
 
 
 class LayerCache(NamedTuple):
-  """Keys and values of one layer, [B, K, S, H] ([K, P, H] for a prefix).
+  """Keys and values of one layer: [B, S, K, H] for rows, [P, K, H] for a prefix.
 
-  Heads before slots make scores and outputs plain [G, H] x [H, S] matmuls per (row, kv
-  head), and a decode step still writes contiguous H-vectors (BUILD_NOTES.md).
+  Two other layouts were tried on the CPU and measured slower or no better in the whole
+  decode step ([B, K, H, S] and [B, K, S, H]; BUILD_NOTES.md, "Cache layout").
   """
 
   k: jax.Array
@@ -52,7 +52,7 @@ class PrefixCache(NamedTuple):
 
   @property
   def length(self) -> int:
-    return self.layers[0].k.shape[-2]
+    return self.layers[0].k.shape[0]
 
 
 class LoRA(nnx.Module):
@@ -137,11 +137,10 @@ class Attention(nnx.Module):
     v = self.v_proj(x, _fold(dropout_key, 2)).reshape(b, t, k_heads, self.head_dim)
     q = apply_rope(q.reshape(b, t, -1, self.head_dim), positions, self.rope_theta)
     q = q.reshape(b, t, k_heads, groups, self.head_dim)
-    k = apply_rope(k, positions, self.rope_theta).transpose(0, 2, 1, 3)  # [B, K, T, H]
-    v = v.transpose(0, 2, 1, 3)  # [B, K, T, H]
+    k = apply_rope(k, positions, self.rope_theta)
     if cache is not None:
-      keys = jax.lax.dynamic_update_slice_in_dim(cache.k, k, write_index, axis=2)
-      values = jax.lax.dynamic_update_slice_in_dim(cache.v, v, write_index, axis=2)
+      keys = jax.lax.dynamic_update_slice_in_dim(cache.k, k, write_index, axis=1)
+      values = jax.lax.dynamic_update_slice_in_dim(cache.v, v, write_index, axis=1)
       cache = LayerCache(keys, values)
     else:
       keys, values = k, v
@@ -153,19 +152,19 @@ class Attention(nnx.Module):
 def _attend(q, keys, values, mask, prefix: LayerCache | None):
   """Softmax attention over row slots plus (optionally) shared prefix slots, in float32."""
   scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum('BTKGH,BKSH->BKGTS', q, keys, preferred_element_type=jnp.float32)
+  logits = jnp.einsum('BTKGH,BSKH->BKGTS', q, keys, preferred_element_type=jnp.float32)
   logits = jnp.where(mask[:, None, None], logits * scale, -1e30)
   if prefix is not None:
     prefix_logits = jnp.einsum(
-        'BTKGH,KPH->BKGTP', q, prefix.k, preferred_element_type=jnp.float32
+        'BTKGH,PKH->BKGTP', q, prefix.k, preferred_element_type=jnp.float32
     ) * scale
     logits = jnp.concatenate([prefix_logits, logits], axis=-1)
   probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
   if prefix is not None:
-    p = prefix.k.shape[-2]
-    prefix_out = jnp.einsum('BKGTP,KPH->BTKGH', probs[..., :p], prefix.v)
-    return prefix_out + jnp.einsum('BKGTS,BKSH->BTKGH', probs[..., p:], values)
-  return jnp.einsum('BKGTS,BKSH->BTKGH', probs, values)
+    p = prefix.k.shape[0]
+    prefix_out = jnp.einsum('BKGTP,PKH->BTKGH', probs[..., :p], prefix.v)
+    return prefix_out + jnp.einsum('BKGTS,BSKH->BTKGH', probs[..., p:], values)
+  return jnp.einsum('BKGTS,BSKH->BTKGH', probs, values)
 
 
 class MLP(nnx.Module):
@@ -254,7 +253,7 @@ def forward(graphdef, state, tokens, positions, key_start=None, cache=None, writ
   batch, num_queries = tokens.shape
   if key_start is None:
     key_start = jnp.zeros((batch,), jnp.int32)
-  num_slots = num_queries if cache is None else cache[0].k.shape[-2]
+  num_slots = num_queries if cache is None else cache[0].k.shape[1]
   mask = attention_mask(key_start, num_queries, num_slots, write_index)
   model = nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
   return model(tokens, positions, mask, cache, write_index, prefix, dropout_key, last_only)
@@ -267,7 +266,7 @@ def model_config(graphdef, state) -> ModelConfig:
 
 def init_cache(config: ModelConfig, batch: int, num_slots: int) -> Cache:
   """Zeroed per-row cache of `num_slots` slots for every layer."""
-  shape = (batch, config.num_kv_heads, num_slots, config.head_dim)
+  shape = (batch, num_slots, config.num_kv_heads, config.head_dim)
   zeros = lambda: jnp.zeros(shape, config.jnp_dtype)
   return tuple(LayerCache(zeros(), zeros()) for _ in range(config.num_layers))
 
