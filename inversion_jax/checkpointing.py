@@ -110,25 +110,34 @@ class RoundCheckpointer:
 
   def restore(self, round_index: int, lora_like, opt_state_like):
     """Returns `(lora, opt_state, rng, meta)` of a saved round, shaped like *_like."""
+    restored = self._restore_items(round_index, ocp.args.Composite(
+        lora=ocp.args.StandardRestore(lora_like),
+        opt_state=ocp.args.StandardRestore(opt_state_like),
+        rng=ocp.args.StandardRestore(),  # Key size depends on the PRNG impl.
+        meta=ocp.args.JsonRestore()))
+    rng = np.asarray(restored['rng'], np.uint32)
+    return restored['lora'], restored['opt_state'], rng, restored['meta']
+
+  def restore_meta(self, round_index: int) -> dict:
+    """Only the round's JSON metadata: rebuilding the history reads no arrays."""
+    return self._restore_items(round_index, ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+
+  def _restore_items(self, round_index: int, args):
     if round_index not in self.all_rounds():
       raise UserError(
           f'no checkpoint for round {round_index} in {self._checkpoint_dir}'
           f' (saved rounds: {self.all_rounds() or "none"})')
-    args = ocp.args.Composite(
-        lora=ocp.args.StandardRestore(lora_like),
-        opt_state=ocp.args.StandardRestore(opt_state_like),
-        rng=ocp.args.StandardRestore(),  # Key size depends on the PRNG impl.
-        meta=ocp.args.JsonRestore())
     try:
       restored = self._manager.restore(round_index, args=args)
-      rng = np.asarray(restored['rng'], np.uint32)
+      if 'rng' in restored:
+        np.asarray(restored['rng'], np.uint32)  # Fails here too when the data is bad.
     except Exception as error:  # Orbax/TensorStore raise many types; all mean unreadable.
       cause = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
       raise UserError(
           f'the round {round_index} checkpoint in {self._checkpoint_dir / str(round_index)}'
           f' is corrupt or unreadable ({cause}); delete that round\'s directory to resume'
           ' from the round before, or start a fresh --output') from error
-    return restored['lora'], restored['opt_state'], rng, restored['meta']
+    return restored
 
   def check_resume(self, run_config: dict):
     """Raises `UserError` naming every setting that differs from the stored run."""

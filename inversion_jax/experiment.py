@@ -195,6 +195,5 @@ def _restore(exp: Experiment, checkpointer, last_round: int, history):
   opt_like = exp.trainer.init_opt_state(exp.initial_lora)
   lora, _, _, _ = checkpointer.restore(last_round, exp.initial_lora, opt_like)
   for round_index in range(1, last_round + 1):
-    meta = checkpointer.restore(round_index, exp.initial_lora, opt_like)[3]
-    history.add_round(meta['record'])
+    history.add_round(checkpointer.restore_meta(round_index)['record'])
   return lora, history

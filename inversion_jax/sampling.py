@@ -56,10 +56,11 @@ def pick_tokens(logits, key, sampling: SamplingConfig):
     logits = jnp.where(logits < kth, -jnp.inf, logits)
   if sampling.top_p is not None:
     sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
-    cumulative = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+    sorted_probs = jax.nn.softmax(sorted_logits, axis=-1)
+    cumulative = jnp.cumsum(sorted_probs, axis=-1)
     # Keep the smallest set whose mass reaches top_p: the cut-off is the first logit at
     # which the mass before it already reaches top_p.
-    cutoff_index = jnp.sum(cumulative - jax.nn.softmax(sorted_logits, -1) < sampling.top_p, -1)
+    cutoff_index = jnp.sum(cumulative - sorted_probs < sampling.top_p, -1)
     cutoff = jnp.take_along_axis(sorted_logits, cutoff_index[:, None] - 1, axis=-1)
     logits = jnp.where(logits < cutoff, -jnp.inf, logits)
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
