@@ -5,7 +5,9 @@ One run measures, on this machine:
     would allow if decode were matmul-bound (2 FLOPs per decode parameter per token);
   * our DECODE throughput (prefill excluded): `sampling.jit_generate` timed with N+1 and with
     1 new tokens, tok/s = batch * N / (t(N+1) - t(1)), every row running every step;
-  * transformers' PyTorch `generate` on the very same weights, timed the same way;
+  * transformers' PyTorch `generate` on the very same weights, timed the same way, in
+    turns with ours (call by call) so that the machine's drift hits both alike;
+  * on accelerators, the memory bandwidth and the ms/step it allows for reading the weights;
   * shared-prefix prefill: one 200-token prefix prefilled once plus 64 short suffixes,
     against the 64 full prompts (prefix + suffix) in one batched forward pass.
 
@@ -156,9 +158,42 @@ def matmul_ceiling(size: int = 2048, repeats: int = 10, dtype: str = 'float32') 
   return 2 * size**3 * inner / best / 1e9
 
 
-def ours_decode(graphdef, state, config: ModelConfig, batch: int, prompt_len: int,
-                new_tokens: int, repeats: int, seed: int = 0) -> dict:
-  """Our sampler's decode throughput: greedy, no stop tokens, prefill subtracted."""
+def memory_bandwidth(megabytes: int = 1024, repeats: int = 10) -> float:
+  """Best-of-N GB/s of a jitted elementwise pass (bytes read + written): the HBM roofline."""
+  x = jnp.zeros((megabytes * 2**20 // 4,), jnp.float32)
+  bump = jax.jit(lambda v: v + 1.0)
+  bump(x).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    bump(x).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * x.nbytes / best / 1e9
+
+
+def interleaved_rates(calls: dict, batch: int, new_tokens: int, repeats: int) -> dict:
+  """Decode rates of several samplers, timed in turns so each sees the same machine.
+
+  `calls` maps a name to its warmed-up (t(N+1) call, t(1) call). This machine's speed
+  drifts by tens of percent within minutes, so timing one sampler for minutes and then
+  the other would measure the drift; alternating call by call leaves it in the medians of
+  both.
+  """
+  times = {name: ([], []) for name in calls}
+  for _ in range(repeats):
+    for name, (full, one) in calls.items():
+      for call, bucket in zip((full, one), times[name]):
+        start = time.perf_counter()
+        call()
+        bucket.append(time.perf_counter() - start)
+  return {name: decode_rates(batch, new_tokens, statistics.median(full_times),
+                             statistics.median(one_times))
+          for name, (full_times, one_times) in times.items()}
+
+
+def ours_calls(graphdef, state, config: ModelConfig, batch: int, prompt_len: int,
+               new_tokens: int, seed: int = 0):
+  """Our sampler, compiled for N+1 and 1 new tokens: greedy, no stop tokens."""
   tokens = jnp.asarray(random_tokens(config, (batch, prompt_len), seed))
   key_start = jnp.zeros((batch,), jnp.int32)
   stop_mask = jnp.zeros((config.vocab_size,), bool)
@@ -171,8 +206,14 @@ def ours_decode(graphdef, state, config: ModelConfig, batch: int, prompt_len: in
 
   full, one = call(new_tokens + 1), call(1)
   full(), one()  # Compile both shapes.
-  return decode_rates(batch, new_tokens, median_seconds(full, repeats),
-                      median_seconds(one, repeats))
+  return full, one
+
+
+def ours_decode(graphdef, state, config: ModelConfig, batch: int, prompt_len: int,
+                new_tokens: int, repeats: int, seed: int = 0) -> dict:
+  """Our sampler's decode throughput alone: tok/s = batch * N / (t(N+1) - t(1))."""
+  calls = ours_calls(graphdef, state, config, batch, prompt_len, new_tokens, seed)
+  return interleaved_rates({'ours': calls}, batch, new_tokens, repeats)['ours']
 
 
 # ----------------------------------------------------------------------------- transformers
@@ -231,9 +272,9 @@ def hf_model(config: ModelConfig, flat: dict, device: str = 'cpu'):
   return hf.eval()
 
 
-def hf_decode(hf, config: ModelConfig, batch: int, prompt_len: int, new_tokens: int,
-              repeats: int, seed: int = 0) -> dict:
-  """transformers `generate` timed like ours: greedy, length forced, t(N+1) - t(1)."""
+def hf_calls(hf, config: ModelConfig, batch: int, prompt_len: int, new_tokens: int,
+             seed: int = 0):
+  """transformers `generate` for N+1 and 1 new tokens: greedy, length forced."""
   import torch  # pylint: disable=g-import-not-at-top
   tokens = torch.from_numpy(random_tokens(config, (batch, prompt_len), seed)).long()
   tokens = tokens.to(hf.device)
@@ -251,8 +292,14 @@ def hf_decode(hf, config: ModelConfig, batch: int, prompt_len: int, new_tokens: 
 
   full, one = call(new_tokens + 1), call(1)
   full(), one()  # Warm up (allocator, kernels).
-  return decode_rates(batch, new_tokens, median_seconds(full, repeats),
-                      median_seconds(one, repeats))
+  return full, one
+
+
+def hf_decode(hf, config: ModelConfig, batch: int, prompt_len: int, new_tokens: int,
+              repeats: int, seed: int = 0) -> dict:
+  """transformers' decode throughput alone, timed like ours."""
+  calls = hf_calls(hf, config, batch, prompt_len, new_tokens, seed)
+  return interleaved_rates({'transformers': calls}, batch, new_tokens, repeats)['transformers']
 
 
 def torch_device(requested: str) -> str:
@@ -319,35 +366,49 @@ class Settings:
 
 
 def ceiling_section(config: ModelConfig, size: int, repeats: int) -> dict:
-  """Matmul GFLOP/s (f32, plus the model dtype if different) and the tok/s they imply."""
+  """Matmul GFLOP/s (f32, plus the model dtype if different) and the tok/s they imply.
+
+  On accelerators, also the memory roofline: a decode step must read every decode weight
+  once, so ms/step >= weight bytes / measured bandwidth (batch 1 is bound by this).
+  """
   params = decode_params(config)
   section = dict(decode_params=params, size=size)
   for dtype in dict.fromkeys(('float32', config.dtype)):
     gflops = matmul_ceiling(size, repeats, dtype)
     section[dtype] = dict(gflops=gflops, tok_s=gflops * 1e9 / (2 * params))
     logging.info('matmul %s: %.1f GFLOP/s', dtype, gflops)
+  if jax.default_backend() != 'cpu':
+    gb_s = memory_bandwidth(repeats=repeats)
+    weight_bytes = params * jnp.dtype(config.jnp_dtype).itemsize
+    section['memory'] = dict(gb_s=gb_s, weight_bytes=weight_bytes,
+                             roofline_ms_per_step=1e3 * weight_bytes / (gb_s * 1e9))
+    logging.info('memory: %.0f GB/s, roofline %.2f ms/step', gb_s,
+                 section['memory']['roofline_ms_per_step'])
   return section
 
 
 def decode_section(graphdef, state, config, flat, settings: Settings, ceiling: dict) -> list:
-  """Ours (and transformers unless skipped) at each batch size, with the ratios."""
-  args = (settings.prompt_len, settings.new_tokens, settings.repeats, settings.seed)
+  """Ours and transformers (unless skipped) at each batch size, timed in turns, with ratios."""
+  hf = None if settings.skip_transformers else hf_model(
+      config, flat, torch_device(settings.device))
   rows = []
   for batch in settings.batches:
-    ours = ours_decode(graphdef, state, config, batch, *args)
-    logging.info('ours batch %d: %s', batch, ours)
-    rows.append(dict(batch=batch, ours=ours, pct_of_f32_ceiling=_pct(
+    args = (config, batch, settings.prompt_len, settings.new_tokens, settings.seed)
+    calls = {'ours': ours_calls(graphdef, state, *args)}
+    if hf is not None:
+      calls['transformers'] = hf_calls(hf, *args)
+    rates = interleaved_rates(calls, batch, settings.new_tokens, settings.repeats)
+    ours = rates['ours']
+    row = dict(batch=batch, ours=ours, pct_of_f32_ceiling=_pct(
         ours['tok_s'], ceiling['float32']['tok_s']), pct_of_dtype_ceiling=_pct(
-            ours['tok_s'], ceiling[config.dtype]['tok_s'])))
-  if settings.skip_transformers:
-    return rows
-  hf = hf_model(config, flat, torch_device(settings.device))
-  for row in rows:
-    row['transformers'] = theirs = hf_decode(hf, config, row['batch'], *args)
-    row['transformers']['device'] = str(hf.device)
-    logging.info('transformers batch %d: %s', row['batch'], theirs)
-    if row['ours']['tok_s'] and theirs['tok_s']:
-      row['ours_over_transformers'] = row['ours']['tok_s'] / theirs['tok_s']
+            ours['tok_s'], ceiling[config.dtype]['tok_s']))
+    if hf is not None:
+      row['transformers'] = theirs = rates['transformers']
+      theirs['device'] = str(hf.device)
+      if ours['tok_s'] and theirs['tok_s']:
+        row['ours_over_transformers'] = ours['tok_s'] / theirs['tok_s']
+    logging.info('batch %d: %s', batch, row)
+    rows.append(row)
   return rows
 
 
@@ -404,6 +465,11 @@ def format_table(results: dict) -> str:
   lines = [f"{results['source']} ({config['dtype']}) on {results['machine']['device_kind']}",
            f"matmul ceiling (f32 {ceiling['size']}^3): {f32['gflops']:.1f} GFLOP/s = "
            f"{f32['tok_s']:.0f} tok/s at {ceiling['decode_params'] / 1e6:.1f}M decode params"]
+  memory = ceiling.get('memory')
+  if memory:
+    lines.append(f"memory bandwidth: {memory['gb_s']:.0f} GB/s; reading "
+                 f"{memory['weight_bytes'] / 2**30:.2f} GiB of weights: "
+                 f">= {memory['roofline_ms_per_step']:.2f} ms/step")
   if config['dtype'] != 'float32':
     own = ceiling[config['dtype']]
     lines.append(f"matmul ceiling ({config['dtype']}): {own['gflops']:.1f} GFLOP/s = "

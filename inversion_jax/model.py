@@ -32,10 +32,11 @@ from inversion_jax.config import ModelConfig
 
 
 class LayerCache(NamedTuple):
-  """Keys and values of one layer: [B, S, K, H] for rows, [P, K, H] for a prefix.
+  """Keys [B, K, H, S] and values [B, K, S, H] of one layer; [K, H, P] and [K, P, H] for a prefix.
 
-  Two other layouts were tried on the CPU and measured slower or no better in the whole
-  decode step ([B, K, H, S] and [B, K, S, H]; BUILD_NOTES.md, "Cache layout").
+  Keys slots-last and values slots-major make both attention products plain row-major
+  matmuls per (row, kv head), [M, H] x [H, S] and [M, S] x [S, H], which XLA hands to its
+  fast matmul library without transposing the cache (BUILD_NOTES.md, "Cache layout").
   """
 
   k: jax.Array
@@ -52,7 +53,7 @@ class PrefixCache(NamedTuple):
 
   @property
   def length(self) -> int:
-    return self.layers[0].k.shape[0]
+    return self.layers[0].k.shape[-1]
 
 
 class LoRA(nnx.Module):
@@ -112,6 +113,18 @@ def apply_rope(x, positions, theta):
   return rotated.astype(x.dtype)
 
 
+def einsum_f32(spec, a, b):
+  """`einsum` accumulating and returning float32 whatever the operands' dtype.
+
+  XLA:CPU (jaxlib 0.11) has no kernel for some bf16 x bf16 -> f32 dots outside its
+  matmul library ("Unsupported element type for DotThunk"), so on the CPU the operands
+  are widened first; accelerators take the mixed-precision dot as it is.
+  """
+  if a.dtype != jnp.float32 and jax.default_backend() == 'cpu':
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+  return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
 def _fold(key, index):
   return None if key is None else jax.random.fold_in(key, index)
 
@@ -137,10 +150,11 @@ class Attention(nnx.Module):
     v = self.v_proj(x, _fold(dropout_key, 2)).reshape(b, t, k_heads, self.head_dim)
     q = apply_rope(q.reshape(b, t, -1, self.head_dim), positions, self.rope_theta)
     q = q.reshape(b, t, k_heads, groups, self.head_dim)
-    k = apply_rope(k, positions, self.rope_theta)
+    k = apply_rope(k, positions, self.rope_theta).transpose(0, 2, 3, 1)  # [B, K, H, T]
+    v = v.transpose(0, 2, 1, 3)  # [B, K, T, H]
     if cache is not None:
-      keys = jax.lax.dynamic_update_slice_in_dim(cache.k, k, write_index, axis=1)
-      values = jax.lax.dynamic_update_slice_in_dim(cache.v, v, write_index, axis=1)
+      keys = jax.lax.dynamic_update_slice_in_dim(cache.k, k, write_index, axis=3)
+      values = jax.lax.dynamic_update_slice_in_dim(cache.v, v, write_index, axis=2)
       cache = LayerCache(keys, values)
     else:
       keys, values = k, v
@@ -150,21 +164,31 @@ class Attention(nnx.Module):
 
 
 def _attend(q, keys, values, mask, prefix: LayerCache | None):
-  """Softmax attention over row slots plus (optionally) shared prefix slots, in float32."""
-  scale = q.shape[-1] ** -0.5
-  logits = jnp.einsum('BTKGH,BSKH->BKGTS', q, keys, preferred_element_type=jnp.float32)
+  """Softmax attention over row slots plus (optionally) shared prefix slots, in float32.
+
+  q [B, T, K, G, H]; keys [B, K, H, S]; values [B, K, S, H]; mask [B, T, S]. The G query
+  heads of a kv head and the T queries are stacked into M = G * T rows, so each product
+  is one matmul per (row, kv head). For decode (T = 1) the stacking is free; a batched
+  dot over [B, S, K, H] instead first transposed the whole cache, every layer, every step.
+  """
+  b, t, k_heads, groups, h = q.shape
+  query = q.transpose(0, 2, 3, 1, 4).reshape(b, k_heads, groups * t, h)
+  scale = h ** -0.5
+  logits = einsum_f32('BKMH,BKHS->BKMS', query, keys)
+  logits = logits.reshape(b, k_heads, groups, t, -1)
   logits = jnp.where(mask[:, None, None], logits * scale, -1e30)
+  logits = logits.reshape(b, k_heads, groups * t, -1)
   if prefix is not None:
-    prefix_logits = jnp.einsum(
-        'BTKGH,PKH->BKGTP', q, prefix.k, preferred_element_type=jnp.float32
-    ) * scale
+    prefix_logits = einsum_f32('BKMH,KHP->BKMP', query, prefix.k) * scale
     logits = jnp.concatenate([prefix_logits, logits], axis=-1)
   probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
   if prefix is not None:
-    p = prefix.k.shape[0]
-    prefix_out = jnp.einsum('BKGTP,PKH->BTKGH', probs[..., :p], prefix.v)
-    return prefix_out + jnp.einsum('BKGTS,BSKH->BTKGH', probs[..., p:], values)
-  return jnp.einsum('BKGTS,BSKH->BTKGH', probs, values)
+    p = prefix.k.shape[-1]
+    out = jnp.einsum('BKMP,KPH->BKMH', probs[..., :p], prefix.v) + jnp.einsum(
+        'BKMS,BKSH->BKMH', probs[..., p:], values)
+  else:
+    out = jnp.einsum('BKMS,BKSH->BKMH', probs, values)
+  return out.reshape(b, k_heads, groups, t, h).transpose(0, 3, 1, 2, 4)  # [B, T, K, G, H]
 
 
 class MLP(nnx.Module):
@@ -227,11 +251,9 @@ class Transformer(nnx.Module):
       x = x[:, -1:]
     x = self.final_norm(x)
     if self.config.tie_embeddings:
-      logits = jnp.einsum('BTD,VD->BTV', x, self.embed.embedding[...],
-                          preferred_element_type=jnp.float32)
+      logits = einsum_f32('BTD,VD->BTV', x, self.embed.embedding[...])
     else:
-      logits = jnp.einsum('BTD,DV->BTV', x, self.lm_head.kernel[...],
-                          preferred_element_type=jnp.float32)
+      logits = einsum_f32('BTD,DV->BTV', x, self.lm_head.kernel[...])
     return logits, (None if cache is None else tuple(new_cache))
 
 
@@ -253,7 +275,7 @@ def forward(graphdef, state, tokens, positions, key_start=None, cache=None, writ
   batch, num_queries = tokens.shape
   if key_start is None:
     key_start = jnp.zeros((batch,), jnp.int32)
-  num_slots = num_queries if cache is None else cache[0].k.shape[1]
+  num_slots = num_queries if cache is None else cache[0].k.shape[-1]
   mask = attention_mask(key_start, num_queries, num_slots, write_index)
   model = nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
   return model(tokens, positions, mask, cache, write_index, prefix, dropout_key, last_only)
@@ -266,9 +288,11 @@ def model_config(graphdef, state) -> ModelConfig:
 
 def init_cache(config: ModelConfig, batch: int, num_slots: int) -> Cache:
   """Zeroed per-row cache of `num_slots` slots for every layer."""
-  shape = (batch, num_slots, config.num_kv_heads, config.head_dim)
-  zeros = lambda: jnp.zeros(shape, config.jnp_dtype)
-  return tuple(LayerCache(zeros(), zeros()) for _ in range(config.num_layers))
+  keys = (batch, config.num_kv_heads, config.head_dim, num_slots)
+  values = (batch, config.num_kv_heads, num_slots, config.head_dim)
+  dtype = config.jnp_dtype
+  return tuple(LayerCache(jnp.zeros(keys, dtype), jnp.zeros(values, dtype))
+               for _ in range(config.num_layers))
 
 
 def create(config: ModelConfig, seed: int = 0) -> tuple[nnx.GraphDef, nnx.State]:

@@ -129,3 +129,25 @@ def test_transformers_model_holds_our_weights(bench, tie):
   np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
   timing = bench.hf_decode(hf, config, batch=2, prompt_len=3, new_tokens=2, repeats=1)
   assert timing['batch'] == 2 and timing['seconds_n_plus_1'] > 0
+
+
+def test_samplers_are_timed_in_turns(bench):
+  """Ours and transformers alternate call by call, so machine drift hits both alike."""
+  order = []
+
+  def call(name):
+    return lambda: order.append(name)
+
+  calls = {'ours': (call('ours N+1'), call('ours 1')),
+           'transformers': (call('hf N+1'), call('hf 1'))}
+  rates = bench.interleaved_rates(calls, batch=4, new_tokens=8, repeats=2)
+  assert order == ['ours N+1', 'ours 1', 'hf N+1', 'hf 1'] * 2
+  assert set(rates) == {'ours', 'transformers'}
+  assert all(rate['batch'] == 4 for rate in rates.values())
+
+
+def test_decode_rates_from_the_two_timings(bench):
+  rate = bench.decode_rates(batch=8, new_tokens=10, t_full=3.0, t_one=1.0)
+  assert rate['tok_s'] == pytest.approx(8 * 10 / 2.0)
+  assert rate['ms_per_step'] == pytest.approx(200.0)
+  assert bench.decode_rates(8, 10, 1.0, 1.5)['tok_s'] is None  # Noise swamped the gap.
