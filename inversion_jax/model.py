@@ -102,15 +102,22 @@ class RMSNorm(nnx.Module):
 
 
 def apply_rope(x, positions, theta):
-  """Rotary embedding in the rotate-half layout of HF Llama. x: [B, T, *, H]."""
+  """Rotary embedding in the rotate-half layout of HF Llama. x: [B, T, *, H].
+
+  The halves are swapped by reversing a size-2 axis rather than split and concatenated:
+  XLA:CPU fuses the reversal into one elementwise loop, while the concatenation ran as
+  slow scalar code (decode step 7% faster at batch 64, BUILD_NOTES.md).
+  """
   half = x.shape[-1] // 2
   inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
   angles = positions.astype(jnp.float32)[:, :, None] * inv_freq  # [B, T, H/2]
-  angles = angles[:, :, None, :]
   cos, sin = jnp.cos(angles), jnp.sin(angles)
-  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
-  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return rotated.astype(x.dtype)
+  cos = jnp.concatenate([cos, cos], axis=-1)[:, :, None, :]
+  sin = jnp.concatenate([-sin, sin], axis=-1)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  halves = x32.reshape(*x.shape[:-1], 2, half)
+  swapped = jnp.flip(halves, axis=-2).reshape(x.shape)  # [x2, x1]
+  return (x32 * cos + swapped * sin).astype(x.dtype)
 
 
 def einsum_f32(spec, a, b):
