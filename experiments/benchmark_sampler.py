@@ -133,6 +133,17 @@ def median_seconds(call, repeats: int) -> float:
   return statistics.median(times)
 
 
+def best_seconds(call, repeats: int) -> float:
+  """Fastest wall time of `call()` after one untimed call (compilation, warm-up)."""
+  call()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    call()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
 def decode_rates(batch: int, new_tokens: int, t_full: float, t_one: float) -> dict:
   """tok/s and ms per step from t(N+1) and t(1); None when noise swamps the difference."""
   delta = t_full - t_one
@@ -149,26 +160,15 @@ def matmul_ceiling(size: int = 2048, repeats: int = 10, dtype: str = 'float32') 
   a = jax.random.normal(key_a, (size, size), jnp.float32).astype(dtype)
   b = (jax.random.normal(key_b, (size, size), jnp.float32) / np.sqrt(size)).astype(dtype)
   chain = jax.jit(lambda x, y: jax.lax.fori_loop(0, inner, lambda _, z: z @ y, x))
-  chain(a, b).block_until_ready()
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
-    chain(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * size**3 * inner / best / 1e9
+  return 2 * size**3 * inner / best_seconds(lambda: chain(a, b).block_until_ready(),
+                                            repeats) / 1e9
 
 
 def memory_bandwidth(megabytes: int = 1024, repeats: int = 10) -> float:
   """Best-of-N GB/s of a jitted elementwise pass (bytes read + written): the HBM roofline."""
   x = jnp.zeros((megabytes * 2**20 // 4,), jnp.float32)
   bump = jax.jit(lambda v: v + 1.0)
-  bump(x).block_until_ready()
-  best = float('inf')
-  for _ in range(repeats):
-    start = time.perf_counter()
-    bump(x).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * x.nbytes / best / 1e9
+  return 2 * x.nbytes / best_seconds(lambda: bump(x).block_until_ready(), repeats) / 1e9
 
 
 def interleaved_rates(calls: dict, batch: int, new_tokens: int, repeats: int) -> dict:
@@ -207,13 +207,6 @@ def ours_calls(graphdef, state, config: ModelConfig, batch: int, prompt_len: int
   full, one = call(new_tokens + 1), call(1)
   full(), one()  # Compile both shapes.
   return full, one
-
-
-def ours_decode(graphdef, state, config: ModelConfig, batch: int, prompt_len: int,
-                new_tokens: int, repeats: int, seed: int = 0) -> dict:
-  """Our sampler's decode throughput alone: tok/s = batch * N / (t(N+1) - t(1))."""
-  calls = ours_calls(graphdef, state, config, batch, prompt_len, new_tokens, seed)
-  return interleaved_rates({'ours': calls}, batch, new_tokens, repeats)['ours']
 
 
 # ----------------------------------------------------------------------------- transformers
@@ -293,13 +286,6 @@ def hf_calls(hf, config: ModelConfig, batch: int, prompt_len: int, new_tokens: i
   full, one = call(new_tokens + 1), call(1)
   full(), one()  # Warm up (allocator, kernels).
   return full, one
-
-
-def hf_decode(hf, config: ModelConfig, batch: int, prompt_len: int, new_tokens: int,
-              repeats: int, seed: int = 0) -> dict:
-  """transformers' decode throughput alone, timed like ours."""
-  calls = hf_calls(hf, config, batch, prompt_len, new_tokens, seed)
-  return interleaved_rates({'transformers': calls}, batch, new_tokens, repeats)['transformers']
 
 
 def torch_device(requested: str) -> str:

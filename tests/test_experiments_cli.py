@@ -127,7 +127,8 @@ def test_transformers_model_holds_our_weights(bench, tie):
   with torch.no_grad():
     theirs = hf(torch.from_numpy(tokens).long()).logits.numpy()
   np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=1e-4)
-  timing = bench.hf_decode(hf, config, batch=2, prompt_len=3, new_tokens=2, repeats=1)
+  calls = {'hf': bench.hf_calls(hf, config, batch=2, prompt_len=3, new_tokens=2)}
+  timing = bench.interleaved_rates(calls, batch=2, new_tokens=2, repeats=1)['hf']
   assert timing['batch'] == 2 and timing['seconds_n_plus_1'] > 0
 
 
