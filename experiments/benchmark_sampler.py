@@ -7,6 +7,11 @@ One run measures, on this machine:
     1 new tokens, tok/s = batch * N / (t(N+1) - t(1)), every row running every step;
   * transformers' PyTorch `generate` on the very same weights, timed the same way, in
     turns with ours (call by call) so that the machine's drift hits both alike;
+  * each framework's MATMUL FLOOR at each batch: one decode step's projections alone
+    (q, k, v, o, gate, up, down per layer, then the LM head) with attention, norms and
+    sampling left out, on that framework's own weights. Its share of the step says how much
+    is left outside the matmul library, and HF's step over our floor is the best ours/HF
+    ratio this machine's matmuls allow;
   * on accelerators, the memory bandwidth and the ms/step it allows for reading the weights;
   * shared-prefix prefill: one 200-token prefix prefilled once plus 64 short suffixes,
     against the 64 full prompts (prefix + suffix) in one batched forward pass.
@@ -171,24 +176,35 @@ def memory_bandwidth(megabytes: int = 1024, repeats: int = 10) -> float:
   return 2 * x.nbytes / best_seconds(lambda: bump(x).block_until_ready(), repeats) / 1e9
 
 
-def interleaved_rates(calls: dict, batch: int, new_tokens: int, repeats: int) -> dict:
-  """Decode rates of several samplers, timed in turns so each sees the same machine.
+def interleaved_rates(calls: dict, batch: int, new_tokens: int, repeats: int,
+                      floors: dict | None = None, floor_steps: int = 1) -> dict:
+  """Decode rates of several samplers (and their matmul floors), timed in turns.
 
-  `calls` maps a name to its warmed-up (t(N+1) call, t(1) call). This machine's speed
-  drifts by tens of percent within minutes, so timing one sampler for minutes and then
-  the other would measure the drift; alternating call by call leaves it in the medians of
-  both.
+  `calls` maps a name to its warmed-up (t(N+1) call, t(1) call); `floors` optionally maps
+  the same names to a warmed-up call running `floor_steps` projection-only steps. This
+  machine's speed drifts by tens of percent within minutes, so timing one sampler for
+  minutes and then the other would measure the drift; alternating call by call leaves it
+  in the medians of all.
   """
-  times = {name: ([], []) for name in calls}
+  floors = floors or {}
+  timed = {}
+  for name, (full, one) in calls.items():
+    timed[name, 'full'], timed[name, 'one'] = full, one
+    if name in floors:
+      timed[name, 'floor'] = floors[name]
+  times = {key: [] for key in timed}
   for _ in range(repeats):
-    for name, (full, one) in calls.items():
-      for call, bucket in zip((full, one), times[name]):
-        start = time.perf_counter()
-        call()
-        bucket.append(time.perf_counter() - start)
-  return {name: decode_rates(batch, new_tokens, statistics.median(full_times),
-                             statistics.median(one_times))
-          for name, (full_times, one_times) in times.items()}
+    for key, call in timed.items():
+      start = time.perf_counter()
+      call()
+      times[key].append(time.perf_counter() - start)
+  medians = {key: statistics.median(values) for key, values in times.items()}
+  rates = {}
+  for name in calls:
+    rates[name] = decode_rates(batch, new_tokens, medians[name, 'full'], medians[name, 'one'])
+    if name in floors:
+      rates[name]['matmul_floor_ms'] = 1e3 * medians[name, 'floor'] / floor_steps
+  return rates
 
 
 def ours_calls(graphdef, state, config: ModelConfig, batch: int, prompt_len: int,
@@ -207,6 +223,88 @@ def ours_calls(graphdef, state, config: ModelConfig, batch: int, prompt_len: int
   full, one = call(new_tokens + 1), call(1)
   full(), one()  # Compile both shapes.
   return full, one
+
+
+# ----------------------------------------------------------------------------- matmul floor
+
+PROJECTIONS = ('attn.q_proj', 'attn.k_proj', 'attn.v_proj', 'attn.o_proj', 'mlp.gate_proj',
+               'mlp.up_proj', 'mlp.down_proj')
+FLOOR_STEPS = 4  # Projection-only steps per timed floor call (one is too short to time).
+
+
+def projection_chain(x, layers, head):
+  """One decode step's projections in model order, with only elementwise glue between them.
+
+  Works on jax and torch arrays alike: `layers` holds each layer's seven projections as
+  callables (q, k, v, o, gate, up, down), `head` maps [B, D] to logits. Every product
+  feeds the next layer or a side sum, so no compiler can drop one.
+  """
+  side = 0
+  for q, k, v, o, gate, up, down in layers:
+    side = side + k(x)[:, :1] + v(x)[:, :1]
+    h = x + o(q(x))
+    x = h + down(gate(h) * up(h))
+  return head(x), side
+
+
+def _matmul(weight):
+  return lambda x: x @ weight
+
+
+@functools.partial(jax.jit, static_argnames=('tied',))
+def _ours_projections(kernels, head, x, tied):
+  """Our model's own products: `x @ kernel`, and the head as `model.forward` computes it."""
+  layers = [[_matmul(kernel) for kernel in layer] for layer in kernels]
+  spec = 'BD,VD->BV' if tied else 'BD,DV->BV'
+  return projection_chain(x, layers, lambda h: model_lib.einsum_f32(spec, h, head))
+
+
+def ours_projection_weights(flat, config: ModelConfig):
+  """(per-layer kernels in `PROJECTIONS` order, LM head weight) from flat params."""
+  kernels = [[jnp.asarray(flat[f'layers.{i}.{name}.kernel']) for name in PROJECTIONS]
+             for i in range(config.num_layers)]
+  return kernels, jnp.asarray(flat['embed.embedding' if config.tie_embeddings
+                                   else 'lm_head.kernel'])
+
+
+def ours_floor_call(flat, config: ModelConfig, batch: int, steps: int = FLOOR_STEPS,
+                    seed: int = 0):
+  """A warmed-up call running `steps` projection-only steps on our weights."""
+  kernels, head = ours_projection_weights(flat, config)
+  x = _normal(jax.random.key(seed), (batch, config.embed_dim), config.jnp_dtype) * 5
+
+  def call():
+    for _ in range(steps):
+      out = _ours_projections(kernels, head, x, config.tie_embeddings)
+    jax.block_until_ready(out)
+
+  call()
+  return call
+
+
+def hf_projections(hf) -> list:
+  """transformers' own projection modules per layer, in `PROJECTIONS` order."""
+  return [[getattr(layer.self_attn, name) for name in ('q_proj', 'k_proj', 'v_proj', 'o_proj')]
+          + [getattr(layer.mlp, name) for name in ('gate_proj', 'up_proj', 'down_proj')]
+          for layer in hf.model.layers]
+
+
+def hf_floor_call(hf, config: ModelConfig, batch: int, steps: int = FLOOR_STEPS, seed: int = 0):
+  """The same for transformers: its own `nn.Linear` modules and LM head, eagerly."""
+  import torch  # pylint: disable=g-import-not-at-top
+  layers = hf_projections(hf)
+  rows = np.random.default_rng(seed).standard_normal((batch, config.embed_dim)) * 0.1
+  x = torch.from_numpy(rows.astype(np.float32)).to(device=hf.device, dtype=hf.dtype)
+
+  def call():
+    with torch.inference_mode():
+      for _ in range(steps):
+        projection_chain(x, layers, hf.lm_head)
+    if hf.device.type == 'cuda':
+      torch.cuda.synchronize()
+
+  call()
+  return call
 
 
 # ----------------------------------------------------------------------------- transformers
@@ -381,18 +479,26 @@ def decode_section(graphdef, state, config, flat, settings: Settings, ceiling: d
   for batch in settings.batches:
     args = (config, batch, settings.prompt_len, settings.new_tokens, settings.seed)
     calls = {'ours': ours_calls(graphdef, state, *args)}
+    floors = {'ours': ours_floor_call(flat, config, batch, seed=settings.seed)}
     if hf is not None:
       calls['transformers'] = hf_calls(hf, *args)
-    rates = interleaved_rates(calls, batch, settings.new_tokens, settings.repeats)
+      floors['transformers'] = hf_floor_call(hf, config, batch, seed=settings.seed)
+    rates = interleaved_rates(calls, batch, settings.new_tokens, settings.repeats, floors,
+                              FLOOR_STEPS)
     ours = rates['ours']
     row = dict(batch=batch, ours=ours, pct_of_f32_ceiling=_pct(
         ours['tok_s'], ceiling['float32']['tok_s']), pct_of_dtype_ceiling=_pct(
             ours['tok_s'], ceiling[config.dtype]['tok_s']))
+    for rate in rates.values():
+      rate['matmul_share_pct'] = _share(rate['matmul_floor_ms'], rate['ms_per_step'])
     if hf is not None:
       row['transformers'] = theirs = rates['transformers']
       theirs['device'] = str(hf.device)
       if ours['tok_s'] and theirs['tok_s']:
         row['ours_over_transformers'] = ours['tok_s'] / theirs['tok_s']
+      if theirs['ms_per_step']:
+        # What ours/HF would be if everything but our projections cost nothing.
+        row['max_ours_over_transformers'] = theirs['ms_per_step'] / ours['matmul_floor_ms']
     logging.info('batch %d: %s', batch, row)
     rows.append(row)
   return rows
@@ -400,6 +506,10 @@ def decode_section(graphdef, state, config, flat, settings: Settings, ceiling: d
 
 def _pct(value, ceiling):
   return None if value is None else 100.0 * value / ceiling
+
+
+def _share(part, whole):
+  return None if not whole else 100.0 * part / whole
 
 
 def run_benchmark(graphdef, state, config: ModelConfig, flat, settings: Settings,
@@ -460,15 +570,19 @@ def format_table(results: dict) -> str:
     own = ceiling[config['dtype']]
     lines.append(f"matmul ceiling ({config['dtype']}): {own['gflops']:.1f} GFLOP/s = "
                  f"{own['tok_s']:.0f} tok/s")
-  lines.append(f"{'batch':>5} {'ours tok/s':>10} {'ms/step':>8} {'HF tok/s':>9} "
-               f"{'ms/step':>8} {'ours/HF':>8} {'%ceiling':>9}")
+  lines.append(f"{'batch':>5} {'ours tok/s':>10} {'ms/step':>8} {'floor':>8} {'HF tok/s':>9} "
+               f"{'ms/step':>8} {'floor':>8} {'ours/HF':>8} {'max':>6} {'%ceiling':>9}")
   for row in results['decode']:
     ours, hf = row['ours'], row.get('transformers', {})
     lines.append(f"{row['batch']:>5} {_num(ours['tok_s'], '10.1f')} "
-                 f"{_num(ours['ms_per_step'], '8.2f')} {_num(hf.get('tok_s'), '9.1f')} "
-                 f"{_num(hf.get('ms_per_step'), '8.2f')} "
+                 f"{_num(ours['ms_per_step'], '8.2f')} {_num(ours.get('matmul_floor_ms'), '8.2f')} "
+                 f"{_num(hf.get('tok_s'), '9.1f')} {_num(hf.get('ms_per_step'), '8.2f')} "
+                 f"{_num(hf.get('matmul_floor_ms'), '8.2f')} "
                  f"{_num(row.get('ours_over_transformers'), '8.2f')} "
+                 f"{_num(row.get('max_ours_over_transformers'), '6.2f')} "
                  f"{_num(row['pct_of_dtype_ceiling'], '8.1f')}%")
+  lines.append('floor: ms of the step\'s projections alone (matmul library only); max: HF '
+               'ms/step over our floor, the best ours/HF these matmuls allow')
   prefill = results.get('prefix_prefill')
   if prefill:
     lines.append(f"prefill {prefill['rows']} rows x ({prefill['prefix_len']} shared + "

@@ -95,6 +95,7 @@ def test_benchmark_runs_on_tiny_model(bench):
   json.dumps(results)  # JSON-ready as it is.
   (row,) = results['decode']
   assert row['batch'] == 2 and 'transformers' not in row
+  assert row['ours']['matmul_floor_ms'] > 0
   assert results['matmul_ceiling']['float32']['gflops'] > 0
   assert results['prefix_prefill']['max_abs_logit_diff'] < 1e-4  # Shared prefix: same logits.
   assert results['machine']['cpu_count'] >= 1
@@ -141,10 +142,33 @@ def test_samplers_are_timed_in_turns(bench):
 
   calls = {'ours': (call('ours N+1'), call('ours 1')),
            'transformers': (call('hf N+1'), call('hf 1'))}
-  rates = bench.interleaved_rates(calls, batch=4, new_tokens=8, repeats=2)
-  assert order == ['ours N+1', 'ours 1', 'hf N+1', 'hf 1'] * 2
+  floors = {'ours': call('ours floor'), 'transformers': call('hf floor')}
+  rates = bench.interleaved_rates(calls, batch=4, new_tokens=8, repeats=2, floors=floors,
+                                  floor_steps=4)
+  assert order == ['ours N+1', 'ours 1', 'ours floor', 'hf N+1', 'hf 1', 'hf floor'] * 2
   assert set(rates) == {'ours', 'transformers'}
-  assert all(rate['batch'] == 4 for rate in rates.values())
+  assert all(rate['batch'] == 4 and rate['matmul_floor_ms'] >= 0 for rate in rates.values())
+
+
+@pytest.mark.parametrize('tie', [True, False])
+def test_matmul_floors_multiply_the_same_weights(bench, tie):
+  """Both floors run the same products: ours on our kernels, transformers on its modules."""
+  torch = pytest.importorskip('torch')
+  pytest.importorskip('transformers')
+  config = ModelConfig.tiny(tie_embeddings=tie)
+  flat = bench.random_flat_params(config, seed=2)
+  hf = bench.hf_model(config, flat)
+  x = np.random.default_rng(0).standard_normal((3, config.embed_dim)).astype(np.float32)
+  kernels, head = bench.ours_projection_weights(flat, config)
+  ours, ours_side = bench._ours_projections(kernels, head, x, tie)
+  with torch.no_grad():
+    theirs, their_side = bench.projection_chain(torch.from_numpy(x), bench.hf_projections(hf),
+                                                hf.lm_head)
+  np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-5, rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(ours_side), their_side.numpy(), atol=1e-5, rtol=1e-4)
+  for call in (bench.ours_floor_call(flat, config, batch=2, steps=1),
+               bench.hf_floor_call(hf, config, batch=2, steps=1)):
+    call()
 
 
 def test_decode_rates_from_the_two_timings(bench):
