@@ -181,7 +181,7 @@ def interleaved_rates(calls: dict, batch: int, new_tokens: int, repeats: int,
   """Decode rates of several samplers (and their matmul floors), timed in turns.
 
   `calls` maps a name to its warmed-up (t(N+1) call, t(1) call); `floors` optionally maps
-  the same names to a warmed-up call running `floor_steps` projection-only steps. This
+  the same names to warmed-up calls of `floor_steps` + 1 and 1 projection-only steps. This
   machine's speed drifts by tens of percent within minutes, so timing one sampler for
   minutes and then the other would measure the drift; alternating call by call leaves it
   in the medians of all.
@@ -191,7 +191,7 @@ def interleaved_rates(calls: dict, batch: int, new_tokens: int, repeats: int,
   for name, (full, one) in calls.items():
     timed[name, 'full'], timed[name, 'one'] = full, one
     if name in floors:
-      timed[name, 'floor'] = floors[name]
+      timed[name, 'floor full'], timed[name, 'floor one'] = floors[name]
   times = {key: [] for key in timed}
   for _ in range(repeats):
     for key, call in timed.items():
@@ -203,7 +203,9 @@ def interleaved_rates(calls: dict, batch: int, new_tokens: int, repeats: int,
   for name in calls:
     rates[name] = decode_rates(batch, new_tokens, medians[name, 'full'], medians[name, 'one'])
     if name in floors:
-      rates[name]['matmul_floor_ms'] = 1e3 * medians[name, 'floor'] / floor_steps
+      floor = decode_rates(batch, floor_steps, medians[name, 'floor full'],
+                           medians[name, 'floor one'])
+      rates[name]['matmul_floor_ms'] = floor['ms_per_step']
   return rates
 
 
@@ -229,7 +231,7 @@ def ours_calls(graphdef, state, config: ModelConfig, batch: int, prompt_len: int
 
 PROJECTIONS = ('attn.q_proj', 'attn.k_proj', 'attn.v_proj', 'attn.o_proj', 'mlp.gate_proj',
                'mlp.up_proj', 'mlp.down_proj')
-FLOOR_STEPS = 4  # Projection-only steps per timed floor call (one is too short to time).
+FLOOR_STEPS = 8  # Projection-only steps timed, as t(FLOOR_STEPS + 1) - t(1) like decode.
 
 
 def projection_chain(x, layers, head):
@@ -251,12 +253,26 @@ def _matmul(weight):
   return lambda x: x @ weight
 
 
-@functools.partial(jax.jit, static_argnames=('tied',))
 def _ours_projections(kernels, head, x, tied):
   """Our model's own products: `x @ kernel`, and the head as `model.forward` computes it."""
   layers = [[_matmul(kernel) for kernel in layer] for layer in kernels]
   spec = 'BD,VD->BV' if tied else 'BD,DV->BV'
   return projection_chain(x, layers, lambda h: model_lib.einsum_f32(spec, h, head))
+
+
+@functools.partial(jax.jit, static_argnames=('tied', 'steps'))
+def _ours_projection_loop(kernels, head, x, tied, steps):
+  """`steps` projection-only steps in one device loop, the way `generate` runs decode steps.
+
+  Loop-invariant work (widening bf16 weights for the CPU's f32 head, say) is hoisted out
+  of the loop here as it is there; each step's input depends on the last step's logits,
+  so no step can be hoisted whole.
+  """
+  def step(_, x):
+    logits, side = _ours_projections(kernels, head, x, tied)
+    return x + (1e-6 * (side + logits.max(-1, keepdims=True))).astype(x.dtype)
+
+  return jax.lax.fori_loop(0, steps, step, x)
 
 
 def ours_projection_weights(flat, config: ModelConfig):
@@ -267,19 +283,23 @@ def ours_projection_weights(flat, config: ModelConfig):
                                    else 'lm_head.kernel'])
 
 
-def ours_floor_call(flat, config: ModelConfig, batch: int, steps: int = FLOOR_STEPS,
-                    seed: int = 0):
-  """A warmed-up call running `steps` projection-only steps on our weights."""
+def ours_floor_calls(flat, config: ModelConfig, batch: int, steps: int = FLOOR_STEPS,
+                     seed: int = 0):
+  """Warmed-up calls running `steps` + 1 and 1 projection-only steps on our weights.
+
+  Timed as a difference like the samplers, so once-per-call work cancels out (XLA:CPU
+  widens bf16 weights to f32 once per call, outside the loop).
+  """
   kernels, head = ours_projection_weights(flat, config)
   x = _normal(jax.random.key(seed), (batch, config.embed_dim), config.jnp_dtype) * 5
 
-  def call():
-    for _ in range(steps):
-      out = _ours_projections(kernels, head, x, config.tie_embeddings)
-    jax.block_until_ready(out)
+  def call(count):
+    return lambda: jax.block_until_ready(
+        _ours_projection_loop(kernels, head, x, config.tie_embeddings, count))
 
-  call()
-  return call
+  full, one = call(steps + 1), call(1)
+  full(), one()  # Compile both.
+  return full, one
 
 
 def hf_projections(hf) -> list:
@@ -289,22 +309,26 @@ def hf_projections(hf) -> list:
           for layer in hf.model.layers]
 
 
-def hf_floor_call(hf, config: ModelConfig, batch: int, steps: int = FLOOR_STEPS, seed: int = 0):
+def hf_floor_calls(hf, config: ModelConfig, batch: int, steps: int = FLOOR_STEPS,
+                   seed: int = 0):
   """The same for transformers: its own `nn.Linear` modules and LM head, eagerly."""
   import torch  # pylint: disable=g-import-not-at-top
   layers = hf_projections(hf)
   rows = np.random.default_rng(seed).standard_normal((batch, config.embed_dim)) * 0.1
   x = torch.from_numpy(rows.astype(np.float32)).to(device=hf.device, dtype=hf.dtype)
 
-  def call():
-    with torch.inference_mode():
-      for _ in range(steps):
-        projection_chain(x, layers, hf.lm_head)
-    if hf.device.type == 'cuda':
-      torch.cuda.synchronize()
+  def call(count):
+    def run():
+      with torch.inference_mode():
+        for _ in range(count):
+          projection_chain(x, layers, hf.lm_head)
+      if hf.device.type == 'cuda':
+        torch.cuda.synchronize()
+    return run
 
-  call()
-  return call
+  full, one = call(steps + 1), call(1)
+  full(), one()  # Warm up.
+  return full, one
 
 
 # ----------------------------------------------------------------------------- transformers
@@ -479,10 +503,10 @@ def decode_section(graphdef, state, config, flat, settings: Settings, ceiling: d
   for batch in settings.batches:
     args = (config, batch, settings.prompt_len, settings.new_tokens, settings.seed)
     calls = {'ours': ours_calls(graphdef, state, *args)}
-    floors = {'ours': ours_floor_call(flat, config, batch, seed=settings.seed)}
+    floors = {'ours': ours_floor_calls(flat, config, batch, seed=settings.seed)}
     if hf is not None:
       calls['transformers'] = hf_calls(hf, *args)
-      floors['transformers'] = hf_floor_call(hf, config, batch, seed=settings.seed)
+      floors['transformers'] = hf_floor_calls(hf, config, batch, seed=settings.seed)
     rates = interleaved_rates(calls, batch, settings.new_tokens, settings.repeats, floors,
                               FLOOR_STEPS)
     ours = rates['ours']
@@ -496,7 +520,7 @@ def decode_section(graphdef, state, config, flat, settings: Settings, ceiling: d
       theirs['device'] = str(hf.device)
       if ours['tok_s'] and theirs['tok_s']:
         row['ours_over_transformers'] = ours['tok_s'] / theirs['tok_s']
-      if theirs['ms_per_step']:
+      if theirs['ms_per_step'] and ours['matmul_floor_ms']:
         # What ours/HF would be if everything but our projections cost nothing.
         row['max_ours_over_transformers'] = theirs['ms_per_step'] / ours['matmul_floor_ms']
     logging.info('batch %d: %s', batch, row)
@@ -509,7 +533,7 @@ def _pct(value, ceiling):
 
 
 def _share(part, whole):
-  return None if not whole else 100.0 * part / whole
+  return None if not part or not whole else 100.0 * part / whole
 
 
 def run_benchmark(graphdef, state, config: ModelConfig, flat, settings: Settings,

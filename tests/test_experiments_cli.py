@@ -95,7 +95,8 @@ def test_benchmark_runs_on_tiny_model(bench):
   json.dumps(results)  # JSON-ready as it is.
   (row,) = results['decode']
   assert row['batch'] == 2 and 'transformers' not in row
-  assert row['ours']['matmul_floor_ms'] > 0
+  floor = row['ours']['matmul_floor_ms']  # None when noise swamps a tiny model's steps.
+  assert floor is None or floor > 0
   assert results['matmul_ceiling']['float32']['gflops'] > 0
   assert results['prefix_prefill']['max_abs_logit_diff'] < 1e-4  # Shared prefix: same logits.
   assert results['machine']['cpu_count'] >= 1
@@ -142,12 +143,14 @@ def test_samplers_are_timed_in_turns(bench):
 
   calls = {'ours': (call('ours N+1'), call('ours 1')),
            'transformers': (call('hf N+1'), call('hf 1'))}
-  floors = {'ours': call('ours floor'), 'transformers': call('hf floor')}
+  floors = {'ours': (call('ours floor 5'), call('ours floor 1')),
+            'transformers': (call('hf floor 5'), call('hf floor 1'))}
   rates = bench.interleaved_rates(calls, batch=4, new_tokens=8, repeats=2, floors=floors,
                                   floor_steps=4)
-  assert order == ['ours N+1', 'ours 1', 'ours floor', 'hf N+1', 'hf 1', 'hf floor'] * 2
+  assert order == ['ours N+1', 'ours 1', 'ours floor 5', 'ours floor 1',
+                   'hf N+1', 'hf 1', 'hf floor 5', 'hf floor 1'] * 2
   assert set(rates) == {'ours', 'transformers'}
-  assert all(rate['batch'] == 4 and rate['matmul_floor_ms'] >= 0 for rate in rates.values())
+  assert all(rate['batch'] == 4 and 'matmul_floor_ms' in rate for rate in rates.values())
 
 
 @pytest.mark.parametrize('tie', [True, False])
@@ -166,9 +169,9 @@ def test_matmul_floors_multiply_the_same_weights(bench, tie):
                                                 hf.lm_head)
   np.testing.assert_allclose(np.asarray(ours), theirs.numpy(), atol=1e-5, rtol=1e-4)
   np.testing.assert_allclose(np.asarray(ours_side), their_side.numpy(), atol=1e-5, rtol=1e-4)
-  for call in (bench.ours_floor_call(flat, config, batch=2, steps=1),
-               bench.hf_floor_call(hf, config, batch=2, steps=1)):
-    call()
+  for full, one in (bench.ours_floor_calls(flat, config, batch=2, steps=1),
+                    bench.hf_floor_calls(hf, config, batch=2, steps=1)):
+    full(), one()
 
 
 def test_decode_rates_from_the_two_timings(bench):
