@@ -113,7 +113,7 @@ def rope_tables(positions, head_dim, theta) -> RopeTables:
 
   Computed once per forward pass and handed to every layer: when each layer computed its
   own, XLA fused the sines and cosines into every consumer and evaluated them once per
-  element of q and k, ~6% of a batch-64 CPU decode step (BUILD_NOTES.md).
+  element of q and k: ~5% of a batch-64 CPU decode step's thread time (BUILD_NOTES.md).
   """
   half = head_dim // 2
   inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
