@@ -304,8 +304,9 @@ def ours_floor_calls(flat, config: ModelConfig, batch: int, steps: int = FLOOR_S
 
 def hf_projections(hf) -> list:
   """transformers' own projection modules per layer, in `PROJECTIONS` order."""
-  return [[getattr(layer.self_attn, name) for name in ('q_proj', 'k_proj', 'v_proj', 'o_proj')]
-          + [getattr(layer.mlp, name) for name in ('gate_proj', 'up_proj', 'down_proj')]
+  hf_parts = {'attn': 'self_attn', 'mlp': 'mlp'}
+  paths = [(hf_parts[part], name) for part, name in (p.split('.') for p in PROJECTIONS)]
+  return [[getattr(getattr(layer, part), name) for part, name in paths]
           for layer in hf.model.layers]
 
 
