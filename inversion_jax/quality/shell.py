@@ -76,6 +76,23 @@ def segments(command: str) -> list[Segment]:
   return out
 
 
+def check_balanced(command: str) -> None:
+  """Raises ShellSyntaxError for unbalanced parentheses or braces outside quotes."""
+  depth = {'(': 0, '{': 0}
+  closing = {')': '(', '}': '{'}
+  for word in split_words(command):
+    for char in word if word in ('(', ')', '{', '}', '$(') else ():
+      if char in depth:
+        depth[char] += 1
+      elif char in closing:
+        depth[closing[char]] -= 1
+        if depth[closing[char]] < 0:
+          raise ShellSyntaxError(f'unmatched {char!r}')
+  for opening, count in depth.items():
+    if count:
+      raise ShellSyntaxError(f'unclosed {opening!r}')
+
+
 def _split_redirects(words: list[str]) -> tuple[list[str], list[str]]:
   """(words without redirections, the files redirections name)."""
   out, targets, skip = [], [], False

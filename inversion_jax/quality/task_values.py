@@ -21,6 +21,13 @@ by these documented rules, applied to the text as written:
   rate       the number before "packets per second"/"pps" or after "rate (of)"
   top_n      the number after "top"
   timing     the digit after "timing template", "-T" or "T" ("T4")
+  top_n      also "the 50 most common/popular ports"
+  extensions ".php and .bak files" -> php, bak
+  password   the word after "password" (not "password list/file")
+  user       also "password for X", "as X with password"
+  port       also a bare number 10-65535 not claimed above, in a task that speaks of
+             ports, listeners, services, TCP or UDP, unless a count word surrounds it
+             ("top", "rate", "threads", "seconds", "packets", ...)
 
 A value is present in a command when it occurs in one of its words: hosts, URLs and
 paths as substrings (a URL also without its scheme), numbers and ports as whole
@@ -40,30 +47,47 @@ SERVICES = ('ssh', 'ftp', 'ftps', 'telnet', 'smtp', 'smtps', 'pop3', 'pop3s', 'i
             'http-get-form', 'mongodb', 'sip', 'svn', 'teamspeak', 'xmpp', 'irc', 'cvs',
             'rexec', 'rlogin', 'rsh', 'socks5', 'memcached', 'cisco', 'vmauthd')
 _IPV4 = r'(?:\d{1,3}\.){3}\d{1,3}'
-_URL = re.compile(r'https?://[^\s"\'<>]+', re.IGNORECASE)
+URL = re.compile(r'https?://[^\s"\'<>]+', re.IGNORECASE)
 _CIDR = re.compile(rf'(?<![\w.]){_IPV4}/\d{{1,2}}(?![\w.])')
 _IP = re.compile(rf'(?<![\w./]){_IPV4}(?![\w/]|\.\d)')
 _HOSTNAME = re.compile(
     r'(?<![\w./@:-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+(?:' + '|'.join(HOST_SUFFIXES) +
     r')(?![\w-]|\.[a-z0-9])', re.IGNORECASE)
+_FILE = re.compile(r'\bfile\s+([\w.\-/]+\.[a-z0-9]{1,5})\b', re.IGNORECASE)
 _PATH = re.compile(r'(?<![\w:/])(?:/[\w.+\-]+)+/?|(?<![\w/.-])[\w.\-]+\.(?:txt|lst|dic|csv|xml|'
                    r'json|log|gnmap|nmap|req)\b')
 _PORTS = re.compile(r'\bports?\s+((?:\d{1,5})(?:\s*(?:,|-|and|&|or)\s*\d{1,5})*)',
                     re.IGNORECASE)
 _HOST_PORT = re.compile(rf'(?:{_IPV4}|[a-z][\w.-]*\.[a-z]+):(\d{{1,5}})\b', re.IGNORECASE)
 _USER = re.compile(r'\b(?:user(?:name)?|login|account)\s+["\']?([\w.\-@]+)', re.IGNORECASE)
-_VERSION = re.compile(r'(?<![\w.])([a-z][\w\-]*)\s+v?(\d+(?:\.\d+)+[a-z]?\d*|\d+[a-z]\d*)'
+_VERSION = re.compile(r'(?<![\w.])([a-z][\w\-]*)\s+(?:version\s+)?v?(\d+(?:\.\d+)+[a-z]?\d*|\d+[a-z]\d*)'
                       r'(?![\w.]*\.\d)', re.IGNORECASE)
 _RATE = re.compile(r'\b(\d[\d,]*)\s*(?:packets per second|packets/s|pps)\b|\brate\s+(?:of\s+)?'
                    r'(\d[\d,]*)', re.IGNORECASE)
-_TOP = re.compile(r'\btop\s+(\d+)', re.IGNORECASE)
+_TOP = re.compile(r'\btop\s+(\d+)|\b(\d+)\s+most\s+(?:common|popular|used|frequent)',
+                  re.IGNORECASE)
+_EXTENSIONS = re.compile(r'(?<![\w/.])\.([a-z0-9]{2,5})\b(?![\w.]*\.)', re.IGNORECASE)
+_PASSWORD = re.compile(r'\bpassword\s+["\']?([^\s"\',]+)', re.IGNORECASE)
+_USER_FOR = re.compile(r'\b(?:password|credentials|login)\s+(?:for|of)\s+(?:the\s+)?(?:user\s+)?'
+                       r'([a-z_][\w.\-]*)|\bas\s+(?:user\s+)?([a-z_][\w.\-]*)\s+with\s+password',
+                       re.IGNORECASE)
+_BARE_NUMBER = re.compile(r'(?<![\w.:/\-])(\d{2,5})(?![\w.:/%\-])')
+_NOT_PORT_BEFORE = re.compile(r'(?:top|rate|threads?|level|risk|timeout|delay|first|last|'
+                              r'version|of|every|with|at|than|t)\s*$', re.IGNORECASE)
+_NOT_PORT_AFTER = re.compile(r'^\s*(?:threads?|seconds?|secs?|ms|milliseconds?|packets?|'
+                             r'requests?|tasks?|connections?|minutes?|hours?|%|most|times|'
+                             r'characters?|bytes?|pps)\b', re.IGNORECASE)
+_PORT_CONTEXT = re.compile(r'\b(?:ports?|listen\w*|tcp|udp|services?)\b', re.IGNORECASE)
 _TIMING = re.compile(r'\btiming (?:template|level|profile)?\s*(?:-?t)?(\d)\b|(?<!\w)-?T(\d)\b')
 _PATH_ROLE_WORDS = (('userlist', re.compile(r'user(?:name)?s?\b|logins?\b', re.I)),
                     ('passlist', re.compile(r'pass(?:word)?s?\b', re.I)),
                     ('output', re.compile(r'output|save|write|results?|log\b|into\b|to\b', re.I)))
 NOT_USER = {'list', 'lists', 'names', 'name', 'from', 'in', 'file', 'with', 'on', 'of', 'for',
             'at', 'to', 'against', 'using', 'the', 'a', 'an', 'and', 'or', 'via', 'over',
-            'page', 'form', 'prompt', 'service', 'credentials', 'password', 'passwords'}
+            'page', 'form', 'prompt', 'service', 'credentials', 'password', 'passwords', 'as',
+            'that', 'this', 'which', 'who', 'is', 'account', 'accounts', 'enumeration', 'by',
+            'into', 'is', 'it', 'its', 'their', 'each', 'every', 'any', 'all', 'pairs',
+            'combinations', 'and', 'table', 'tables', 'database', 'databases', 'privileges'}
 NOT_SOFTWARE = {'version', 'port', 'ports', 'ip', 'on', 'of', 'for', 'at', 'v', 'the', 'and',
                 'tls', 'http', 'https', 'top'}
 
@@ -77,7 +101,7 @@ def extract(task: str) -> dict[str, list[str]]:
       values[role].append(value)
 
   spans = []
-  for match in _URL.finditer(task):
+  for match in URL.finditer(task):
     url = match.group(0).rstrip('.,;:)\'"')
     add('url', url)
     spans.append((match.start(), match.start() + len(url)))
@@ -99,8 +123,11 @@ def extract(task: str) -> dict[str, list[str]]:
     if re.fullmatch(_IPV4 + r'(/\d+)?', path) or '.' not in path and path.count('/') < 2:
       continue
     add(_path_role(task[max(0, match.start() - 40):match.start()].split(), path), path)
+  for match in _FILE.finditer(task):
+    if not any(match.group(1) in v for vs in values.values() for v in vs):
+      add('input', match.group(1))
   for match in _PORTS.finditer(task):
-    for port in re.findall(r'\d{1,5}', match.group(1)):
+    for port in re.findall(r'\d{1,5}-\d{1,5}|\d{1,5}', re.sub(r'\s*-\s*', '-', match.group(1))):
       add('port', port)
   for match in _HOST_PORT.finditer(task):
     if not inside(match):
@@ -108,6 +135,16 @@ def extract(task: str) -> dict[str, list[str]]:
   for match in _USER.finditer(task):
     if match.group(1).lower() not in NOT_USER:
       add('user', match.group(1))
+  for match in _USER_FOR.finditer(task):
+    name = match.group(1) or match.group(2)
+    if name.lower() not in NOT_USER:
+      add('user', name)
+  for match in _PASSWORD.finditer(task):
+    secret = match.group(1)
+    # A literal secret has a digit, a capital or a symbol ("Summer2023"), not "hashes".
+    if re.search(r'[\dA-Z\W_]', secret) and not any(secret in v for vs in values.values()
+                                                     for v in vs):
+      add('password', secret)
   lowered = task.lower()
   for service in SERVICES:
     if re.search(rf'(?<![\w/.-]){re.escape(service)}(?![\w-])', lowered):
@@ -123,7 +160,21 @@ def extract(task: str) -> dict[str, list[str]]:
   for match in _RATE.finditer(task):
     add('rate', (match.group(1) or match.group(2)).replace(',', ''))
   for match in _TOP.finditer(task):
-    add('top_n', match.group(1))
+    add('top_n', match.group(1) or match.group(2))
+  for match in _EXTENSIONS.finditer(task):
+    if not inside(match):
+      add('extensions', match.group(1).lower())
+  if _PORT_CONTEXT.search(task):
+    claimed = {v for vs in values.values() for v in vs}
+    for match in _BARE_NUMBER.finditer(task):
+      number = match.group(1)
+      if inside(match) or not 1 <= int(number) <= 65535 or any(
+          number in v for v in claimed):
+        continue
+      if _NOT_PORT_BEFORE.search(task[:match.start()]) or _NOT_PORT_AFTER.match(
+          task[match.end():]):
+        continue
+      add('port', number)
   for match in _TIMING.finditer(task):
     add('timing', match.group(1) or match.group(2))
   return values
@@ -150,7 +201,7 @@ def normalise(values: dict | None) -> dict[str, list[str]]:
     items = value if isinstance(value, (list, tuple)) else [value]
     items = [str(v) for v in items if v is not None and str(v) != '']
     if role == 'ports':
-      role, items = 'port', [p for v in items for p in re.findall(r'\d{1,5}', v)]
+      role, items = 'port', [p for v in items for p in re.findall(r'\d{1,5}-\d{1,5}|\d{1,5}', v)]
     if items:
       out.setdefault(role, []).extend(i for i in items if i not in out.get(role, []))
   return out
@@ -164,7 +215,14 @@ def present(role: str, value: str, words) -> bool:
   """Whether `value` (of `role`) occurs in one of the command's words."""
   if role in ('port', 'rate', 'top_n', 'timing'):
     wanted = value.replace(',', '')
+    if re.fullmatch(r'\d+-\d+', wanted):  # A range: written as such, or its ends covered.
+      low, high = wanted.split('-')
+      return any(wanted in w for w in words) or all(
+          any(p in _numbers(w) or _in_range(p, w) for w in words) for p in (low, high))
     return any(wanted in _numbers(w) or _in_range(wanted, w) for w in words)
+  if role == 'extensions':
+    pattern = re.compile(rf'(?<![a-z0-9]){re.escape(value.lstrip("."))}(?![a-z0-9])', re.I)
+    return any(pattern.search(w) for w in words)
   if role in ('url',):
     bare = re.sub(r'^https?://', '', value, flags=re.I).rstrip('/')
     return any(value.rstrip('/').lower() in w.lower() or bare.lower() in w.lower()
@@ -188,8 +246,8 @@ def _in_range(port: str, word: str) -> bool:
 
 def hosts_in(word: str) -> list[str]:
   """Network targets written in one command word (IPs, CIDRs, URLs, host names)."""
-  found = [m.group(0).rstrip('/.,') for m in _URL.finditer(word)]
-  rest = _URL.sub(' ', word)
+  found = [m.group(0).rstrip('/.,') for m in URL.finditer(word)]
+  rest = URL.sub(' ', word)
   found += [m.group(0) for m in _CIDR.finditer(rest)]
   rest = _CIDR.sub(' ', rest)
   found += [m.group(0) for m in _IP.finditer(rest)]

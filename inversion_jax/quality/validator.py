@@ -71,6 +71,7 @@ TARGET_ROLES = ('host', 'cidr', 'url')
 _MATCHED_ROLES = ('wordlist', 'userlist', 'passlist', 'combolist', 'user', 'password',
                   'rate', 'top_n', 'timing', 'service', 'domain', 'input')
 _LOCAL_HOSTS = ('127.0.0.1', 'localhost', '0.0.0.0', '::', '::1')
+NON_ANSWERS = {'n/a', 'na', 'none', 'null', 'nil', 'unknown', '-', '...', 'todo', 'tbd'}
 ENGLISH = frozenset('''a an the to use using run running type execute here this that these
 you your we i it is are be can will should would could first then next now try please
 command commands following sure certainly okay ok note answer task tool scan scanning find
@@ -142,11 +143,14 @@ def _gate(command: str, variants, binaries):
   details = []
   if not text:
     return _verdict({'not_a_command'}, {}, ['empty command'])
-  if '```' in text or re.match(r'^(#{1,6}\s|[*+-]\s|\d+[.)]\s|>\s)', text):
+  if '```' in text or re.match(r'^(#{1,6}\s|[*+-]\s|\d+[.)]\s|>\s|\*\*|__)', text):
     return _verdict({'not_a_command'}, {}, ['markdown, not a command'])
+  if text.lower().rstrip('.') in NON_ANSWERS:
+    return _verdict({'not_a_command'}, {}, ['no command given'])
   syntax_ok = True
   try:
     segments = shell.segments(text)
+    shell.check_balanced(text)
   except shell.ShellSyntaxError as error:
     syntax_ok, details = False, [f'shell syntax: {error}']
     segments = _fallback_segments(text)
@@ -181,6 +185,8 @@ def _fallback_segments(text: str):
 
 def _is_prose(segment: shell.Segment, text: str) -> bool:
   first = segment.raw_program
+  if not re.fullmatch(r'[\w./+-]+', first) or (first[:1].isupper() and '/' not in first):
+    return True  # Program names are lower-case words or paths; 'Nmap:' or '**x' is prose.
   if first.endswith(':') or first[:1].isupper() and first.lower() in ENGLISH:
     return True
   if first.lower() in ENGLISH:
@@ -219,8 +225,9 @@ def _check(spec, task, segment, syntax_ok, syntax_detail, intent_options, wanted
     fail('no_echo', 'task text pasted into the command')
 
   targets = [(r, v) for r in TARGET_ROLES for v in wanted.get(r, ())]
+  carried = carried_roles(spec)
   others = [(r, v) for r, vs in wanted.items() if r not in TARGET_ROLES and r != 'output'
-            for v in vs]
+            and r in carried for v in vs]
   others += [('output', v) for v in wanted.get('output', ())]
   checks['target'] = _all_present(targets, words, 'target', details) if targets else None
   checks['task_values'] = (_all_present(others, words + list(context), 'value', details)
@@ -239,6 +246,27 @@ def _check(spec, task, segment, syntax_ok, syntax_detail, intent_options, wanted
   stats = {'options': len(parsed.options) + len(parsed.unknown), 'unknown': len(parsed.unknown),
            'repeated': len(canonicals) - len(set(canonicals))}
   return _verdict(reasons, checks, details, spec.variant, stats)
+
+
+# Values any command can carry: targets, ports, files (a redirection writes any output).
+ALWAYS_CARRIED = {'host', 'cidr', 'url', 'port', 'ports', 'wordlist', 'userlist', 'passlist',
+                  'combolist', 'output', 'input'}
+
+
+def carried_roles(spec) -> set[str]:
+  """Roles of task values this tool can take: the spec's option roles and positional kinds.
+
+  A value of another role is context, not a requirement: the service `memcached` in
+  "talk to the memcached server at 10.0.0.5 port 11211" is not an argument of `nc`.
+  A user and a password travel together (`-id user:pass`).
+  """
+  roles = set(ALWAYS_CARRIED) | set(spec.positional_kinds)
+  roles |= {o.role for mode in (None, *spec.modes) for o in spec.options_for(mode) if o.role}
+  if roles & {'user', 'password'}:
+    roles |= {'user', 'password'}
+  if 'ports' in roles or any('port' in kind for kind in spec.positional_kinds):
+    roles.add('port')
+  return roles
 
 
 def _prose_arguments(parsed) -> bool:
@@ -348,12 +376,14 @@ def _check_wrong_values(spec, parsed, words, wanted, fail):
       if not task_hosts and name in _LOCAL_HOSTS:
         continue
       fail('right_values', f'{host!r} is not a target of the task')
+  _check_urls(words, wanted, outputs, fail)
+  _check_paths(spec, parsed, wanted, outputs, fail)
   ports = set(wanted.get('port', ()))
   if ports:
     for occurrence in parsed.options:
       if occurrence.spec.role in ('port', 'ports') and occurrence.value:
         _check_ports(occurrence.value, ports, fail)
-    if 'port' in spec.positional_kinds:
+    if any('port' in kind for kind in spec.positional_kinds):
       for word in parsed.positionals:
         if re.fullmatch(r'\d{1,5}(-\d{1,5})?', word):
           _check_ports(word, ports, fail)
@@ -374,11 +404,48 @@ def _check_wrong_values(spec, parsed, words, wanted, fail):
       name = scheme.group(1) if scheme else word.lower()
       if name in task_values.SERVICES and not _same_service(name, services):
         fail('right_values', f'service {name!r} is not the task\'s ({", ".join(services)})')
-  if wanted.get('version') and 'software' in ' '.join(spec.positional_kinds):
+  if wanted.get('version'):
     for word in parsed.positionals:
       if re.fullmatch(r'v?\d+(\.\d+)+[a-z]?\d*', word, re.I) and not any(
           word.lower().lstrip('v') == v.lower().lstrip('v') for v in wanted['version']):
         fail('right_values', f'version {word!r} is not the task\'s')
+
+
+def _check_urls(words, wanted, outputs, fail):
+  """A URL on a task host that is not the task's URL (another path or query) is wrong."""
+  urls = [u.rstrip('/').lower() for u in wanted.get('url', ())]
+  if not urls or not any(re.search(r'://[^/]+/.', u) for u in urls):
+    return
+  bare = {re.sub(r'^https?://', '', u) for u in urls}
+  for word in words:
+    if word in outputs:
+      continue
+    for url in task_values.URL.findall(word):
+      url = url.rstrip('/.,').lower()
+      if re.sub(r'^https?://', '', url) not in bare and task_values.host_of(url) in {
+          task_values.host_of(u) for u in urls}:
+        fail('right_values', f'URL {url!r} is not the task\'s ({", ".join(urls)})')
+
+
+_INPUT_PATH_ROLES = ('wordlist', 'userlist', 'passlist', 'combolist', 'input')
+
+
+def _check_paths(spec, parsed, wanted, outputs, fail):
+  """An input file (wordlist, user or password list) the task did not name, when it names one."""
+  named = {v for role in _INPUT_PATH_ROLES for v in wanted.get(role, ())}
+  if not named:
+    return
+  candidates = [o.value for o in parsed.options if o.value and o.spec.role in _INPUT_PATH_ROLES]
+  candidates += [w for w in parsed.positionals
+                 if re.search(r'/|\.(txt|lst|dic|csv)$', w) and '://' not in w]
+  for path in candidates:
+    if path in outputs:
+      continue
+    pieces = path.split(',')
+    for piece in pieces:
+      if piece and not any(piece == v or piece.endswith('/' + v) or v.endswith('/' + piece)
+                           for v in named):
+        fail('right_values', f'file {piece!r} is not one the task names ({", ".join(named)})')
 
 
 def _same_service(name: str, services: set[str]) -> bool:
@@ -389,15 +456,16 @@ def _same_service(name: str, services: set[str]) -> bool:
 
 
 def _check_ports(value: str, ports: set[str], fail):
+  """Ports or ranges the command names must be the task's (a task range may be written)."""
   if value in ('-',):
     fail('right_values', 'all ports (-p-) where the task names ports')
     return
+  ranges = [tuple(map(int, p.split('-'))) for p in ports if '-' in p]
   for low, high in re.findall(r'(\d{1,5})(?:-(\d{1,5}))?', value):
     if high:
-      if not all(int(low) <= int(p) <= int(high) for p in ports) or int(high) - int(low) > 0 \
-          and len(ports) < int(high) - int(low) + 1:
+      if f'{low}-{high}' not in ports:
         fail('right_values', f'port range {low}-{high} where the task names {sorted(ports)}')
-    elif low not in ports:
+    elif low not in ports and not any(a <= int(low) <= b for a, b in ranges):
       fail('right_values', f'port {low} is not a port of the task')
 
 
@@ -413,6 +481,11 @@ def _echoes(task, parsed, wanted, spec) -> bool:
   args = _words_of(' '.join(parsed.positionals + [o.value or '' for o in parsed.options]))
   if len(args) < 3:
     return False
+  task_set = set(task_words) - value_words
+  for word in parsed.positionals + [o.value or '' for o in parsed.options]:
+    pieces = _words_of(word)
+    if len(word.split()) >= 4 and sum(p in task_set for p in pieces) >= 3:
+      return True  # The task (or most of it) pasted as one quoted argument.
   joined = ' ' + ' '.join(args) + ' '
   for start in range(len(task_words) - 2):
     run = task_words[start:start + 3]
