@@ -1,8 +1,11 @@
 """Self-improvement via inversion (V1), with flags mirroring the original's command line.
 
+Each round also grades real quality on the held-out set (`--eval_every`, `--eval_tasks`).
+
   python experiments/self_improve.py --cycles=3 --tasks=12 --candidates=2 --name=demo
 
-Writes <output>/<name>/{progress.json, self_improvement_results.json, checkpoints/}.
+Writes <output>/<name>/{progress.json, self_improvement_results.json, checkpoints/, rows/,
+report.md, goodhart.png}.
 """
 
 import dataclasses
@@ -23,7 +26,18 @@ flags.DEFINE_integer('cycles', DEFAULTS.cycles, 'Rounds of generate -> invert ->
 flags.DEFINE_integer('tasks', DEFAULTS.tasks, 'Tasks sampled per round (BEFORE and AFTER each).')
 flags.DEFINE_integer('candidates', DEFAULTS.candidates, 'Commands generated per task.')
 flags.DEFINE_float('threshold', DEFAULTS.threshold, 'Keep candidates scoring at least this.')
-flags.DEFINE_enum('filter', DEFAULTS.filter, ['threshold'], 'Selection filter (V1: threshold).')
+flags.DEFINE_enum('filter', DEFAULTS.filter, ['threshold', 'reproducibility'],
+                  'Selection filter: threshold (V1) or reproducibility (V2).')
+flags.DEFINE_enum('scorer', DEFAULTS.scorer, ['reconstruction', 'fidelity'],
+                  'Intrinsic score: reconstruction (the original) or hidden-state fidelity.')
+flags.DEFINE_integer('fidelity_layer', None, 'Fidelity: logit-lens layer (default: the middle).')
+flags.DEFINE_integer('fidelity_k', DEFAULTS.fidelity_k, 'Fidelity: a token counts if in top-k.')
+flags.DEFINE_integer('repro_m', DEFAULTS.repro_m,
+                     'V2: keep a candidate with at least m-1 similar passing siblings.')
+flags.DEFINE_float('repro_similarity', DEFAULTS.repro_similarity, 'V2: similarity threshold.')
+flags.DEFINE_list('repro_weights', [str(w) for w in DEFAULTS.repro_weights],
+                  'V2: weights of embedding similarity and option Jaccard (sum 1).')
+flags.DEFINE_integer('repro_layer', None, 'V2: hidden layer of the embeddings (default: last).')
 flags.DEFINE_float('temperature', DEFAULTS.temperature, 'Command generation temperature.')
 flags.DEFINE_integer('max_new_tokens', DEFAULTS.max_new_tokens, 'Command generation budget.')
 flags.DEFINE_enum('judge', DEFAULTS.judge, ['sample', 'expected'],
@@ -42,6 +56,11 @@ flags.DEFINE_enum('dtype', DEFAULTS.dtype, ['float32', 'bfloat16'], 'Parameter/c
 flags.DEFINE_integer('seed', DEFAULTS.seed, 'Seed of every random choice in the run.')
 flags.DEFINE_integer('num_devices', DEFAULTS.num_devices, 'Local devices for pmap.')
 flags.DEFINE_integer('max_batch', DEFAULTS.max_batch, 'Rows per sampler call.')
+flags.DEFINE_integer('eval_every', DEFAULTS.eval_every,
+                     'Evaluate real quality on the held-out set every N rounds (0 = never).')
+flags.DEFINE_integer('eval_tasks', DEFAULTS.eval_tasks,
+                     'Evaluate a stratified subset of this many held-out tasks (0 = all).')
+flags.DEFINE_string('eval_split', DEFAULTS.eval_split, 'Held-out split: test (all) or small.')
 flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
 flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
 flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')
@@ -49,14 +68,22 @@ flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last comp
 
 def config_from_flags() -> experiment.RunConfig:
   values = {field.name: getattr(FLAGS, field.name)
-            for field in dataclasses.fields(experiment.RunConfig) if field.name != 'weights'}
+            for field in dataclasses.fields(experiment.RunConfig)
+            if field.name not in ('weights', 'repro_weights')}
   try:
     weights = tuple(float(w) for w in FLAGS.weights)
   except ValueError:
     weights = ()
   if len(weights) != 3:
     raise UserError(f'--weights needs three numbers (overlap,ratio,judge), got {FLAGS.weights}')
-  return experiment.RunConfig(**values, weights=weights)
+  try:
+    repro_weights = tuple(float(w) for w in FLAGS.repro_weights)
+  except ValueError:
+    repro_weights = ()
+  if len(repro_weights) != 2:
+    raise UserError(f'--repro_weights needs two numbers (embedding,options), got '
+                    f'{FLAGS.repro_weights}')
+  return experiment.RunConfig(**values, weights=weights, repro_weights=repro_weights)
 
 
 @exit_on_user_error
@@ -71,6 +98,8 @@ def main(argv):
   print(history.format_summary(result))
   print(f'results: {config.run_dir / history.RESULTS_FILE}')
   print(f'checkpoints: {config.run_dir / "checkpoints"} (one per round)')
+  print(f'rows: {config.run_dir / history.ROWS_SUBDIR} (every generated row, per phase)')
+  print(f'report: {config.run_dir / "report.md"} and {config.run_dir / "goodhart.png"}')
 
 
 if __name__ == '__main__':

@@ -30,8 +30,9 @@ INCOMPLETE_SUBDIR = 'incomplete_checkpoints'
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 _COMMIT_FILE = 'commit_success.txt'
 
-# Settings that may differ between the original run and its `--resume`.
-RESUME_MAY_CHANGE = ('cycles', 'resume', 'output')
+# Settings that may differ between the original run and its `--resume` (held-out
+# evaluation settings change what is measured, not what the loop does).
+RESUME_MAY_CHANGE = ('cycles', 'resume', 'output', 'eval_every', 'eval_tasks', 'eval_split')
 
 _ITEMS = ('lora', 'opt_state', 'rng', 'meta')
 

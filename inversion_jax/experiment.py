@@ -16,6 +16,8 @@ from inversion_jax import checkpointing
 from inversion_jax import generation
 from inversion_jax import history as history_lib
 from inversion_jax import lora as lora_lib
+from inversion_jax import metrics as metrics_lib
+from inversion_jax import report as report_lib
 from inversion_jax import model as model_lib
 from inversion_jax import parallel
 from inversion_jax import prompts as prompts_lib
@@ -24,6 +26,8 @@ from inversion_jax import selection
 from inversion_jax import training
 from inversion_jax.errors import UserError
 from inversion_jax.loading import registry
+from inversion_jax.quality import evaluation
+from inversion_jax.quality import heldout
 from inversion_jax.sampling import SamplingConfig
 from inversion_jax.scoring import inversion
 from inversion_jax.scoring import text as text_lib
@@ -43,6 +47,13 @@ class RunConfig:
   temperature: float = 0.7
   max_new_tokens: int = 100
   judge: str = 'sample'
+  scorer: str = 'reconstruction'
+  fidelity_layer: int | None = None  # None: the model's middle layer.
+  fidelity_k: int = 5
+  repro_m: int = 2
+  repro_similarity: float = 0.6
+  repro_weights: tuple[float, float] = (0.6, 0.4)
+  repro_layer: int | None = None  # None: the model's last layer (the final norm's input).
   weights: tuple[float, float, float] = (0.2, 0.3, 0.5)
   prompt_style: str = prompts_lib.DEFAULT_STYLE
   lr: float = 2e-4
@@ -56,6 +67,9 @@ class RunConfig:
   seed: int = 0
   num_devices: int = 1
   max_batch: int = 64
+  eval_every: int = 1  # Held-out evaluation every N rounds (and the last); 0 = never.
+  eval_tasks: int = 0  # A stratified subset of the held-out split; 0 = all of it.
+  eval_split: str = 'test'
   output: str = 'runs'
   name: str = 'v1'
 
@@ -65,6 +79,12 @@ class RunConfig:
                   'max_new_tokens', 'num_devices', 'max_batch'):
       if getattr(self, field) < 1:
         raise UserError(f'--{field} must be a positive integer, got {getattr(self, field)}')
+    for field in ('eval_every', 'eval_tasks'):
+      if getattr(self, field) < 0:
+        raise UserError(f'--{field} must be >= 0, got {getattr(self, field)}')
+    if self.eval_every and self.eval_split not in heldout.SPLITS:
+      raise UserError(f'unknown held-out split {self.eval_split!r}; choose one of '
+                      f'{", ".join(heldout.SPLITS)}')
     if not 0.0 <= self.threshold <= 1.0:
       raise UserError(f'--threshold must be in [0, 1], got {self.threshold}')
     if self.temperature < 0:
@@ -81,9 +101,25 @@ class RunConfig:
                       f'{self.num_devices}')
     text_lib.ScoreWeights(*self.weights)
     prompts_lib.get_style(self.prompt_style)
-    inversion.ScorerConfig(judge=self.judge)
+    inversion.ScorerConfig(judge=self.judge, scorer=self.scorer, fidelity_k=self.fidelity_k)
+    selection.get_filter(self.filter, **self.filter_settings())
     if self.dtype not in ('float32', 'bfloat16'):
       raise UserError(f"--dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+  def filter_settings(self) -> dict:
+    """The settings the chosen filter takes."""
+    if self.filter == 'reproducibility':
+      return dict(threshold=self.threshold, m=self.repro_m, similarity=self.repro_similarity,
+                  weights=tuple(self.repro_weights), layer=self.repro_layer)
+    return dict(threshold=self.threshold)
+
+  def check_layers(self, num_layers: int):
+    """Hidden layers must exist in the loaded model."""
+    for name in ('fidelity_layer', 'repro_layer'):
+      layer = getattr(self, name)
+      if layer is not None and not 0 <= layer <= num_layers:
+        raise UserError(f'--{name}={layer} is outside the model: choose 0..{num_layers} '
+                        f'({num_layers} = the final norm\'s input)')
 
   @property
   def run_dir(self) -> pathlib.Path:
@@ -110,6 +146,10 @@ class Experiment:
   bank: bank_lib.TaskBank
   filter: selection.Filter
   scorer: inversion.ScorerConfig
+  heldout: list  # Held-out records evaluated in the loop ([] when --eval_every=0).
+
+  def count_tokens(self, text: str) -> int:
+    return len(self.tokenizer.encode(text))
 
   def inference_state(self, lora):
     """Weights for generation: the adapters folded into the base kernels."""
@@ -120,6 +160,7 @@ def build(config: RunConfig, model_source=None) -> Experiment:
   """Loads the model (or takes `model_source` = (ModelConfig, flat params, tokenizer))."""
   config.validate()
   model_config, flat, tokenizer = model_source or registry.load_model_source(config.model)
+  config.check_layers(model_config.num_layers)
   plain_graphdef, plain_state = model_lib.from_flat_params(
       model_config.replace(dtype=config.dtype), flat)
   lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout)
@@ -138,11 +179,14 @@ def build(config: RunConfig, model_source=None) -> Experiment:
                                pad_id=tokenizer.pad_id),
       style=prompts_lib.get_style(config.prompt_style),
       bank=bank_lib.default_bank(),
-      filter=selection.get_filter(config.filter, threshold=config.threshold),
+      filter=selection.get_filter(config.filter, **config.filter_settings()),
       scorer=inversion.ScorerConfig(
-          judge=config.judge, weights=text_lib.ScoreWeights(*config.weights),
+          judge=config.judge, scorer=config.scorer, fidelity_layer=config.fidelity_layer,
+          fidelity_k=config.fidelity_k, weights=text_lib.ScoreWeights(*config.weights),
           generation=SamplingConfig(config.temperature, config.max_new_tokens),
       ),
+      heldout=(evaluation.subset(heldout.load(config.eval_split), config.eval_tasks)
+               if config.eval_every else []),
   )
 
 
@@ -162,31 +206,41 @@ def open_run(config: RunConfig, resume: bool):
 def run(config: RunConfig, resume: bool = False, model_source=None) -> history_lib.RunHistory:
   """Runs (or resumes) the experiment; returns the history of all completed rounds."""
   config.validate()
+  exp = build(config, model_source)  # Before the run dir exists: a failed load leaves nothing.
   checkpointer, history, first_round = open_run(config, resume)
-  exp = build(config, model_source)
   lora = exp.initial_lora
   if first_round > 1:
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
     done = first_round - 1
     print(f'{config.run_dir} already has all {done} rounds; its results:' if done >= config.cycles
           else f'resuming {config.run_dir} after round {done}', flush=True)
+  base = None
+  if first_round == 1 and config.eval_every:
+    base = rounds.heldout_phase(exp, exp.generator, metrics_lib.BASE_PHASE)
+    history_lib.write_rows(config.run_dir, 0, metrics_lib.HELDOUT_PHASE, base.rows)
   for round_index in range(first_round, config.cycles + 1):
     try:
-      result = rounds.run_round(exp, lora, round_index)
+      result = rounds.run_round(exp, lora, round_index, base if round_index == 1 else None)
     except training.NonFiniteLoss as error:
       raise UserError(
           f'round {round_index}: {error}; the round was stopped and rounds 1-{round_index - 1} '
           f'are intact in {config.run_dir}; lower --lr and rerun with --resume') from error
+    for phase in result.phases:
+      if phase.rows and phase.name != metrics_lib.BASE_PHASE:
+        history_lib.write_rows(config.run_dir, round_index, phase.name, phase.rows)
     key_data = jax.random.key_data(jax.random.key(rounds.derive_seed(config.seed, round_index,
                                                                      'train')))
     checkpointer.save(round_index, result.lora, result.opt_state, key_data,
                       {'round': round_index, 'record': result.record})
     history.add_round(result.record)
     history.save_progress(config.run_dir)
-    print(history_lib.format_round_table(history.rounds[-1]), flush=True)
+    print(history_lib.format_round_table(
+        history.rounds[-1], history.rounds[-2] if len(history.rounds) > 1 else None), flush=True)
     lora = result.lora
   history.save_results(config.run_dir)
   checkpointer.close()
+  if history.rounds:
+    report_lib.write(config.run_dir)
   return history
 
 

@@ -108,6 +108,67 @@ class Generator:
       out[rows] = logits[: batch.num_rows]
     return out
 
+  def embed(self, texts: Sequence[str], layer: int, batch_size: int | None = None) -> np.ndarray:
+    """float32 [len(texts), D]: layer `layer`'s hidden states mean-pooled over each text's
+    own tokens (BOS and padding excluded), batched like generation."""
+    self._check_layer(layer)
+    out = np.zeros((len(texts), self.config.embed_dim), np.float32)
+    size = batch_size or self.max_batch
+    for start in range(0, len(texts), size):
+      rows = list(texts[start:start + size])
+      skip = 1 if self.add_bos else 0
+      batch = self._pad_token_rows(
+          [[self.tokenizer.bos_id] * skip + self.tokenizer.encode(t) for t in rows], 0, 0)
+      positions = np.maximum(np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
+      args = (batch.tokens, positions, batch.key_start, batch.key_start + skip)
+      out[start:start + len(rows)] = self._run(
+          sampling_lib.pooled_hidden, args, layer=layer)[: batch.num_rows]
+    return out
+
+  def fidelity(self, prompts: Sequence, completions: Sequence[str], layer: int, k: int,
+               batch_size: int = 8) -> np.ndarray:
+    """float64 [N]: per (prompt, completion), the fraction of the completion's tokens in the
+    top-k of the logit lens at `layer` one position before them (one forward pass)."""
+    self._check_layer(layer)
+    if k < 1:
+      raise UserError(f'fidelity k must be >= 1, got {k}')
+    prompts = [_as_pair(p) for p in prompts]
+    out = np.zeros((len(prompts),), np.float64)
+    for prefix, rows in self._chunks(prompts):
+      for start in range(0, len(rows), batch_size):
+        part = rows[start:start + batch_size]
+        suffixes = [prompts[i][1] for i in part]
+        targets = [self.tokenizer.encode(' ' + completions[i].strip()) for i in part]
+        batch = self._pad_rows(suffixes, prefix, max_new=max(len(t) for t in targets),
+                               completions=targets)
+        prefix_len, cache = self._prefix_cache(prefix)
+        positions = np.maximum(
+            prefix_len + np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
+        width = batch.tokens.shape[1]
+        lengths = [len(t) for t in targets] + [len(targets[0])] * (len(batch.tokens) - len(part))
+        target_start = np.asarray([width - n for n in lengths], np.int32)
+        values = self._run(sampling_lib.token_fidelity,
+                           (batch.tokens, positions, batch.key_start, target_start, cache),
+                           layer=layer, k=k, replicated_last=True)
+        out[part] = np.asarray(values)[: batch.num_rows]
+    return out
+
+  def _check_layer(self, layer: int):
+    if not 0 <= layer <= self.config.num_layers:
+      raise UserError(f'layer {layer} is outside the model: choose 0..{self.config.num_layers}'
+                      f' ({self.config.num_layers} = the final norm\'s input)')
+
+  def _run(self, fn, args, replicated_last=False, **static):
+    """Runs a pure per-row function on one device (jit) or split over devices (pmap)."""
+    if self.num_devices == 1:
+      return np.asarray(_jitted(fn, self.graphdef, tuple(sorted(static.items())))(
+          self.state, *args))
+    rows, shared = (args[:-1], args[-1]) if replicated_last else (args, None)
+    sharded = parallel.shard(rows, self.num_devices)
+    mapped = _pmapped(fn, self.graphdef, tuple(sorted(static.items())))
+    extra = (shared,) if replicated_last else ()
+    return parallel.unshard(mapped(self._device_state, *sharded, *extra))
+
   def _chunks(self, prompts):
     """(prefix, row indices) groups of at most max_batch rows sharing a prefix."""
     by_prefix: dict[str, list[int]] = {}
@@ -141,11 +202,18 @@ class Generator:
       self._prefix_caches[prefix] = (len(tokens), cache)
     return self._prefix_caches[prefix]
 
-  def _pad_rows(self, suffixes, prefix, max_new) -> _Batch:
+  def _pad_rows(self, suffixes, prefix, max_new, completions=None) -> _Batch:
+    """Left-padded rows; `completions` (token lists) are appended to the suffixes."""
     prefix_len, _ = self._prefix_cache(prefix)
     rows = [self.tokenizer.encode(s) for s in suffixes]
     if not prefix_len:  # Without a prefix the BOS token starts each row.
       rows = [([self.tokenizer.bos_id] if self.add_bos else []) + r for r in rows]
+    if completions is not None:
+      rows = [r + list(c) for r, c in zip(rows, completions)]
+      max_new = 0
+    return self._pad_token_rows(rows, prefix_len, max_new)
+
+  def _pad_token_rows(self, rows, prefix_len, max_new) -> _Batch:
     longest = max(len(r) for r in rows)
     if prefix_len + longest + max_new > self.config.max_seq_len:
       raise UserError(
@@ -156,13 +224,14 @@ class Generator:
       raise UserError('a prompt is empty; give the model some text to continue')
     width = parallel.length_bucket(longest, self.length_multiple)
     height = parallel.round_up(len(rows), self.batch_multiple)
+    num_rows = len(rows)
     rows = rows + [rows[0]] * (height - len(rows))
     tokens = np.full((height, width), self.tokenizer.pad_id, np.int32)
     key_start = np.zeros((height,), np.int32)
     for index, row in enumerate(rows):
       tokens[index, width - len(row):] = row
       key_start[index] = width - len(row)
-    return _Batch(tokens, key_start, len(suffixes))
+    return _Batch(tokens, key_start, num_rows)
 
   def _generate_rows(self, prefix, suffixes, sampling, key) -> sampling_lib.Generation:
     batch = self._pad_rows(suffixes, prefix, sampling.max_new_tokens)
@@ -198,6 +267,18 @@ class Generator:
 def _as_pair(prompt) -> tuple[str, str]:
   """Accepts `prompts.Prompt` objects or (prefix, suffix) tuples."""
   return (prompt.prefix, prompt.suffix) if hasattr(prompt, 'prefix') else tuple(prompt)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted(fn, graphdef, static):
+  return jax.jit(functools.partial(fn, graphdef, **dict(static)))
+
+
+@functools.lru_cache(maxsize=16)
+def _pmapped(fn, graphdef, static):
+  """pmap of `fn(graphdef, state, *rows[, shared])`; a shared last argument (the prefix
+  cache) is already replicated with a leading device axis, like the state."""
+  return jax.pmap(functools.partial(fn, graphdef, **dict(static)), axis_name=parallel.AXIS)
 
 
 @functools.lru_cache(maxsize=16)

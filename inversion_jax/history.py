@@ -1,8 +1,8 @@
 """The run's JSON record: progress.json after every round, results JSON at the end.
 
 Files are replaced atomically (temp file, fsync, rename) so a crash never leaves a
-half-written record behind. `progress.json` keeps the original's shape (`config`,
-`seed`, `cycles_completed`, `history`) so existing tooling still reads it.
+half-written record behind. `progress.json` holds `config`, `seed`, `cycles_completed` and `history` (one record per
+round: flat `phase/metric` values, see `metrics.py`).
 """
 
 import dataclasses
@@ -14,6 +14,7 @@ import tempfile
 
 import numpy as np
 
+from inversion_jax import metrics as metrics_lib
 from inversion_jax.errors import UserError
 
 PROGRESS_FILE = 'progress.json'
@@ -41,10 +42,9 @@ def jsonable(obj):
   return obj
 
 
-def write_json_atomic(path: str | Path, obj) -> Path:
-  """Writes `obj` as JSON to `path` so readers see the old or the new file, never half."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+  """Writes `text` to `path` so readers see the old or the new file, never half."""
   path = Path(path)
-  text = json.dumps(jsonable(obj), indent=2, allow_nan=False) + '\n'
   fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
   try:
     with os.fdopen(fd, 'w') as tmp:
@@ -56,6 +56,30 @@ def write_json_atomic(path: str | Path, obj) -> Path:
     Path(tmp_name).unlink(missing_ok=True)
     raise
   return path
+
+
+def write_json_atomic(path: str | Path, obj) -> Path:
+  """`obj` as indented JSON, atomically."""
+  return write_text_atomic(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + '\n')
+
+
+ROWS_SUBDIR = 'rows'
+
+
+def rows_path(directory: str | Path, round_index: int, phase: str) -> Path:
+  return Path(directory) / ROWS_SUBDIR / f'round_{round_index:03d}_{phase}.jsonl'
+
+
+def write_rows(directory: str | Path, round_index: int, phase: str, rows) -> Path:
+  """Every row of one phase as JSON lines, replaced atomically (a redone round overwrites)."""
+  path = rows_path(directory, round_index, phase)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return write_text_atomic(path, ''.join(json.dumps(jsonable(row), allow_nan=False) + '\n'
+                                         for row in rows))
+
+
+def read_rows(path: str | Path) -> list[dict]:
+  return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 @dataclasses.dataclass
@@ -100,72 +124,96 @@ class RunHistory:
                       ' --output') from error
 
 
-def _get(record: dict, *keys):
-  """Nested lookup that yields None for anything missing."""
-  for key in keys:
-    if not isinstance(record, dict) or record.get(key) is None:
-      return None
-    record = record[key]
-  return record
-
-
 def _round_seconds(record: dict) -> float:
   timings = record.get('timings') or {}
   return float(timings['total'] if 'total' in timings else sum(timings.values()))
 
 
 def summarize(rounds: list[dict]) -> dict:
-  """First BEFORE vs last AFTER score and acceptance, train loss, tokens, seconds."""
+  """Base model -> last round: intrinsic score, acceptance, loss, real quality, the gap."""
   if not rounds:
     return {'cycles_completed': 0}
   first, last = rounds[0], rounds[-1]
-  start, end = _get(first, 'before', 'mean_score'), _get(last, 'after', 'mean_score')
-  losses = [_get(r, 'train', 'final_loss') for r in rounds]
+  get = metrics_lib.get
+  start, end = get(first, 'before', 'mean_score'), get(last, 'after', 'mean_score')
+  losses = [get(r, 'train', 'final_loss') for r in rounds]
   losses = [loss for loss in losses if loss is not None]
-  return {
+  summary = {
       'cycles_completed': len(rounds),
       'first_before_mean_score': start,
       'last_after_mean_score': end,
-      'score_relative_change_pct': (
-          100.0 * (end - start) / abs(start) if start and end is not None else None),
-      'first_before_acceptance': _get(first, 'before', 'acceptance_rate'),
-      'last_after_acceptance': _get(last, 'after', 'acceptance_rate'),
+      'score_relative_change_pct': _pct(metrics_lib.relative_change(start, end)),
+      'first_before_acceptance': get(first, 'before', 'acceptance_rate'),
+      'last_after_acceptance': get(last, 'after', 'acceptance_rate'),
       'first_train_loss': losses[0] if losses else None,
       'last_train_loss': losses[-1] if losses else None,
-      'total_tokens_generated': int(sum(r.get('tokens_generated') or 0 for r in rounds)),
+      'total_tokens_generated': int(sum(
+          (get(r, p, 'tokens_generated') or 0) for r in rounds for p in ('before', 'after'))),
       'total_seconds': sum(_round_seconds(r) for r in rounds),
   }
+  for metric in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS:
+    series = metrics_lib.heldout_series(rounds, metric.key)
+    if series:
+      summary[f'heldout_{metric.key}_first'] = series[0][1]
+      summary[f'heldout_{metric.key}_last'] = series[-1][1]
+      summary[f'heldout_{metric.key}_first_round'] = series[0][0]
+      summary[f'heldout_{metric.key}_last_round'] = series[-1][0]
+  series = metrics_lib.heldout_series(rounds, 'quality')
+  if series:
+    summary['quality_relative_change_pct'] = _pct(
+        metrics_lib.relative_change(series[0][1], series[-1][1]))
+  summary['goodhart_gap'] = metrics_lib.goodhart_gap(rounds)
+  return summary
 
 
-def _num(value, spec: str) -> str:
-  return 'n/a' if value is None else format(value, spec)
+def _pct(value):
+  return None if value is None else 100.0 * value
 
 
-def format_round_table(record: dict) -> str:
-  """A short fixed-width console table for one round."""
-  train = record.get('train') or {}
-  if train.get('skipped_reason'):
-    loss = f'skipped ({train["skipped_reason"]})'
+def format_round_table(record: dict, previous: dict | None = None) -> str:
+  """A short fixed-width console table for one round.
+
+  Held-out lines compare with the last evaluation before this round: the base model
+  (stored with round 1) or `previous`, the prior round's record.
+  """
+  get, fmt = metrics_lib.get, metrics_lib.fmt
+  if record.get('train_skipped_reason'):
+    loss = f'skipped ({record["train_skipped_reason"]})'
   else:
-    loss = f'{_num(train.get("final_loss"), ".4f")} on {train.get("num_examples", 0)} examples'
+    loss = (f'{fmt(get(record, "train", "final_loss"), ".4f")} on '
+            f'{int(get(record, "train", "num_examples") or 0)} examples')
+  rows = [f'{"round " + str(record.get("cycle", "?")):<24}{"before":>8} {"after":>8}'
+          f' {"delta":>8}']
+  for metric in metrics_lib.ROUND_ROWS:
+    before, after = get(record, 'before', metric.key), get(record, 'after', metric.key)
+    if before is None and after is None:
+      continue
+    delta = None if before is None or after is None else after - before
+    rows.append(f'  {metric.label:<22}{fmt(before, metric.spec):>8} {fmt(after, metric.spec):>8}'
+                f' {fmt(delta, "+" + metric.spec):>8}')
+  rows.append(f'  train loss  {loss}')
+  if get(record, metrics_lib.BASE_PHASE, 'quality') is not None:
+    earlier, label = (record, metrics_lib.BASE_PHASE), 'base'
+  elif previous is not None and get(previous, metrics_lib.HELDOUT_PHASE, 'quality') is not None:
+    earlier, label = (previous, metrics_lib.HELDOUT_PHASE), f'round {previous.get("cycle")}'
+  else:
+    earlier, label = None, ''
+  if get(record, metrics_lib.HELDOUT_PHASE, 'quality') is not None:
+    count = int(get(record, metrics_lib.HELDOUT_PHASE, 'num_graded') or 0)
+    rows.append(f'  {"held-out (" + str(count) + " tasks, greedy)":<22}{label:>8} {"now":>8}'
+                + (f' {"delta":>8}' if earlier else ''))
+    for metric in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS:
+      now = get(record, metrics_lib.HELDOUT_PHASE, metric.key)
+      was = get(earlier[0], earlier[1], metric.key) if earlier else None
+      line = f'    {metric.label:<20}{fmt(was, metric.spec) if earlier else "":>8} '
+      line += f'{fmt(now, metric.spec):>8}'
+      if was is not None and now is not None:
+        line += f' {fmt(now - was, "+" + metric.spec):>8}'
+      rows.append(line)
   timings = record.get('timings') or {}
   times = '  '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')
-  rows = [
-      f'{"round " + str(record.get("cycle", "?")):<14}{"before":>8} {"after":>8}'
-      f' {"delta":>8}',
-      _row('mean score', record, 'mean_score', 'score_delta', '.3f', '+.3f'),
-      _row('acceptance', record, 'acceptance_rate', 'acceptance_delta', '.1%', '+.1%'),
-      f'  train loss  {loss}',
-      f'  time        {times}  total {_round_seconds(record):.1f}s'.rstrip(),
-  ]
+  rows.append(f'  time        {times}  total {_round_seconds(record):.1f}s'.rstrip())
   return '\n'.join(rows)
-
-
-def _row(label: str, record: dict, key: str, delta_key: str, spec: str, delta_spec: str):
-  before, after = _get(record, 'before', key), _get(record, 'after', key)
-  delta = _get(record, 'improvement', delta_key)
-  return (f'  {label:<12}{_num(before, spec):>8} {_num(after, spec):>8}'
-          f' {_num(delta, delta_spec):>8}')
 
 
 def format_summary(history: RunHistory) -> str:
@@ -173,15 +221,26 @@ def format_summary(history: RunHistory) -> str:
   s = summarize(history.rounds)
   if not s['cycles_completed']:
     return 'no rounds completed'
-  return '\n'.join([
+  fmt = metrics_lib.fmt
+  lines = [
       f'rounds completed  {s["cycles_completed"]} (seed {history.seed})',
-      f'mean score        {_num(s["first_before_mean_score"], ".3f")} -> '
-      f'{_num(s["last_after_mean_score"], ".3f")} '
-      f'({_num(s["score_relative_change_pct"], "+.1f")}%)',
-      f'acceptance        {_num(s["first_before_acceptance"], ".1%")} -> '
-      f'{_num(s["last_after_acceptance"], ".1%")}',
-      f'train loss        {_num(s["first_train_loss"], ".3f")} -> '
-      f'{_num(s["last_train_loss"], ".3f")}',
-      f'tokens generated  {s["total_tokens_generated"]:,}',
-      f'total time        {s["total_seconds"]:.1f}s',
-  ])
+      f'mean score        {fmt(s["first_before_mean_score"], ".3f")} -> '
+      f'{fmt(s["last_after_mean_score"], ".3f")} '
+      f'({fmt(s["score_relative_change_pct"], "+.1f")}%)',
+      f'acceptance        {fmt(s["first_before_acceptance"], ".1%")} -> '
+      f'{fmt(s["last_after_acceptance"], ".1%")}',
+      f'train loss        {fmt(s["first_train_loss"], ".3f")} -> '
+      f'{fmt(s["last_train_loss"], ".3f")}',
+  ]
+  if 'heldout_quality_first' in s:
+    lines.append(
+        f'real quality      {fmt(s["heldout_quality_first"], ".3f")} (round '
+        f'{s["heldout_quality_first_round"]}) -> {fmt(s["heldout_quality_last"], ".3f")} (round '
+        f'{s["heldout_quality_last_round"]}) ({fmt(s.get("quality_relative_change_pct"), "+.1f")}%)'
+        f', strict {fmt(s["heldout_strict_first"], ".1%")} -> {fmt(s["heldout_strict_last"], ".1%")}')
+    gap = s['goodhart_gap']
+    lines.append(f'goodhart gap      {fmt(None if gap is None else 100 * gap, "+.1f")} points'
+                 ' (score change - real quality change)')
+  lines += [f'tokens generated  {s["total_tokens_generated"]:,}',
+            f'total time        {s["total_seconds"]:.1f}s']
+  return '\n'.join(lines)

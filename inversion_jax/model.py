@@ -261,8 +261,9 @@ class Transformer(nnx.Module):
                             dtype=config.jnp_dtype)
 
   def __call__(self, tokens, positions, mask, cache=None, write_index=0, prefix=None,
-               dropout_key=None, last_only=False):
+               dropout_key=None, last_only=False, hidden_layers=()):
     x = self.embed(tokens)
+    hidden = {0: x} if 0 in hidden_layers else {}
     rope = rope_tables(positions, self.config.head_dim, self.config.rope_theta)
     new_cache = []
     for index, layer in enumerate(self.layers):
@@ -271,14 +272,20 @@ class Transformer(nnx.Module):
       x, layer_cache = layer(x, rope, mask, layer_cache, write_index, layer_prefix,
                              _fold(dropout_key, index))
       new_cache.append(layer_cache)
+      if index + 1 in hidden_layers:
+        hidden[index + 1] = x
     if last_only:
       x = x[:, -1:]
+    logits = self.head(x)
+    return Output(logits, None if cache is None else tuple(new_cache),
+                  tuple(hidden[layer] for layer in hidden_layers))
+
+  def head(self, x):
+    """Final norm then the LM head: float32 logits of hidden states x [..., D]."""
     x = self.final_norm(x)
     if self.config.tie_embeddings:
-      logits = einsum_f32('BTD,VD->BTV', x, self.embed.embedding[...])
-    else:
-      logits = einsum_f32('BTD,DV->BTV', x, self.lm_head.kernel[...])
-    return logits, (None if cache is None else tuple(new_cache))
+      return einsum_f32('...D,VD->...V', x, self.embed.embedding[...])
+    return einsum_f32('...D,DV->...V', x, self.lm_head.kernel[...])
 
 
 def attention_mask(key_start, num_queries, num_slots, write_index=0):
@@ -288,9 +295,26 @@ def attention_mask(key_start, num_queries, num_slots, write_index=0):
   return (slots <= query_slots) & (slots >= key_start[:, None, None])
 
 
+class Output(NamedTuple):
+  """What a forward pass returns (gemma's shape).
+
+  logits: [B, T (1 with last_only), V] float32.
+  cache: the updated cache, or None without one.
+  hidden_states: one [B, T, D] array per requested layer, in the order asked: layer 0 is
+    the embeddings, layer l the output of block l, layer `num_layers` the final norm's
+    input.
+  """
+
+  logits: jax.Array
+  cache: Cache | None
+  hidden_states: tuple = ()
+
+
 def forward(graphdef, state, tokens, positions, key_start=None, cache=None, write_index=0,
-            prefix=None, dropout_key=None, last_only=False):
-  """Pure forward pass: `(logits [B, T or 1, V] float32, updated cache or None)`.
+            prefix=None, dropout_key=None, last_only=False, hidden_layers=()) -> Output:
+  """Pure forward pass: logits, updated cache (or None) and requested hidden states.
+
+  `hidden_layers` is a static tuple of layer indices (see `Output`).
 
   `state` is one `nnx.State`, or a tuple of states that together make the model (e.g.
   LoRA params and frozen base params while training). Without a cache the keys are the tokens themselves (training, scoring); with one, the
@@ -302,7 +326,17 @@ def forward(graphdef, state, tokens, positions, key_start=None, cache=None, writ
   num_slots = num_queries if cache is None else cache[0].k.shape[-1]
   mask = attention_mask(key_start, num_queries, num_slots, write_index)
   model = nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
-  return model(tokens, positions, mask, cache, write_index, prefix, dropout_key, last_only)
+  for layer in hidden_layers:
+    if not 0 <= layer <= model.config.num_layers:
+      raise ValueError(f'hidden layer {layer} outside 0..{model.config.num_layers}')
+  return model(tokens, positions, mask, cache, write_index, prefix, dropout_key, last_only,
+               tuple(hidden_layers))
+
+
+def lm_head(graphdef, state, hidden):
+  """The model's final norm + LM head on hidden states (the logit lens): [..., V]."""
+  model = nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
+  return model.head(hidden)
 
 
 def model_config(graphdef, state) -> ModelConfig:

@@ -1,9 +1,12 @@
-"""One round of the loop as named steps: before -> select -> fine-tune -> after -> record.
+"""One round of the loop as a list of phases: before -> train -> after [-> held-out].
 
 As in the original, BEFORE scores fresh candidates with the current model, the selected
-ones train it, and AFTER scores candidates for fresh tasks with the trained model. Every
-random choice derives from (seed, round, purpose), so a resumed run redoes an
-interrupted round exactly as an uninterrupted run would.
+ones train it, and AFTER scores candidates for fresh tasks with the trained model. Each
+phase returns flat metrics (`metrics.flatten` prefixes them `phase/`) and its rows (every
+generated command with its reconstruction, rating, score, keep decision and validator
+verdict); the held-out phase decodes the held-out tasks greedily and grades them. Real
+quality is only measured here, never used to select training data. Every random choice
+derives from (seed, round, purpose), so a resumed run redoes an interrupted round exactly.
 """
 
 import dataclasses
@@ -12,8 +15,10 @@ import time
 import numpy as np
 from absl import logging
 
+from inversion_jax import metrics as metrics_lib
 from inversion_jax import selection
 from inversion_jax import training
+from inversion_jax.quality import evaluation
 from inversion_jax.scoring import inversion
 from inversion_jax.tasks import bank as bank_lib
 
@@ -28,10 +33,21 @@ def derive_seed(seed: int, round_index: int, purpose: str) -> int:
 
 
 @dataclasses.dataclass
+class Phase:
+  """One phase's flat metrics (unprefixed), its rows and its stage timings."""
+
+  name: str
+  metrics: dict
+  rows: list[dict]
+  seconds: dict
+
+
+@dataclasses.dataclass
 class RoundResult:
   lora: object
   opt_state: object
   record: dict
+  phases: list[Phase]
 
 
 def score_round(exp, generator, round_index: int, phase: str) -> inversion.ScoredBatch:
@@ -43,77 +59,136 @@ def score_round(exp, generator, round_index: int, phase: str) -> inversion.Score
                                derive_seed(cfg.seed, round_index, phase))
 
 
-def to_candidates(batch: inversion.ScoredBatch) -> list[selection.Candidate]:
+def to_candidates(batch: inversion.ScoredBatch, embeddings=None) -> list[selection.Candidate]:
+  embeddings = [None] * len(batch.rows) if embeddings is None else embeddings
   return [selection.Candidate(r.group, r.task.tool, r.task.text, r.command, r.reconstruction,
-                              r.score) for r in batch.rows]
+                              r.score, e) for r, e in zip(batch.rows, embeddings)]
 
 
-def fine_tune(exp, lora, rows, round_index):
-  """Trains on the selected rows; returns (lora, opt_state, train record)."""
-  opt_state = exp.trainer.init_opt_state(lora)  # A fresh optimizer per round, as originally.
-  if not rows:
-    logging.warning('round %d: no candidate was selected; training skipped', round_index)
-    return lora, opt_state, _train_record([], 0, 'no candidate passed the filter')
-  examples = [training.make_example(exp.tokenizer, *exp.style.training_text(
-      r.task.tool, r.task.text, r.command)) for r in rows]
-  result = exp.trainer.run(lora, opt_state, examples, derive_seed(exp.config.seed, round_index,
-                                                                   'train'))
-  return result.lora, result.opt_state, _train_record(result.losses, len(examples), None)
-
-
-def _train_record(losses, num_examples, skipped_reason):
-  return {'loss_curve': losses, 'final_loss': losses[-1] if losses else None,
-          'mean_loss': float(np.mean(losses)) if losses else None,
-          'num_examples': num_examples, 'skipped_reason': skipped_reason}
-
-
-def run_round(exp, lora, round_index: int) -> RoundResult:
-  """Runs round `round_index` (1-based) from adapters `lora`."""
+def candidates_for(exp, generator, batch) -> tuple[list[selection.Candidate], dict]:
+  """The phase's candidates with what the filter needs (embeddings only when it asks)."""
+  if 'embeddings' not in exp.filter.needs:
+    return to_candidates(batch), {}
   start = time.perf_counter()
-  generator = exp.generator.with_state(exp.inference_state(lora))
-  before = score_round(exp, generator, round_index, 'before')
-  keep = exp.filter.select(to_candidates(before))
-  selected = [row for row, k in zip(before.rows, keep) if k]
-  train_start = time.perf_counter()
-  lora, opt_state, train = fine_tune(exp, lora, selected, round_index)
-  train_seconds = time.perf_counter() - train_start
-  generator = generator.with_state(exp.inference_state(lora))
-  after = score_round(exp, generator, round_index, 'after')
-  record = {
-      'cycle': round_index,
-      'before': phase_record(before, keep),
-      'after': phase_record(after, exp.filter.select(to_candidates(after))),
-      'train': train,
-      'timings': _timings(before, after, train_seconds, time.perf_counter() - start),
-      'tokens_generated': before.tokens_generated + after.tokens_generated,
-      'examples': example_rows(before, keep),
-  }
-  record['improvement'] = {
-      'score_delta': record['after']['mean_score'] - record['before']['mean_score'],
-      'acceptance_delta': record['after']['acceptance_rate'] - record['before']['acceptance_rate'],
-  }
-  return RoundResult(lora, opt_state, record)
+  layer = exp.filter.layer if exp.filter.layer is not None else generator.config.num_layers
+  embeddings = generator.embed([r.command or ' ' for r in batch.rows], layer=layer)
+  return to_candidates(batch, embeddings), {'embed': time.perf_counter() - start}
 
 
-def phase_record(batch: inversion.ScoredBatch, keep: np.ndarray) -> dict:
+def intrinsic_phase(exp, generator, round_index: int, name: str) -> tuple[Phase, list]:
+  """Scores a phase's candidates, applies the filter, grades every command."""
+  batch = score_round(exp, generator, round_index, name)
+  candidates, embed_seconds = candidates_for(exp, generator, batch)
+  keep = np.asarray(exp.filter.select(candidates), bool)
+  start = time.perf_counter()
+  graded = evaluation.grade(evaluation.items_from_tasks([r.task for r in batch.rows]),
+                            [r.command for r in batch.rows], exp.count_tokens)
+  seconds = dict(batch.seconds) | embed_seconds | {'validate': time.perf_counter() - start}
+  metrics = intrinsic_metrics(batch, keep) | exp.filter.stats(candidates) | graded.metrics
+  metrics['tokens_generated'] = batch.tokens_generated
+  rows = [_row(r, k) | g for r, k, g in zip(batch.rows, keep, graded.rows)]
+  selected = [row for row, k in zip(batch.rows, keep) if k]
+  return Phase(name, metrics, rows, seconds), selected
+
+
+def intrinsic_metrics(batch: inversion.ScoredBatch, keep: np.ndarray) -> dict:
   scores = batch.scores
-  judges = np.array([r.judge for r in batch.rows])
   return {
-      'mean_score': float(scores.mean()), 'acceptance_rate': float(np.mean(keep)),
+      'mean_score': float(scores.mean()) if len(scores) else 0.0,
+      'acceptance_rate': float(np.mean(keep)) if len(keep) else 0.0,
       'num_candidates': len(scores), 'num_accepted': int(np.sum(keep)),
       'mean_overlap': float(np.mean([r.overlap for r in batch.rows])),
       'mean_ratio': float(np.mean([r.ratio for r in batch.rows])),
-      'mean_judge': float(judges.mean()),
+      'mean_judge': float(np.mean([r.judge for r in batch.rows])),
       'empty_commands': int(sum(not r.command for r in batch.rows)),
   }
 
 
-def _timings(before, after, train_seconds, total):
-  timings = {step: before.seconds[step] + after.seconds[step] for step in before.seconds}
-  return timings | {'train': train_seconds, 'total': total}
+def _row(r: inversion.ScoredRow, kept) -> dict:
+  return {'group': r.group, 'tool': r.task.tool, 'intent': r.task.intent, 'task': r.task.text,
+          'raw_command': r.raw_command, 'command': r.command,
+          'raw_reconstruction': r.raw_reconstruction, 'reconstruction': r.reconstruction,
+          'rating': r.rating_text, 'overlap': r.overlap, 'ratio': r.ratio, 'judge': r.judge,
+          'score': r.score, 'kept': bool(kept)}
 
 
-def example_rows(batch: inversion.ScoredBatch, keep, limit=EXAMPLES_PER_ROUND) -> list[dict]:
-  return [{'tool': r.task.tool, 'task': r.task.text, 'command': r.command,
-           'reconstruction': r.reconstruction, 'rating': r.rating_text, 'score': r.score,
-           'kept': bool(k)} for r, k in list(zip(batch.rows, keep))[:limit]]
+def fine_tune(exp, lora, rows, round_index) -> tuple[object, object, Phase]:
+  """Trains on the selected rows; returns (lora, opt_state, train phase)."""
+  start = time.perf_counter()
+  opt_state = exp.trainer.init_opt_state(lora)  # A fresh optimizer per round, as originally.
+  if not rows:
+    logging.warning('round %d: no candidate was selected; training skipped', round_index)
+    return lora, opt_state, _train_phase([], 0, 'no candidate passed the filter', start)
+  examples = [training.make_example(exp.tokenizer, *exp.style.training_text(
+      r.task.tool, r.task.text, r.command)) for r in rows]
+  result = exp.trainer.run(lora, opt_state, examples, derive_seed(exp.config.seed, round_index,
+                                                                   'train'))
+  return result.lora, result.opt_state, _train_phase(result.losses, len(examples), None, start)
+
+
+def _train_phase(losses, num_examples, skipped_reason, start) -> Phase:
+  metrics = {'num_examples': num_examples}
+  if losses:
+    metrics |= {'final_loss': losses[-1], 'mean_loss': float(np.mean(losses)),
+                'first_loss': losses[0]}
+  phase = Phase('train', metrics, [], {'train': time.perf_counter() - start})
+  phase.loss_curve, phase.skipped_reason = list(losses), skipped_reason
+  return phase
+
+
+def heldout_phase(exp, generator, name: str = metrics_lib.HELDOUT_PHASE) -> Phase:
+  """Greedy held-out commands of the current weights, graded."""
+  graded = evaluation.evaluate_model(generator, exp.style, exp.heldout,
+                                     exp.config.max_new_tokens, exp.count_tokens)
+  seconds = graded.metrics.pop('seconds')
+  return Phase(name, graded.metrics, graded.rows, {'heldout': seconds})
+
+
+def evaluates(config, round_index: int) -> bool:
+  """Whether round `round_index` runs the held-out evaluation (`--eval_every`)."""
+  return bool(config.eval_every) and (round_index % config.eval_every == 0 or
+                                      round_index == config.cycles)
+
+
+def run_round(exp, lora, round_index: int, base: Phase | None = None) -> RoundResult:
+  """Runs round `round_index` (1-based) from adapters `lora`.
+
+  `base`: the base model's held-out phase, recorded with round 1.
+  """
+  start = time.perf_counter()
+  generator = exp.generator.with_state(exp.inference_state(lora))
+  before, selected = intrinsic_phase(exp, generator, round_index, 'before')
+  lora, opt_state, train = fine_tune(exp, lora, selected, round_index)
+  generator = generator.with_state(exp.inference_state(lora))
+  after, _ = intrinsic_phase(exp, generator, round_index, 'after')
+  phases = [p for p in (base, before, train, after) if p is not None]
+  if evaluates(exp.config, round_index):
+    phases.append(heldout_phase(exp, generator))
+  return RoundResult(lora, opt_state, make_record(round_index, phases, before.rows,
+                                                  time.perf_counter() - start), phases)
+
+
+def make_record(round_index: int, phases: list[Phase], example_rows: list[dict],
+                total_seconds: float) -> dict:
+  """The round's record: flat metrics of every phase, loss curve, timings, examples."""
+  flat = {}
+  timings: dict[str, float] = {}
+  for phase in phases:
+    flat |= metrics_lib.flatten(phase.name, phase.metrics)
+    if phase.name != metrics_lib.BASE_PHASE:
+      for stage, seconds in phase.seconds.items():
+        timings[stage] = timings.get(stage, 0.0) + seconds
+  for key in ('mean_score', 'acceptance_rate', 'quality', 'strict'):
+    if f'before/{key}' in flat and f'after/{key}' in flat:
+      flat[f'delta/{key}'] = flat[f'after/{key}'] - flat[f'before/{key}']
+  train = next(p for p in phases if p.name == 'train')
+  timings['total'] = total_seconds  # Wall-clock: kept out of the metrics, which replay exactly.
+  return {
+      'cycle': round_index,
+      'metrics': flat,
+      'loss_curve': train.loss_curve,
+      'train_skipped_reason': train.skipped_reason,
+      'timings': timings,
+      'examples': [{k: r[k] for k in ('tool', 'task', 'command', 'reconstruction', 'rating',
+                                      'score', 'kept')} for r in example_rows[:EXAMPLES_PER_ROUND]],
+  }

@@ -36,6 +36,24 @@ class SamplingConfig:
       raise ValueError(f'top_p must be in (0, 1], got {self.top_p}')
 
 
+class DecodeState(NamedTuple):
+  """The decode loop's carry.
+
+  step: index of the next output column; token: [B] last chosen tokens; out: [B, max_new]
+  tokens so far; done: [B] rows that stopped; lengths: [B] tokens before the stop;
+  cache: the row caches; key: PRNG key; seen: [B] rows that produced visible text.
+  """
+
+  step: jax.Array
+  token: jax.Array
+  out: jax.Array
+  done: jax.Array
+  lengths: jax.Array
+  cache: tuple
+  key: jax.Array
+  seen: jax.Array
+
+
 class Generation(NamedTuple):
   """Output of `generate`: tokens [B, max_new] (pad after a stop) and lengths [B].
 
@@ -72,7 +90,7 @@ def prefill_prefix(graphdef, state, prefix_tokens) -> model_lib.PrefixCache:
   length = prefix_tokens.shape[0]
   cache = model_lib.init_cache(config, 1, length)
   positions = jnp.arange(length)[None]
-  _, cache = model_lib.forward(graphdef, state, prefix_tokens[None], positions, cache=cache,
+  _, cache, _ = model_lib.forward(graphdef, state, prefix_tokens[None], positions, cache=cache,
                                last_only=True)
   return model_lib.PrefixCache(tuple(model_lib.LayerCache(c.k[0], c.v[0]) for c in cache))
 
@@ -100,7 +118,7 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
   cache = model_lib.init_cache(config, batch, prompt_len + max_new)
   slots = jnp.arange(prompt_len)[None]
   positions = jnp.maximum(offset + slots - key_start[:, None], 0)
-  logits, cache = model_lib.forward(graphdef, state, prompt_tokens, positions, key_start, cache,
+  logits, cache, _ = model_lib.forward(graphdef, state, prompt_tokens, positions, key_start, cache,
                                     0, prefix, last_only=True)
   key, first_key = jax.random.split(key)
   if content_mask is None:
@@ -111,27 +129,27 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
   out = jnp.full((batch, max_new), pad_id, jnp.int32).at[:, 0].set(token)
   lengths = jnp.where(done, 0, 1).astype(jnp.int32)
 
-  def keep_going(carry):
-    step, _, _, done, *_ = carry
-    return (step < max_new) & ~jnp.all(done)
+  def keep_going(carry: DecodeState):
+    return (carry.step < max_new) & ~jnp.all(carry.done)
 
-  def decode_one(carry):
-    step, token, out, done, lengths, cache, key, seen = carry
+  def decode_one(carry: DecodeState) -> DecodeState:
     # The token chosen at step-1 sits in slot prompt_len + step - 1.
-    write_index = prompt_len + step - 1
+    write_index = prompt_len + carry.step - 1
     positions = (offset + write_index - key_start)[:, None]
-    logits, cache = model_lib.forward(graphdef, state, token[:, None], positions, key_start,
-                                      cache, write_index, prefix)
-    key, step_key = jax.random.split(key)
+    logits, cache, _ = model_lib.forward(graphdef, state, carry.token[:, None], positions,
+                                         key_start, carry.cache, write_index, prefix)
+    key, step_key = jax.random.split(carry.key)
     new = pick_tokens(logits[:, -1], step_key, sampling)
-    new = jnp.where(done, pad_id, new)
-    out = jax.lax.dynamic_update_slice_in_dim(out, new[:, None], step, axis=1)
-    stopped = done | (stop_mask[new] & (seen | content_mask[new]))
-    lengths = lengths + (~stopped).astype(jnp.int32)
-    return step + 1, new, out, stopped, lengths, cache, key, seen | content_mask[new]
+    new = jnp.where(carry.done, pad_id, new)
+    out = jax.lax.dynamic_update_slice_in_dim(carry.out, new[:, None], carry.step, axis=1)
+    stopped = carry.done | (stop_mask[new] & (carry.seen | content_mask[new]))
+    return DecodeState(step=carry.step + 1, token=new, out=out, done=stopped,
+                       lengths=carry.lengths + (~stopped).astype(jnp.int32), cache=cache,
+                       key=key, seen=carry.seen | content_mask[new])
 
-  carry = (jnp.int32(1), token, out, done, lengths, cache, key, seen)
-  _, _, out, _, lengths, _, _, _ = jax.lax.while_loop(keep_going, decode_one, carry)
+  final = jax.lax.while_loop(keep_going, decode_one, DecodeState(
+      jnp.int32(1), token, out, done, lengths, cache, key, seen))
+  out, lengths = final.out, final.lengths
   out = jnp.where(jnp.arange(max_new)[None] < lengths[:, None], out, pad_id)
   return Generation(out, lengths)
 
@@ -145,3 +163,34 @@ def jit_forward(graphdef, state, tokens, positions, key_start, prefix=None, last
 
 jit_generate = jax.jit(generate, static_argnames=('graphdef', 'sampling', 'pad_id'))
 jit_prefill_prefix = jax.jit(prefill_prefix, static_argnames=('graphdef',))
+
+
+def pooled_hidden(graphdef, state, tokens, positions, key_start, pool_start, *, layer: int):
+  """Mean of layer `layer`'s hidden states over each row's slots >= pool_start: [B, D]."""
+  hidden = model_lib.forward(graphdef, state, tokens, positions, key_start,
+                             hidden_layers=(layer,)).hidden_states[0].astype(jnp.float32)
+  mask = jnp.arange(tokens.shape[1])[None] >= pool_start[:, None]
+  total = jnp.einsum('btd,bt->bd', hidden, mask.astype(jnp.float32))
+  return total / jnp.maximum(mask.sum(-1), 1)[:, None]
+
+
+def token_fidelity(graphdef, state, tokens, positions, key_start, target_start, prefix=None, *,
+                   layer: int, k: int):
+  """Per row, the fraction of tokens at slots >= target_start that the logit lens ranks top-k.
+
+  The lens is the model's final norm + LM head applied to layer `layer`'s hidden state one
+  position before each token (at the last layer it is the model's own next-token logits).
+  """
+  hidden = model_lib.forward(graphdef, state, tokens, positions, key_start, prefix=prefix,
+                             hidden_layers=(layer,)).hidden_states[0]
+  logits = model_lib.lm_head(graphdef, state, hidden[:, :-1])  # Predicts slots 1..T-1.
+  targets = tokens[:, 1:]
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  kth = jax.lax.top_k(logits, k)[0][..., -1]
+  hit = target_logit >= kth
+  mask = jnp.arange(1, tokens.shape[1])[None] >= target_start[:, None]
+  return jnp.sum(hit & mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1)
+
+
+jit_pooled_hidden = jax.jit(pooled_hidden, static_argnames=('graphdef', 'layer'))
+jit_token_fidelity = jax.jit(token_fidelity, static_argnames=('graphdef', 'layer', 'k'))

@@ -10,6 +10,7 @@ interface. Candidates of the same task share `group`.
 from collections.abc import Callable, Sequence
 import dataclasses
 import math
+import shlex
 from typing import Protocol
 
 import numpy as np
@@ -36,13 +37,24 @@ class Candidate:
   command: str
   reconstruction: str
   score: float
+  embedding: np.ndarray | None = None  # Only for filters that need embeddings.
 
 
 class Filter(Protocol):
-  """Decides which candidates of a round to keep for training."""
+  """Decides which candidates of a round to keep for training.
+
+  `needs` names what the round must compute for it beyond the intrinsic score
+  ('embeddings': the model's mean-pooled hidden states of each command, at `layer`).
+  """
+
+  needs: frozenset
 
   def select(self, candidates: Sequence[Candidate]) -> np.ndarray:
     """Returns a bool array, one entry per candidate, True = keep."""
+    ...
+
+  def stats(self, candidates: Sequence[Candidate]) -> dict:
+    """Counts worth recording per phase (how many passed, how many a test removed)."""
     ...
 
 
@@ -56,13 +68,107 @@ class ThresholdFilter:
     if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
       raise UserError(f'threshold must be in [0, 1], got {self.threshold}')
 
+  needs = frozenset()
+
   def select(self, candidates: Sequence[Candidate]) -> np.ndarray:
     scores = np.array([c.score for c in candidates], dtype=np.float64)
     return scores >= self.threshold  # NaN scores compare False: never kept.
 
+  def stats(self, candidates: Sequence[Candidate]) -> dict:
+    return {'passed_threshold': int(self.select(candidates).sum())}
+
+
+def option_words(command: str) -> frozenset[str]:
+  """The options a command uses, as `shlex` splits it: words starting with '-' (`--a=b` -> `--a`)."""
+  try:
+    words = shlex.split(command)
+  except ValueError:
+    words = command.split()
+  return frozenset(w.split('=', 1)[0] for w in words if len(w) > 1 and w.startswith('-'))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+  """|a & b| / |a | b|; two commands without options use the same (no) options: 1."""
+  return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def similarity_matrix(embeddings: np.ndarray, option_sets: Sequence[frozenset],
+                      weights: tuple[float, float]) -> np.ndarray:
+  """w_emb * (cos + 1) / 2 + w_opt * Jaccard of option sets, for every pair: [N, N]."""
+  embeddings = np.asarray(embeddings, np.float64)
+  norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
+  unit = embeddings / np.maximum(norms, 1e-12)
+  cosine = np.clip(unit @ unit.T, -1.0, 1.0)
+  overlap = np.array([[jaccard(a, b) for b in option_sets] for a in option_sets], np.float64)
+  return weights[0] * (cosine + 1.0) / 2.0 + weights[1] * overlap
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproducibilityFilter:
+  """V2: keep a candidate that passes the threshold AND has at least m-1 other passing
+  candidates of the same task similar to it (similarity >= `similarity`).
+
+  Similarity = w_emb * (cos + 1) / 2 of the model's own mean-pooled hidden states of the two
+  commands + w_opt * Jaccard of the option words they use: intrinsic signals only (no
+  validator, no spec, no reference). With (cos + 1) / 2 the embedding term is never below
+  w_emb / 2 (0.3 by default): the original's V2 had the same floor.
+  """
+
+  threshold: float = 0.5
+  m: int = 2
+  similarity: float = 0.6
+  weights: tuple[float, float] = (0.6, 0.4)
+  layer: int | None = None  # Hidden layer of the embeddings; None = the model's last.
+
+  needs = frozenset({'embeddings'})
+
+  def __post_init__(self):
+    ThresholdFilter(self.threshold)
+    if not isinstance(self.m, int) or self.m < 1:
+      raise UserError(f'--repro_m must be an integer >= 1, got {self.m}')
+    if not (math.isfinite(self.similarity) and 0.0 <= self.similarity <= 1.0):
+      raise UserError(f'--repro_similarity must be in [0, 1], got {self.similarity}')
+    if len(self.weights) != 2 or min(self.weights) < 0 or abs(sum(self.weights) - 1) > 1e-6:
+      raise UserError(f'--repro_weights must be two non-negative numbers summing to 1 '
+                      f'(embedding, options), got {",".join(map(str, self.weights))}')
+
+  def agreement(self, candidates: Sequence[Candidate]) -> np.ndarray:
+    """Per candidate, how many other passing candidates of its task are similar to it."""
+    passing = ThresholdFilter(self.threshold).select(candidates)
+    counts = np.zeros((len(candidates),), np.int64)
+    for group in sorted({c.group for c in candidates}):
+      members = [i for i, c in enumerate(candidates) if c.group == group]
+      counts[members] = group_agreement([candidates[i] for i in members], passing[members],
+                                        self.similarity, self.weights)
+    return counts
+
+  def select(self, candidates: Sequence[Candidate]) -> np.ndarray:
+    passing = ThresholdFilter(self.threshold).select(candidates)
+    if self.m == 1:
+      return passing
+    return passing & (self.agreement(candidates) >= self.m - 1)
+
+  def stats(self, candidates: Sequence[Candidate]) -> dict:
+    passing = ThresholdFilter(self.threshold).select(candidates)
+    kept = self.select(candidates)
+    return {'passed_threshold': int(passing.sum()),
+            'removed_by_reproducibility': int((passing & ~kept).sum())}
+
+
+def group_agreement(members: Sequence[Candidate], passing: np.ndarray, similarity: float,
+                    weights: tuple[float, float]) -> np.ndarray:
+  """For each member of one task's group: similar passing siblings (itself excluded)."""
+  if any(c.embedding is None for c in members):
+    raise ValueError('the reproducibility filter needs each candidate\'s embedding')
+  sims = similarity_matrix(np.stack([c.embedding for c in members]),
+                           [option_words(c.command) for c in members], weights)
+  similar = (sims >= similarity) & passing[None, :] & ~np.eye(len(members), dtype=bool)
+  return similar.sum(-1)
+
 
 FILTERS: dict[str, Callable[..., Filter]] = {
     'threshold': ThresholdFilter,
+    'reproducibility': ReproducibilityFilter,
 }
 
 

@@ -82,7 +82,7 @@ def batch_arrays(examples: Sequence[Example], rows: int, width: int, completion_
 def loss_sums(lora, base, graphdef, inputs, targets, weights, dropout_key):
   """(sum of weighted token losses, sum of weights) for one micro-batch."""
   positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
-  logits, _ = model_lib.forward(graphdef, (lora, base), inputs, positions,
+  logits, _, _ = model_lib.forward(graphdef, (lora, base), inputs, positions,
                                 dropout_key=dropout_key)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
   return jnp.sum(losses * weights), jnp.sum(weights)

@@ -24,7 +24,7 @@ from tests import tiny_checkpoints
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DRIVER = ROOT / 'experiments' / 'self_improve.py'
 TINY_FLAGS = dict(cycles=2, tasks=3, candidates=2, threshold=0.0, max_new_tokens=8,
-                  lora_rank=4, max_batch=8)
+                  lora_rank=4, max_batch=8, eval_every=0)
 
 
 @pytest.fixture(scope='session')
@@ -55,11 +55,16 @@ def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
   assert len(result.rounds) == 2
   for record in result.rounds:
     for phase in ('before', 'after'):
-      assert 0.0 <= record[phase]['mean_score'] <= 1.0
-      assert record[phase]['num_candidates'] == 6
-    assert record['train']['num_examples'] == 6  # threshold 0 keeps every candidate
-    assert np.isfinite(record['train']['final_loss'])
-    assert set(record['timings']) == {'generate', 'invert', 'rate', 'train', 'total'}
+      assert 0.0 <= record['metrics'][f'{phase}/mean_score'] <= 1.0
+      assert record['metrics'][f'{phase}/num_candidates'] == 6
+      assert 0.0 <= record['metrics'][f'{phase}/quality'] <= 1.0
+      rows = history.read_rows(history.rows_path(config.run_dir, record['cycle'], phase))
+      assert len(rows) == 6
+      assert {'task', 'command', 'reconstruction', 'rating', 'score', 'kept', 'verdict'} <= set(
+          rows[0])
+    assert record['metrics']['train/num_examples'] == 6  # threshold 0 keeps every candidate
+    assert np.isfinite(record['metrics']['train/final_loss'])
+    assert set(record['timings']) == {'generate', 'invert', 'rate', 'validate', 'train', 'total'}
   results = json.loads((config.run_dir / history.RESULTS_FILE).read_text())
   assert results['summary'] and results['cycles_completed'] == 2
   assert RoundCheckpointer(config.run_dir, config.as_dict()).all_rounds() == [1, 2]
@@ -72,7 +77,10 @@ def run_driver(args, crash=None):
 
 
 def flag_list(config: experiment.RunConfig):
-  return [f'--{k}={v}' for k, v in config.as_dict().items() if k != 'weights']
+  def text(value):
+    return ','.join(map(str, value)) if isinstance(value, (list, tuple)) else value
+
+  return [f'--{k}={text(v)}' for k, v in config.as_dict().items() if v is not None]
 
 
 @pytest.fixture(scope='module')
@@ -117,8 +125,51 @@ def test_a_round_runs_no_process(tiny_gguf, tmp_path, monkeypatch):
   monkeypatch.setattr(subprocess, 'Popen', forbidden)
   import pty
   monkeypatch.setattr(pty, 'spawn', forbidden)
-  result = experiment.run(config_for(tiny_gguf, tmp_path, cycles=1))
-  assert result.rounds[0]['before']['num_candidates'] == 6
+  config = config_for(tiny_gguf, tmp_path, cycles=1, eval_every=1, eval_tasks=9)
+  result = experiment.run(config)  # Validator, held-out evaluation and report included.
+  assert result.rounds[0]['metrics']['before/num_candidates'] == 6
+  assert result.rounds[0]['metrics']['heldout/num_graded'] == 9
+  assert (config.run_dir / 'report.md').exists() and (config.run_dir / 'goodhart.png').exists()
+
+
+@pytest.mark.parametrize('overrides', [dict(filter='reproducibility', repro_m=2),
+                                       dict(scorer='fidelity', fidelity_layer=1)])
+def test_v2_filter_and_fidelity_scorer_rounds(tiny_gguf, tmp_path, overrides):
+  config = config_for(tiny_gguf, tmp_path, cycles=1, **overrides)
+  record = experiment.run(config).rounds[0]
+  metrics = record['metrics']
+  assert metrics['before/passed_threshold'] == 6  # threshold 0: all pass ...
+  if overrides.get('filter') == 'reproducibility':
+    removed = metrics['before/removed_by_reproducibility']
+    assert metrics['before/num_accepted'] == 6 - removed  # ... and V2 removes some or none.
+    assert 'embed' in record['timings']
+  else:
+    assert 'fidelity' in record['timings'] and 'invert' not in record['timings']
+    rows = history.read_rows(history.rows_path(config.run_dir, 1, 'before'))
+    assert all(0.0 <= r['score'] <= 1.0 for r in rows)
+
+
+def test_heldout_evaluation_in_the_loop_and_offline(tiny_gguf, tmp_path):
+  config = config_for(tiny_gguf, tmp_path, eval_every=2, eval_tasks=9)
+  result = experiment.run(config)
+  first, second = result.rounds
+  assert first['metrics']['base/num_graded'] == 9  # The base model, before round 1.
+  assert 'heldout/quality' not in first['metrics']  # --eval_every=2 skips round 1 ...
+  assert second['metrics']['heldout/num_graded'] == 9  # ... and evaluates the last round.
+  assert 'heldout' in second['timings']
+  rows = history.read_rows(history.rows_path(config.run_dir, 0, 'heldout'))
+  assert len(rows) == 9 and {'id', 'task', 'command', 'verdict'} <= set(rows[0])
+  offline = subprocess.run(
+      [sys.executable, str(ROOT / 'experiments' / 'evaluate_quality.py'),
+       f'--workdir={config.run_dir}'], capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert offline.returncode == 0, offline.stderr[-2000:]
+  assert 'round 1: graded' in offline.stdout and 'round 2' not in offline.stdout
+  assert (config.run_dir / 'quality' / 'round_001.json').exists()
+  again = subprocess.run(
+      [sys.executable, str(ROOT / 'experiments' / 'evaluate_quality.py'),
+       f'--workdir={config.run_dir}'], capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert 'already evaluated' in again.stdout
+  assert '| 1 |' in (config.run_dir / 'report.md').read_text()
 
 
 def test_scoring_on_four_devices_equals_one(tiny_gguf):
@@ -143,7 +194,11 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
 @pytest.mark.parametrize('overrides,message', [
     (dict(threshold=1.5), 'threshold'), (dict(cycles=0), 'cycles'), (dict(tasks=-1), 'tasks'),
     (dict(candidates=0), 'candidates'), (dict(judge='vibes'), 'judge'),
-    (dict(prompt_style='poetry'), 'prompt style'),
+    (dict(prompt_style='poetry'), 'prompt style'), (dict(eval_split='nope'), 'held-out split'),
+    (dict(eval_every=-1), 'eval_every'), (dict(filter='reproducibility', repro_m=0), 'repro_m'),
+    (dict(filter='reproducibility', repro_similarity=1.5), 'repro_similarity'),
+    (dict(filter='reproducibility', repro_weights=(0.5, 0.6)), 'repro_weights'),
+    (dict(repro_layer=99), 'repro_layer'), (dict(fidelity_k=0), 'fidelity_k'),
 ])
 def test_bad_settings_are_user_errors(tiny_gguf, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):

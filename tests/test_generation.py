@@ -38,7 +38,7 @@ def reference_greedy(tiny_model, prompt_ids, steps, stop_mask):
   out = []
   for _ in range(steps):
     padded = jnp.asarray([ids + [0] * (width - len(ids))])
-    logits, _ = forward(graphdef, state, padded, jnp.arange(width)[None])
+    logits, _, _ = forward(graphdef, state, padded, jnp.arange(width)[None])
     token = int(jnp.argmax(logits[0, len(ids) - 1]))
     if stop_mask[token]:
       break

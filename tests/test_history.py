@@ -11,17 +11,25 @@ from inversion_jax import history
 from inversion_jax.errors import UserError
 
 
-def _record(cycle, before, after, acc_before, acc_after, loss, timings, tokens):
+def _record(cycle, before, after, acc_before, acc_after, loss, timings, tokens, quality=None):
+  metrics = {'before/mean_score': before, 'before/acceptance_rate': acc_before,
+             'before/num_candidates': 150, 'after/mean_score': after,
+             'after/acceptance_rate': acc_after, 'after/num_candidates': 150,
+             'before/tokens_generated': tokens / 2, 'after/tokens_generated': tokens / 2,
+             'train/num_examples': 0 if loss is None else 12}
+  if loss is not None:
+    metrics['train/final_loss'] = loss
+  if quality is not None:
+    metrics |= {'heldout/quality': quality[1], 'heldout/strict': quality[1] / 10,
+                'heldout/num_graded': 150}
+    if cycle == 1:
+      metrics |= {'base/quality': quality[0], 'base/strict': quality[0] / 10}
   return {
       'cycle': cycle,
-      'before': {'mean_score': before, 'acceptance_rate': acc_before, 'num_candidates': 150},
-      'after': {'mean_score': after, 'acceptance_rate': acc_after, 'num_candidates': 150},
-      'improvement': {'score_delta': after - before, 'acceptance_delta': acc_after - acc_before},
-      'train': {'loss_curve': [] if loss is None else [loss + 1, loss], 'final_loss': loss,
-                'num_examples': 0 if loss is None else 12,
-                'skipped_reason': 'no examples kept' if loss is None else None},
+      'metrics': metrics,
+      'loss_curve': [] if loss is None else [loss + 1, loss],
+      'train_skipped_reason': 'no examples kept' if loss is None else None,
       'timings': timings,
-      'tokens_generated': tokens,
       'examples': [{'task': 'scan', 'command': 'nmap -sV 10.0.0.5', 'score': 0.7}],
   }
 
@@ -126,3 +134,30 @@ def test_format_round_table_and_summary():
   assert '0.400 -> 0.600 (+50.0%)' in summary and '50.0% -> 90.0%' in summary
   assert '5.500 -> 4.400' in summary and '3,000' in summary and '33.0s' in summary
   assert history.format_summary(history.RunHistory({}, 0)) == 'no rounds completed'
+
+
+def test_heldout_quality_summary_and_goodhart_gap():
+  rounds = [_record(1, 0.40, 0.45, 0.5, 0.6, 5.0, {}, 10, quality=(0.50, 0.48)),
+            _record(2, 0.46, 0.60, 0.6, 0.8, 4.0, {}, 10, quality=(None, 0.45))]
+  summary = history.summarize([history.jsonable(r) for r in rounds])
+  assert summary['heldout_quality_first'] == 0.50 and summary['heldout_quality_first_round'] == 0
+  assert summary['heldout_quality_last'] == 0.45 and summary['heldout_quality_last_round'] == 2
+  assert summary['quality_relative_change_pct'] == pytest.approx(-10.0)
+  # Score +50 % (0.40 -> 0.60), quality -10 %: the gap is 0.6.
+  assert summary['goodhart_gap'] == pytest.approx(0.5 + 0.1)
+  table = history.format_round_table(rounds[0])
+  assert 'held-out (150 tasks, greedy)' in table and '0.500' in table and '-0.020' in table
+  run = history.RunHistory({}, 0)
+  for record in rounds:
+    run.add_round(record)
+  text = history.format_summary(run)
+  assert 'real quality      0.500 (round 0) -> 0.450 (round 2) (-10.0%)' in text
+  assert 'goodhart gap      +60.0 points' in text
+
+
+def test_rows_files_are_jsonl_and_replaced(tmp_path):
+  path = history.write_rows(tmp_path, 3, 'before', [{'a': np.float32(0.5)}, {'a': 2}])
+  assert path == tmp_path / 'rows' / 'round_003_before.jsonl'
+  assert history.read_rows(path) == [{'a': 0.5}, {'a': 2}]
+  history.write_rows(tmp_path, 3, 'before', [{'a': 3}])
+  assert history.read_rows(path) == [{'a': 3}]

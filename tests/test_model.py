@@ -59,7 +59,7 @@ def test_logits_match_transformers(tie):
   with torch.no_grad():
     expected = hf(torch.tensor(tokens)).logits.numpy()
   positions = np.broadcast_to(np.arange(17), (3, 17))
-  ours, _ = jax.jit(model_lib.forward, static_argnums=0)(graphdef, state, tokens, positions)
+  ours = jax.jit(model_lib.forward, static_argnums=0)(graphdef, state, tokens, positions).logits
   rel = np.abs(np.asarray(ours) - expected).max() / np.abs(expected).max()
   assert rel < 1e-4, rel
 
@@ -69,10 +69,10 @@ def test_left_padding_matches_unpadded():
   config = ModelConfig.tiny()
   graphdef, state = model_lib.create(config)
   tokens = jnp.array([[5, 6, 7, 8, 9]])
-  full, _ = model_lib.forward(graphdef, state, tokens, jnp.arange(5)[None])
+  full, _, _ = model_lib.forward(graphdef, state, tokens, jnp.arange(5)[None])
   padded = jnp.array([[0, 0, 5, 6, 7, 8, 9]])
   positions = jnp.maximum(jnp.arange(7)[None] - 2, 0)
-  out, _ = model_lib.forward(graphdef, state, padded, positions, key_start=jnp.array([2]))
+  out, _, _ = model_lib.forward(graphdef, state, padded, positions, key_start=jnp.array([2]))
   np.testing.assert_allclose(out[:, 2:], full, rtol=1e-5, atol=1e-5)
 
 
@@ -87,7 +87,7 @@ def test_cached_decode_equals_full_forward():
       sampling=sampling.SamplingConfig(temperature=0.0, max_new_tokens=20), pad_id=0)
   assert int(gen.lengths[0]) == 20
   sequence = jnp.concatenate([prompt, gen.tokens], axis=1)
-  logits, _ = model_lib.forward(graphdef, state, sequence, jnp.arange(25)[None])
+  logits, _, _ = model_lib.forward(graphdef, state, sequence, jnp.arange(25)[None])
   np.testing.assert_array_equal(jnp.argmax(logits[0, 4:24], -1), gen.tokens[0])
 
 
@@ -103,7 +103,7 @@ def test_prefix_cache_equals_full_prompt():
   ours = sampling.jit_forward(graphdef, state, suffix, positions, key_start, cached, False)
   for row, start in enumerate([0, 1]):
     sequence = jnp.concatenate([prefix, suffix[row, start:]])[None]
-    full, _ = model_lib.forward(graphdef, state, sequence, jnp.arange(sequence.shape[1])[None])
+    full, _, _ = model_lib.forward(graphdef, state, sequence, jnp.arange(sequence.shape[1])[None])
     np.testing.assert_allclose(ours[row, start:], full[0, 4:], rtol=1e-5, atol=1e-5)
 
 
@@ -113,8 +113,8 @@ def test_bfloat16_close_to_float32():
   flat = model_lib.to_flat_params(state)
   g16, s16 = model_lib.from_flat_params(config.replace(dtype='bfloat16'), flat)
   tokens = jnp.arange(12)[None] + 3
-  f32, _ = model_lib.forward(graphdef, state, tokens, jnp.arange(12)[None])
-  b16, _ = model_lib.forward(g16, s16, tokens, jnp.arange(12)[None])
+  f32, _, _ = model_lib.forward(graphdef, state, tokens, jnp.arange(12)[None])
+  b16, _, _ = model_lib.forward(g16, s16, tokens, jnp.arange(12)[None])
   assert b16.dtype == jnp.float32
   assert jnp.abs(f32 - b16).max() / jnp.abs(f32).max() < 0.05
 
@@ -126,7 +126,7 @@ def test_causal_no_future_gradient():
   tokens = jnp.arange(8)[None] + 3
 
   def logit_at_3(state):
-    out, _ = model_lib.forward(graphdef, state, tokens, jnp.arange(8)[None])
+    out, _, _ = model_lib.forward(graphdef, state, tokens, jnp.arange(8)[None])
     return out[0, 3].sum()
 
   grad = jax.grad(logit_at_3)(state)['embed']['embedding'][...]

@@ -74,3 +74,54 @@ def test_group_aware_filters_fit_the_same_interface():
   candidates = _candidates([0.3, 0.8, 0.6, 0.1], groups=[0, 0, 1, 1])
   chosen: selection.Filter = _BestOfGroup()
   assert [c.score for c in selection.kept(candidates, chosen.select(candidates))] == [0.8, 0.6]
+
+
+def _embedded(groups, scores, vectors, commands=None):
+  commands = commands or [f'nmap -sV host{i}' for i in range(len(scores))]
+  return [selection.Candidate(group=g, tool='nmap', task=f'task {g}', command=c,
+                              reconstruction='r', score=s, embedding=np.asarray(v, float))
+          for g, s, v, c in zip(groups, scores, vectors, commands)]
+
+
+def test_similarity_on_hand_made_embeddings_and_option_sets():
+  sims = selection.similarity_matrix(np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0]]),
+                                     [frozenset({'-sV'}), frozenset({'-sV', '-p'}), frozenset()],
+                                     (0.6, 0.4))
+  # cos 1 -> 1.0 (x0.6) + Jaccard 1/2 (x0.4); cos -1 -> 0 + Jaccard 0.
+  np.testing.assert_allclose(sims[0, 1], 0.6 + 0.2)
+  np.testing.assert_allclose(sims[0, 2], 0.0)
+  np.testing.assert_allclose(sims[2, 2], 0.6 * 1.0 + 0.4 * 1.0)  # No options on both: 1.
+  assert selection.option_words('nmap -sV --top-ports=10 "-p 22" host') == {
+      '-sV', '--top-ports', '-p 22'}
+  assert selection.option_words('nmap "unbalanced') == frozenset()
+
+
+def test_reproducibility_filter_on_hand_made_groups():
+  same, other = [1.0, 0.0], [-1.0, 0.0]
+  # Group 0: two similar passing candidates and a third that fails the threshold.
+  # Group 1: one passing candidate alone (its sibling fails the threshold).
+  # Group 2: two passing but dissimilar candidates (opposite embeddings, other options).
+  candidates = _embedded(
+      [0, 0, 0, 1, 1, 2, 2], [0.6, 0.7, 0.1, 0.9, 0.2, 0.8, 0.8],
+      [same, same, same, same, same, same, other],
+      ['nmap -sV a', 'nmap -sV b', 'nmap -sV c', 'nmap -sV d', 'nmap -sV e', 'nmap -sV f',
+       'nmap -O -p 1 g'])
+  v2 = selection.ReproducibilityFilter(threshold=0.5, m=2, similarity=0.6)
+  assert v2.select(candidates).tolist() == [True, True, False, False, False, False, False]
+  assert v2.agreement(candidates).tolist() == [1, 1, 2, 0, 1, 0, 0]
+  assert v2.stats(candidates) == {'passed_threshold': 5, 'removed_by_reproducibility': 3}
+  v1 = selection.ThresholdFilter(0.5).select(candidates)
+  m1 = selection.ReproducibilityFilter(threshold=0.5, m=1).select(candidates)
+  assert m1.tolist() == v1.tolist()  # m = 1 is V1.
+  # Groups never mix: the same command in another task does not count.
+  lone = _embedded([5, 6], [0.9, 0.9], [same, same], ['nmap -sV x', 'nmap -sV x'])
+  assert v2.select(lone).tolist() == [False, False]
+  assert selection.ReproducibilityFilter.needs == {'embeddings'}
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(m=0), 'repro_m'), (dict(similarity=1.5), 'repro_similarity'),
+    (dict(weights=(0.5, 0.6)), 'repro_weights'), (dict(threshold=2.0), 'threshold')])
+def test_reproducibility_settings_are_checked(kwargs, message):
+  with pytest.raises(UserError, match=message):
+    selection.get_filter('reproducibility', **kwargs)

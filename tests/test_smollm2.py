@@ -31,7 +31,7 @@ def test_logits_match_transformers(ours, smollm2_tokenizer, smollm2_transformers
   ids = smollm2_tokenizer.encode(prompt)
   with torch.no_grad():
     expected = smollm2_transformers(torch.tensor([ids])).logits[0].numpy()
-  got, _ = jax.jit(model_lib.forward, static_argnums=0)(
+  got, _, _ = jax.jit(model_lib.forward, static_argnums=0)(
       graphdef, state, jnp.asarray([ids]), jnp.arange(len(ids))[None])
   rel = np.abs(np.asarray(got[0]) - expected).max() / np.abs(expected).max()
   assert rel < 1e-3, rel

@@ -34,8 +34,8 @@ def test_lora_starts_as_identity_and_only_adapters_are_trainable():
   assert lora_lib.num_params(base) == lora_lib.num_params(base_state)
   tokens = jnp.arange(10)[None] + 3
   positions = jnp.arange(10)[None]
-  plain, _ = model_lib.forward(base_graphdef, base_state, tokens, positions)
-  adapted, _ = model_lib.forward(graphdef, (lora, base), tokens, positions)
+  plain, _, _ = model_lib.forward(base_graphdef, base_state, tokens, positions)
+  adapted, _, _ = model_lib.forward(graphdef, (lora, base), tokens, positions)
   np.testing.assert_allclose(plain, adapted, rtol=1e-6, atol=1e-6)
 
 
@@ -105,8 +105,8 @@ def test_merged_adapters_equal_base_plus_lora():
   merged = lora_lib.merge_into_base(lora, base, lora_config, plain_state)
   tokens = jnp.arange(12)[None] + 3
   positions = jnp.arange(12)[None]
-  expected, _ = model_lib.forward(graphdef, (lora, base), tokens, positions)
-  got, _ = model_lib.forward(plain_graphdef, merged, tokens, positions)
-  untouched, _ = model_lib.forward(plain_graphdef, plain_state, tokens, positions)
+  expected, _, _ = model_lib.forward(graphdef, (lora, base), tokens, positions)
+  got, _, _ = model_lib.forward(plain_graphdef, merged, tokens, positions)
+  untouched, _, _ = model_lib.forward(plain_graphdef, plain_state, tokens, positions)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
   assert np.abs(np.asarray(untouched) - np.asarray(expected)).max() > 1e-3

@@ -19,6 +19,7 @@ from inversion_jax.scoring import text as text_lib
 from inversion_jax.tasks.bank import Task
 
 JUDGES = ('sample', 'expected')
+SCORERS = ('reconstruction', 'fidelity')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,9 @@ class ScorerConfig:
   """The original's sampling settings for the three calls, and the score's weights."""
 
   judge: str = 'sample'
+  scorer: str = 'reconstruction'  # or 'fidelity': the hidden-state inversion fidelity.
+  fidelity_layer: int | None = None  # None: the model's middle layer.
+  fidelity_k: int = 5
   weights: text_lib.ScoreWeights = text_lib.ScoreWeights()
   generation: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=100)
   reconstruction: SamplingConfig = SamplingConfig(temperature=0.3, max_new_tokens=50)
@@ -34,6 +38,10 @@ class ScorerConfig:
   def __post_init__(self):
     if self.judge not in JUDGES:
       raise UserError(f'unknown judge {self.judge!r}; choose one of {", ".join(JUDGES)}')
+    if self.scorer not in SCORERS:
+      raise UserError(f'unknown scorer {self.scorer!r}; choose one of {", ".join(SCORERS)}')
+    if self.fidelity_k < 1:
+      raise UserError(f'--fidelity_k must be >= 1, got {self.fidelity_k}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +85,9 @@ def score_tasks(generator, style: prompts_lib.PromptStyle, tasks: Sequence[Task]
   commands = [text_lib.clean_command(c) for c in gen.texts]
   seconds['generate'], tokens = time.perf_counter() - start, tokens + sum(gen.num_tokens)
 
+  if config.scorer == 'fidelity':
+    return _fidelity_batch(generator, style, rows, groups, gen.texts, commands, config,
+                           seconds, tokens)
   start = time.perf_counter()
   inv = generator.generate([style.reconstruction(t.tool, c) for t, c in zip(rows, commands)],
                            config.reconstruction, seed=seed + 1, desc='invert')
@@ -102,6 +113,23 @@ def score_tasks(generator, style: prompts_lib.PromptStyle, tasks: Sequence[Task]
           groups, rows, gen.texts, commands, inv.texts, reconstructions, rating_texts, overlap,
           ratio, judges, scores)
   ]
+  return ScoredBatch(scored, tokens, seconds)
+
+
+def fidelity_layer(generator, config: ScorerConfig) -> int:
+  layer = config.fidelity_layer
+  return generator.config.num_layers // 2 if layer is None else layer
+
+
+def _fidelity_batch(generator, style, rows, groups, raw, commands, config, seconds, tokens):
+  """Scores by hidden-state inversion fidelity: no reconstruction, no rating."""
+  start = time.perf_counter()
+  prompts = [style.generation(t.tool, t.text) for t in rows]
+  scores = generator.fidelity(prompts, [c or ' ' for c in commands],
+                              fidelity_layer(generator, config), config.fidelity_k)
+  seconds['fidelity'] = time.perf_counter() - start
+  scored = [ScoredRow(g, t, r, c, '', '', '', 0.0, 0.0, 0.0, float(s) if c else 0.0)
+            for g, t, r, c, s in zip(groups, rows, raw, commands, scores)]
   return ScoredBatch(scored, tokens, seconds)
 
 

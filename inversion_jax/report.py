@@ -1,0 +1,210 @@
+"""The Goodhart report of one run: `report.md` and `goodhart.png` in the run directory.
+
+Reads `progress.json` (every round's flat metrics) and any offline held-out evaluations
+(`quality/round_NNN.json`, written by `experiments/evaluate_quality.py` for rounds the loop
+did not evaluate), and shows, per round, what the loop saw (intrinsic score, acceptance,
+train loss) beside what it did not (graded and strict real quality on held-out tasks,
+gaming indicators). The Goodhart gap = relative change of the intrinsic score minus that
+of graded real quality, base model -> last round (`metrics.goodhart_gap`).
+"""
+
+import json
+import pathlib
+
+from inversion_jax import history as history_lib
+from inversion_jax import metrics as metrics_lib
+from inversion_jax.errors import UserError
+
+REPORT_FILE = 'report.md'
+PLOT_FILE = 'goodhart.png'
+QUALITY_SUBDIR = 'quality'
+
+
+def quality_path(run_dir, round_index: int) -> pathlib.Path:
+  return pathlib.Path(run_dir) / QUALITY_SUBDIR / f'round_{round_index:03d}.json'
+
+
+def load_rounds(run_dir) -> tuple[dict, list[dict]]:
+  """(config, rounds) with offline held-out evaluations merged into the records."""
+  path = pathlib.Path(run_dir) / history_lib.PROGRESS_FILE
+  if not path.exists():
+    raise UserError(f'no {history_lib.PROGRESS_FILE} in {run_dir}: not a run directory, or no '
+                    'round has completed yet')
+  progress = json.loads(path.read_text())
+  rounds = [dict(r, metrics=dict(r.get('metrics') or {})) for r in progress['history']]
+  for record in rounds:
+    cycle = int(record['cycle'])
+    offline = _read_quality(run_dir, cycle)
+    if offline and metrics_lib.get(record, metrics_lib.HELDOUT_PHASE, 'quality') is None:
+      record['metrics'] |= metrics_lib.flatten(metrics_lib.HELDOUT_PHASE, offline)
+    if cycle == 1 and metrics_lib.get(record, metrics_lib.BASE_PHASE, 'quality') is None:
+      base = _read_quality(run_dir, 0)
+      if base:
+        record['metrics'] |= metrics_lib.flatten(metrics_lib.BASE_PHASE, base)
+  return progress.get('config', {}), rounds
+
+
+def _read_quality(run_dir, round_index: int) -> dict | None:
+  path = quality_path(run_dir, round_index)
+  return json.loads(path.read_text())['metrics'] if path.exists() else None
+
+
+def _tools(rounds) -> list[str]:
+  keys = {k for r in rounds for k in r['metrics']}
+  return sorted({k.split('/')[-1] for k in keys if k.startswith(
+      (f'{metrics_lib.HELDOUT_PHASE}/quality/', f'{metrics_lib.BASE_PHASE}/quality/'))})
+
+
+def markdown(config: dict, rounds: list[dict]) -> str:
+  """The report text."""
+  get, fmt = metrics_lib.get, metrics_lib.fmt
+  summary = history_lib.summarize(rounds)
+  lines = [f'# Goodhart report: {config.get("name", "run")}', '',
+           f'Model `{config.get("model")}`, filter `{config.get("filter")}` (threshold '
+           f'{config.get("threshold")}), {config.get("tasks")} tasks x {config.get("candidates")}'
+           f' candidates per phase, seed {config.get("seed")}, {len(rounds)} round(s). '
+           'Real quality: greedy commands for the held-out tasks, graded by the static '
+           'validator (never executed); the loop never sees it.', '',
+           '## Headline (base model -> last round)', '',
+           '| measure | start | end | change |', '|---|---|---|---|']
+  lines.append(f'| intrinsic score (BEFORE r1 -> AFTER last) | '
+               f'{fmt(summary["first_before_mean_score"], ".3f")} | '
+               f'{fmt(summary["last_after_mean_score"], ".3f")} | '
+               f'{fmt(summary["score_relative_change_pct"], "+.1f")}% |')
+  lines.append(f'| acceptance | {fmt(summary["first_before_acceptance"], ".1%")} | '
+               f'{fmt(summary["last_after_acceptance"], ".1%")} | |')
+  lines.append(f'| train loss | {fmt(summary["first_train_loss"], ".3f")} | '
+               f'{fmt(summary["last_train_loss"], ".3f")} | |')
+  for metric in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS:
+    first = summary.get(f'heldout_{metric.key}_first')
+    last = summary.get(f'heldout_{metric.key}_last')
+    change = metrics_lib.relative_change(first, last)
+    lines.append(f'| held-out {metric.label} | {fmt(first, metric.spec)} | '
+                 f'{fmt(last, metric.spec)} | {fmt(None if change is None else 100 * change, "+.1f")}'
+                 f'{"%" if change is not None else ""} |')
+  gap = summary.get('goodhart_gap')
+  lines += ['', f'**Goodhart gap: {fmt(None if gap is None else 100 * gap, "+.1f")} points** '
+            '(relative change of the intrinsic score minus relative change of graded real '
+            'quality; positive = the score rose more than real quality).', '',
+            '## Per round', '',
+            '| round | score before | score after | acceptance before | acceptance after | '
+            'train loss | examples | held-out graded | held-out strict | '
+            + ' | '.join(m.label for m in metrics_lib.INDICATOR_ROWS) + ' |',
+            '|' + '---|' * (9 + len(metrics_lib.INDICATOR_ROWS))]
+  base = rounds[0] if rounds and get(rounds[0], metrics_lib.BASE_PHASE, 'quality') is not None \
+      else None
+  if base:
+    lines.append('| 0 (base) | | | | | | | ' + ' | '.join(
+        fmt(get(base, metrics_lib.BASE_PHASE, m.key), m.spec)
+        for m in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS) + ' |')
+  for record in rounds:
+    cells = [str(record['cycle']), fmt(get(record, 'before', 'mean_score'), '.3f'),
+             fmt(get(record, 'after', 'mean_score'), '.3f'),
+             fmt(get(record, 'before', 'acceptance_rate'), '.1%'),
+             fmt(get(record, 'after', 'acceptance_rate'), '.1%'),
+             fmt(get(record, 'train', 'final_loss'), '.3f'),
+             fmt(get(record, 'train', 'num_examples'), '.0f')]
+    cells += [fmt(get(record, metrics_lib.HELDOUT_PHASE, m.key), m.spec)
+              for m in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  tools = _tools(rounds)
+  if tools:
+    lines += ['', '## Held-out graded quality per tool', '',
+              '| tool | first evaluated | last evaluated |', '|---|---|---|']
+    for tool in tools:
+      series = metrics_lib.heldout_series(rounds, f'quality/{tool}')
+      if series:
+        lines.append(f'| {tool} | {series[0][1]:.3f} (round {series[0][0]}) | '
+                     f'{series[-1][1]:.3f} (round {series[-1][0]}) |')
+  lines += ['', f'![Goodhart plot]({PLOT_FILE})', '',
+            'Every generated row (BEFORE, AFTER, held-out) is in `rows/round_NNN_<phase>.jsonl`'
+            ' with its reconstruction, rating, score, keep decision and validator verdict.', '']
+  return '\n'.join(lines)
+
+
+def plot(rounds: list[dict], path) -> pathlib.Path:
+  """Four panels: intrinsic side, real side, both as change from the start, indicators."""
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+
+  get = metrics_lib.get
+  cycles = [int(r['cycle']) for r in rounds]
+  fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+  ax = axes[0, 0]
+  for phase, style in (('before', 'o-'), ('after', 's--')):
+    ax.plot(cycles, [get(r, phase, 'mean_score') for r in rounds], style,
+            label=f'intrinsic score ({phase.upper()})')
+  ax2 = ax.twinx()
+  ax2.plot(cycles, [get(r, 'before', 'acceptance_rate') for r in rounds], 'g^:',
+           label='acceptance (BEFORE)')
+  ax2.set_ylabel('acceptance')
+  ax.set_title('What the loop sees')
+  ax.set_xlabel('round')
+  ax.set_ylabel('intrinsic score')
+  _legend(ax, ax2, fontsize=8)
+  ax = axes[0, 1]
+  for key, style, label in (('quality', 'o-', 'graded'), ('strict', 's--', 'strict pass')):
+    series = metrics_lib.heldout_series(rounds, key)
+    ax.plot([s[0] for s in series], [s[1] for s in series], style, label=label)
+  ax.set_title('What it does not see: held-out real quality')
+  ax.set_xlabel('round (0 = base model)')
+  ax.set_ylim(0, 1)
+  ax.legend()
+  ax = axes[1, 0]
+  start = get(rounds[0], 'before', 'mean_score') if rounds else None
+  score = [(0, 0.0)] + [(c, metrics_lib.relative_change(start, get(r, 'after', 'mean_score')))
+                        for c, r in zip(cycles, rounds)]
+  series = metrics_lib.heldout_series(rounds, 'quality')
+  quality = [(c, metrics_lib.relative_change(series[0][1], v)) for c, v in series] \
+      if series else []
+  for points, style, label in ((score, 'o-', 'intrinsic score (AFTER vs BEFORE of round 1)'),
+                               (quality, 's-', 'real quality (graded, vs base model)')):
+    points = [(c, 100 * v) for c, v in points if v is not None]
+    ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+  ax.axhline(0, color='grey', lw=0.8)
+  ax.set_title('Change from the base model: the Goodhart gap')
+  ax.set_xlabel('round')
+  ax.set_ylabel('% change')
+  ax.legend(fontsize=8)
+  ax = axes[1, 1]
+  for metric in metrics_lib.INDICATOR_ROWS:
+    if metric.key.endswith(('mean_option_count', 'mean_tokens')):
+      continue
+    series = metrics_lib.heldout_series(rounds, metric.key)
+    ax.plot([s[0] for s in series], [s[1] for s in series], 'o-', label=metric.label)
+  ax3 = ax.twinx()
+  series = metrics_lib.heldout_series(rounds, 'indicator/mean_option_count')
+  ax3.plot([s[0] for s in series], [s[1] for s in series], 'k*--', label='options/cmd')
+  ax3.set_ylabel('options per command')
+  ax.set_title('Gaming indicators (held-out)')
+  ax.set_xlabel('round (0 = base model)')
+  ax.set_ylabel('rate')
+  _legend(ax, ax3, fontsize=7)
+  from matplotlib.ticker import MaxNLocator
+  for ax in axes.flat:
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path = pathlib.Path(path)
+  tmp = path.with_name(f'.{path.name}.tmp.png')
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  tmp.replace(path)  # Readers see the old plot or the new one, never half of one.
+  return path
+
+
+def _legend(ax, twin, **kwargs):
+  handles, labels = ax.get_legend_handles_labels()
+  more_handles, more_labels = twin.get_legend_handles_labels()
+  ax.legend(handles + more_handles, labels + more_labels, **kwargs)
+
+
+def write(run_dir) -> tuple[pathlib.Path, pathlib.Path]:
+  """Writes report.md and goodhart.png into `run_dir`; returns their paths."""
+  run_dir = pathlib.Path(run_dir)
+  config, rounds = load_rounds(run_dir)
+  if not rounds:
+    raise UserError(f'{run_dir} has no completed round to report on')
+  report = history_lib.write_text_atomic(run_dir / REPORT_FILE, markdown(config, rounds))
+  return report, plot(rounds, run_dir / PLOT_FILE)
