@@ -42,7 +42,7 @@ class Generator:
 
   def __init__(self, graphdef, state, tokenizer, *, stop_strings=('\n',), num_devices=1,
                max_batch=64, batch_multiple=8, length_multiple=16, add_bos=True,
-               show_progress=True):
+               show_progress=True, compact_every=8):
     self.graphdef, self.state, self.tokenizer = graphdef, state, tokenizer
     self.config = model_lib.model_config(graphdef, state)
     self.stop_strings = tuple(stop_strings)
@@ -52,6 +52,8 @@ class Generator:
     self.length_multiple = length_multiple
     self.add_bos = add_bos and tokenizer.bos_id is not None
     self.show_progress = show_progress
+    # Decode steps between checks for finished rows; 0 = one device call per batch.
+    self.compact_every = compact_every
     self._prefix_caches = {}
     self._device_state = parallel.replicate(state, num_devices) if num_devices > 1 else state
     self.stop_mask, self.content_mask = (jnp.asarray(m) for m in self._token_masks())
@@ -88,9 +90,11 @@ class Generator:
     chunks = list(self._chunks(prompts))
     bar = tqdm(total=len(prompts), desc=desc, unit='row', disable=not self.show_progress,
                leave=False)
-    for chunk_index, (prefix, rows) in enumerate(chunks):
+    for prefix, rows in chunks:
       suffixes = [prompts[i][1] for i in rows]
-      gen = self._generate_rows(prefix, suffixes, sampling, jax.random.fold_in(key, chunk_index))
+      # Row i of the call samples with fold_in(key, i): its tokens do not depend on which
+      # rows share its batch, on --max_batch or on the device count.
+      gen = self._generate_rows(prefix, suffixes, sampling, key, np.asarray(rows))
       for row, tokens, length in zip(rows, gen.tokens, gen.lengths):
         texts[row] = self._cut_at_stop(self.tokenizer.decode(tokens[:length].tolist()))
         counts[row] = int(length)
@@ -233,22 +237,65 @@ class Generator:
       key_start[index] = width - len(row)
     return _Batch(tokens, key_start, num_rows)
 
-  def _generate_rows(self, prefix, suffixes, sampling, key) -> sampling_lib.Generation:
+  def _generate_rows(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
     batch = self._pad_rows(suffixes, prefix, sampling.max_new_tokens)
     _, cache = self._prefix_cache(prefix)
     pad_id = int(self.tokenizer.pad_id)
-    if self.num_devices == 1:
-      gen = sampling_lib.jit_generate(
-          self.graphdef, self.state, batch.tokens, batch.key_start, key, self.stop_mask,
-          self.content_mask, prefix=cache, sampling=sampling, pad_id=pad_id)
-    else:
+    padded_ids = np.concatenate([row_ids, np.full(len(batch.tokens) - len(row_ids), row_ids[0])])
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded_ids, jnp.int32))
+    if self.num_devices > 1:
       fn = _pmapped_generate(self.graphdef, sampling, pad_id)
-      keys = jax.random.split(key, self.num_devices)
-      tokens, key_start = parallel.shard((batch.tokens, batch.key_start), self.num_devices)
+      tokens, key_start, keys = parallel.shard(
+          (batch.tokens, batch.key_start, jax.random.key_data(keys)), self.num_devices)
       gen = parallel.unshard(fn(self._device_state, tokens, key_start, keys, self.stop_mask,
                                 self.content_mask, cache))
+    elif self.compact_every:
+      gen = self._compacting_generate(batch, cache, keys, sampling, pad_id)
+    else:
+      gen = sampling_lib.jit_generate(
+          self.graphdef, self.state, batch.tokens, batch.key_start, keys, self.stop_mask,
+          self.content_mask, prefix=cache, sampling=sampling, pad_id=pad_id)
     tokens, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
     return sampling_lib.Generation(tokens[: batch.num_rows], lengths[: batch.num_rows])
+
+  def _compacting_generate(self, batch: _Batch, cache, keys, sampling, pad_id):
+    """Decodes `compact_every` steps at a time; when at most half the rows are still
+    going, finished rows are collected and the batch shrinks to the next smaller bucket
+    (halving, not below `batch_multiple`), so they stop costing decode steps.
+
+    Same tokens as one `generate` call: every row keeps its own key and the shared step.
+    """
+    max_new = sampling.max_new_tokens
+    common = dict(prefix=cache, sampling=sampling, pad_id=pad_id)
+    carry = sampling_lib.jit_prefill(self.graphdef, self.state, batch.tokens, batch.key_start,
+                                     keys, self.stop_mask, self.content_mask, **common)
+    key_start = jnp.asarray(batch.key_start)
+    slots = np.arange(len(batch.tokens))  # Which row of the batch each slot holds (-1: copy).
+    out = np.full((len(batch.tokens), max_new), pad_id, np.int32)
+    lengths = np.zeros((len(batch.tokens),), np.int32)
+    step = 1
+    while True:
+      until = min(step + self.compact_every, max_new)
+      carry = sampling_lib.jit_decode(self.graphdef, self.state, carry, key_start,
+                                      self.stop_mask, self.content_mask,
+                                      until=jnp.int32(until), **common)
+      step = int(carry.step)
+      done = np.asarray(carry.done)
+      alive = np.flatnonzero(~done & (slots >= 0))
+      target = len(slots)
+      while target // 2 >= max(len(alive), self.batch_multiple):
+        target //= 2
+      if step >= max_new or not len(alive) or target < len(slots):
+        finished = sampling_lib.finish(carry, pad_id)
+        gone = np.flatnonzero(slots >= 0) if step >= max_new or not len(alive) else \
+            np.flatnonzero(done & (slots >= 0))
+        out[slots[gone]] = np.asarray(finished.tokens)[gone]
+        lengths[slots[gone]] = np.asarray(finished.lengths)[gone]
+        if step >= max_new or not len(alive):
+          return sampling_lib.Generation(out, lengths)
+        keep = np.concatenate([alive, np.full(target - len(alive), alive[0])])
+        carry, key_start = sampling_lib.jit_take_rows(carry, key_start, jnp.asarray(keep))
+        slots = np.concatenate([slots[alive], np.full(target - len(alive), -1)])
 
   def _forward_last(self, prefix, batch: _Batch) -> np.ndarray:
     prefix_len, cache = self._prefix_cache(prefix)
@@ -283,8 +330,9 @@ def _pmapped(fn, graphdef, static):
 
 @functools.lru_cache(maxsize=16)
 def _pmapped_generate(graphdef, sampling, pad_id):
-  def run(state, tokens, key_start, key, stop_mask, content_mask, prefix):
-    return sampling_lib.generate(graphdef, state, tokens, key_start, key, stop_mask,
+  def run(state, tokens, key_start, key_data, stop_mask, content_mask, prefix):
+    keys = jax.random.wrap_key_data(key_data)  # Per-row keys travel as raw key data.
+    return sampling_lib.generate(graphdef, state, tokens, key_start, keys, stop_mask,
                                  content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id)
 
   return jax.pmap(run, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None, None, 0))

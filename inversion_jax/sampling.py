@@ -1,11 +1,14 @@
-"""A batched, jitted decode loop: one device-side `lax.while_loop` for a whole batch.
+"""A batched, jitted decode loop: device-side `lax.while_loop`s over a whole batch.
 
-`generate` is a pure function of arrays: it prefills the left-padded prompts into a
-fresh cache, then samples until every row has emitted a stop token or the budget is
-spent. Nothing returns to the host between tokens, the cache is a loop carry (updated
+`generate` is a pure function of arrays: `prefill` runs the left-padded prompts into a
+fresh cache and picks the first tokens, `decode` samples until every row has emitted a
+stop token or a step bound is reached, `finish` pads after each row's stop. Nothing
+returns to the host between tokens inside `decode`, the cache is a loop carry (updated
 in place by XLA), and a shared prefix is attended from its own cache (`PrefixCache`),
-so a few-shot header is prefilled once per run, not once per row. Host-side text
-handling (tokenising, padding, decoding) lives in `generation.py`.
+so a few-shot header is prefilled once per run, not once per row. Every row samples
+with its own key (`fold_in(row_key, step)`), so `take_rows` can drop finished rows
+between `decode` calls without changing any row's tokens: `generation.py` uses that to
+shrink a batch whose rows have mostly stopped. Host-side text handling lives there too.
 """
 
 import dataclasses
@@ -39,9 +42,10 @@ class SamplingConfig:
 class DecodeState(NamedTuple):
   """The decode loop's carry.
 
-  step: index of the next output column; token: [B] last chosen tokens; out: [B, max_new]
-  tokens so far; done: [B] rows that stopped; lengths: [B] tokens before the stop;
-  cache: the row caches; key: PRNG key; seen: [B] rows that produced visible text.
+  step: index of the next output column (shared: rows start together); token: [B] last
+  chosen tokens; out: [B, max_new] tokens so far; done: [B] rows that stopped; lengths:
+  [B] tokens before the stop; cache: the row caches; key: [B] per-row PRNG keys (step t
+  draws with fold_in(key, t)); seen: [B] rows that produced visible text.
   """
 
   step: jax.Array
@@ -64,10 +68,22 @@ class Generation(NamedTuple):
   lengths: jax.Array
 
 
-def pick_tokens(logits, key, sampling: SamplingConfig):
-  """Chooses one token per row from float32 logits [B, V]."""
+def row_keys(key, batch: int):
+  """Per-row PRNG keys [B] from one key: row b gets fold_in(key, b)."""
+  return jax.vmap(lambda index: jax.random.fold_in(key, index))(jnp.arange(batch))
+
+
+def pick_tokens(logits, keys, sampling: SamplingConfig):
+  """Chooses one token per row from float32 logits [B, V].
+
+  `keys` is one PRNG key per row ([B]); a single key is split into per-row keys. Each
+  row's draw depends only on its own key, so a row samples the same token whatever else
+  is in its batch.
+  """
   if sampling.temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  if jnp.ndim(keys) == 0:
+    keys = row_keys(keys, logits.shape[0])
   logits = logits / sampling.temperature
   if sampling.top_k is not None:
     kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
@@ -81,7 +97,12 @@ def pick_tokens(logits, key, sampling: SamplingConfig):
     cutoff_index = jnp.sum(cumulative - sorted_probs < sampling.top_p, -1)
     cutoff = jnp.take_along_axis(sorted_logits, cutoff_index[:, None] - 1, axis=-1)
     logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+  pick = lambda key, row: jax.random.categorical(key, row)
+  return jax.vmap(pick)(keys, logits).astype(jnp.int32)
+
+
+def _step_keys(keys, step):
+  return jax.vmap(lambda key: jax.random.fold_in(key, step))(keys)
 
 
 def prefill_prefix(graphdef, state, prefix_tokens) -> model_lib.PrefixCache:
@@ -97,12 +118,13 @@ def prefill_prefix(graphdef, state, prefix_tokens) -> model_lib.PrefixCache:
 
 def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask=None, *,
              prefix=None, sampling: SamplingConfig, pad_id: int) -> Generation:
-  """Samples continuations of left-padded prompts.
+  """Samples continuations of left-padded prompts in one device call.
 
   Args:
     prompt_tokens: [B, Tp] int32, left-padded; every row's last slot is a real token.
     key_start: [B] int32, first real slot of each row (the number of pad slots).
-    key: PRNG key (unused when greedy).
+    key: per-row PRNG keys [B], or one key (row b then uses fold_in(key, b)); unused
+      when greedy. A row's tokens depend only on its prompt and its key.
     stop_mask: [V] bool, tokens that end a row (EOS, tokens containing a newline, ...).
     content_mask: optional [V] bool, tokens with visible text. When given, a stop token
       ends a row only after the row has produced visible text, so leading blank lines
@@ -111,6 +133,16 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
     sampling: static sampling settings.
     pad_id: written after a row has stopped.
   """
+  carry = prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask,
+                  prefix=prefix, sampling=sampling, pad_id=pad_id)
+  carry = decode(graphdef, state, carry, key_start, stop_mask, content_mask, prefix=prefix,
+                 sampling=sampling, pad_id=pad_id, until=sampling.max_new_tokens)
+  return finish(carry, pad_id)
+
+
+def prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask=None, *,
+            prefix=None, sampling: SamplingConfig, pad_id: int) -> DecodeState:
+  """Runs the prompts into a fresh cache and picks each row's first token."""
   config = model_lib.model_config(graphdef, state)
   batch, prompt_len = prompt_tokens.shape
   max_new = sampling.max_new_tokens
@@ -118,19 +150,30 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
   cache = model_lib.init_cache(config, batch, prompt_len + max_new)
   slots = jnp.arange(prompt_len)[None]
   positions = jnp.maximum(offset + slots - key_start[:, None], 0)
-  logits, cache, _ = model_lib.forward(graphdef, state, prompt_tokens, positions, key_start, cache,
-                                    0, prefix, last_only=True)
-  key, first_key = jax.random.split(key)
+  logits, cache, _ = model_lib.forward(graphdef, state, prompt_tokens, positions, key_start,
+                                       cache, 0, prefix, last_only=True)
+  keys = row_keys(key, batch) if jnp.ndim(key) == 0 else key
   if content_mask is None:
     content_mask = jnp.ones_like(stop_mask)
-  token = pick_tokens(logits[:, -1], first_key, sampling)
+  token = pick_tokens(logits[:, -1], _step_keys(keys, 0), sampling)
   done = stop_mask[token] & content_mask[token]  # A stop token with text (e.g. 'a\n').
-  seen = content_mask[token]
   out = jnp.full((batch, max_new), pad_id, jnp.int32).at[:, 0].set(token)
   lengths = jnp.where(done, 0, 1).astype(jnp.int32)
+  return DecodeState(jnp.int32(1), token, out, done, lengths, cache, keys, content_mask[token])
+
+
+def decode(graphdef, state, carry: DecodeState, key_start, stop_mask, content_mask=None, *,
+           prefix=None, sampling: SamplingConfig, pad_id: int, until) -> DecodeState:
+  """Decodes while some row is unfinished and `carry.step < until` (<= max_new_tokens)."""
+  max_new = sampling.max_new_tokens
+  prompt_len = carry.cache[0].k.shape[-1] - max_new
+  offset = 0 if prefix is None else prefix.length
+  if content_mask is None:
+    content_mask = jnp.ones_like(stop_mask)
+  until = jnp.minimum(until, max_new)
 
   def keep_going(carry: DecodeState):
-    return (carry.step < max_new) & ~jnp.all(carry.done)
+    return (carry.step < until) & ~jnp.all(carry.done)
 
   def decode_one(carry: DecodeState) -> DecodeState:
     # The token chosen at step-1 sits in slot prompt_len + step - 1.
@@ -138,20 +181,31 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
     positions = (offset + write_index - key_start)[:, None]
     logits, cache, _ = model_lib.forward(graphdef, state, carry.token[:, None], positions,
                                          key_start, carry.cache, write_index, prefix)
-    key, step_key = jax.random.split(carry.key)
-    new = pick_tokens(logits[:, -1], step_key, sampling)
+    new = pick_tokens(logits[:, -1], _step_keys(carry.key, carry.step), sampling)
     new = jnp.where(carry.done, pad_id, new)
     out = jax.lax.dynamic_update_slice_in_dim(carry.out, new[:, None], carry.step, axis=1)
     stopped = carry.done | (stop_mask[new] & (carry.seen | content_mask[new]))
     return DecodeState(step=carry.step + 1, token=new, out=out, done=stopped,
                        lengths=carry.lengths + (~stopped).astype(jnp.int32), cache=cache,
-                       key=key, seen=carry.seen | content_mask[new])
+                       key=carry.key, seen=carry.seen | content_mask[new])
 
-  final = jax.lax.while_loop(keep_going, decode_one, DecodeState(
-      jnp.int32(1), token, out, done, lengths, cache, key, seen))
-  out, lengths = final.out, final.lengths
-  out = jnp.where(jnp.arange(max_new)[None] < lengths[:, None], out, pad_id)
-  return Generation(out, lengths)
+  return jax.lax.while_loop(keep_going, decode_one, carry)
+
+
+def finish(carry: DecodeState, pad_id: int) -> Generation:
+  """Tokens after each row's stop become padding."""
+  width = carry.out.shape[1]
+  out = jnp.where(jnp.arange(width)[None] < carry.lengths[:, None], carry.out, pad_id)
+  return Generation(out, carry.lengths)
+
+
+def take_rows(carry: DecodeState, key_start, rows):
+  """The carry (and key_start) of the given rows only: a smaller batch, same step."""
+  pick = lambda x: jnp.take(x, rows, axis=0)
+  cache = jax.tree.map(pick, carry.cache)
+  return carry._replace(token=pick(carry.token), out=pick(carry.out), done=pick(carry.done),
+                        lengths=pick(carry.lengths), cache=cache, key=pick(carry.key),
+                        seen=pick(carry.seen)), pick(key_start)
 
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'last_only'))
@@ -162,6 +216,10 @@ def jit_forward(graphdef, state, tokens, positions, key_start, prefix=None, last
 
 
 jit_generate = jax.jit(generate, static_argnames=('graphdef', 'sampling', 'pad_id'))
+jit_prefill = jax.jit(prefill, static_argnames=('graphdef', 'sampling', 'pad_id'))
+jit_decode = jax.jit(decode, static_argnames=('graphdef', 'sampling', 'pad_id'),
+                     donate_argnames=('carry',))
+jit_take_rows = jax.jit(take_rows)  # Outputs are smaller: nothing to donate into.
 jit_prefill_prefix = jax.jit(prefill_prefix, static_argnames=('graphdef',))
 
 

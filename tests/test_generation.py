@@ -126,3 +126,31 @@ def test_prompt_longer_than_context_is_a_user_error(tiny_model):
   gen = make_generator(tiny_model)
   with pytest.raises(UserError, match='context'):
     gen.generate([('', 'x' * 600)], GREEDY)
+
+
+SAMPLED = sampling.SamplingConfig(temperature=1.0, max_new_tokens=24)
+
+
+@pytest.mark.parametrize('config', [GREEDY, SAMPLED, sampling.SamplingConfig(
+    temperature=0.8, max_new_tokens=40, top_k=20)])
+def test_compacting_decode_gives_the_plain_loop_tokens(tiny_model, config):
+  """Row compaction (finished rows dropped every k steps) changes cost, not tokens."""
+  prompts = [('Head: ', f'row {i} ' + 'x' * (i % 5)) for i in range(21)]
+  stops = tuple('h+_bQ')  # Bytes this random model emits now and then: rows end at different steps.
+  plain = make_generator(tiny_model, compact_every=0, stop_strings=stops).generate(
+      prompts, config, seed=3)
+  for every in (1, 3, 8):
+    compact = make_generator(tiny_model, compact_every=every, stop_strings=stops,
+                             max_batch=32).generate(prompts, config, seed=3)
+    assert compact.texts == plain.texts and compact.num_tokens == plain.num_tokens
+  assert len(set(plain.num_tokens)) > 1  # Rows stopped at different steps.
+
+
+def test_samples_do_not_depend_on_max_batch_or_devices(tiny_model):
+  prompts = [('', f'prompt {i}') for i in range(19)]
+  reference = make_generator(tiny_model, max_batch=64).generate(prompts, SAMPLED, seed=5)
+  for kwargs in (dict(max_batch=8), dict(max_batch=16, compact_every=0),
+                 dict(num_devices=min(4, jax.local_device_count()), max_batch=16)):
+    other = make_generator(tiny_model, **kwargs).generate(prompts, SAMPLED, seed=5)
+    assert other.texts == reference.texts, kwargs
+  assert make_generator(tiny_model).generate(prompts, SAMPLED, seed=6).texts != reference.texts
