@@ -61,6 +61,11 @@ flags.DEFINE_integer('eval_every', DEFAULTS.eval_every,
 flags.DEFINE_integer('eval_tasks', DEFAULTS.eval_tasks,
                      'Evaluate a stratified subset of this many held-out tasks (0 = all).')
 flags.DEFINE_string('eval_split', DEFAULTS.eval_split, 'Held-out split: test (all) or small.')
+flags.DEFINE_enum('on_goodhart', DEFAULTS.on_goodhart, ['off', 'warn', 'stop', 'rollback'],
+                  'When the score rises while held-out quality falls (or an indicator jumps):'
+                  ' warn, stop the run, or roll back to the best round\'s adapters.')
+flags.DEFINE_float('goodhart_tolerance', DEFAULTS.goodhart_tolerance,
+                   'Relative fall of graded held-out quality below the best round that alarms.')
 flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
 flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
 flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')

@@ -17,6 +17,7 @@ from inversion_jax import generation
 from inversion_jax import history as history_lib
 from inversion_jax import lora as lora_lib
 from inversion_jax import metrics as metrics_lib
+from inversion_jax import monitor as monitor_lib
 from inversion_jax import report as report_lib
 from inversion_jax import model as model_lib
 from inversion_jax import parallel
@@ -70,6 +71,8 @@ class RunConfig:
   eval_every: int = 1  # Held-out evaluation every N rounds (and the last); 0 = never.
   eval_tasks: int = 0  # A stratified subset of the held-out split; 0 = all of it.
   eval_split: str = 'test'
+  on_goodhart: str = 'warn'  # off | warn | stop | rollback (monitor.py).
+  goodhart_tolerance: float = 0.05
   output: str = 'runs'
   name: str = 'v1'
 
@@ -82,6 +85,7 @@ class RunConfig:
     for field in ('eval_every', 'eval_tasks'):
       if getattr(self, field) < 0:
         raise UserError(f'--{field} must be >= 0, got {getattr(self, field)}')
+    monitor_lib.GoodhartMonitor(self.on_goodhart, self.goodhart_tolerance)
     if self.eval_every and self.eval_split not in heldout.SPLITS:
       raise UserError(f'unknown held-out split {self.eval_split!r}; choose one of '
                       f'{", ".join(heldout.SPLITS)}')
@@ -214,6 +218,7 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
     done = first_round - 1
     print(f'{config.run_dir} already has all {done} rounds; its results:' if done >= config.cycles
           else f'resuming {config.run_dir} after round {done}', flush=True)
+  monitor = monitor_lib.GoodhartMonitor(config.on_goodhart, config.goodhart_tolerance)
   base = None
   if first_round == 1 and config.eval_every:
     base = rounds.heldout_phase(exp, exp.generator, metrics_lib.BASE_PHASE)
@@ -228,6 +233,9 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
     for phase in result.phases:
       if phase.rows and phase.name != metrics_lib.BASE_PHASE:
         history_lib.write_rows(config.run_dir, round_index, phase.name, phase.rows)
+    action = monitor.act(monitor.check(history.rounds + [result.record]), result.record)
+    if action == 'rollback':
+      result.record['goodhart']['rollback_to'] = result.record['goodhart']['best_round']
     key_data = jax.random.key_data(jax.random.key(rounds.derive_seed(config.seed, round_index,
                                                                      'train')))
     checkpointer.save(round_index, result.lora, result.opt_state, key_data,
@@ -236,7 +244,11 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
     history.save_progress(config.run_dir)
     print(history_lib.format_round_table(
         history.rounds[-1], history.rounds[-2] if len(history.rounds) > 1 else None), flush=True)
-    lora = result.lora
+    lora = _next_adapters(exp, checkpointer, result.record, result.lora)
+    if action == 'stop':
+      print(f'stopping after round {round_index} (--on_goodhart=stop); every checkpoint is '
+            f'kept in {config.run_dir}', flush=True)
+      break
   history.save_results(config.run_dir)
   checkpointer.close()
   if history.rounds:
@@ -245,9 +257,22 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
 
 
 def _restore(exp: Experiment, checkpointer, last_round: int, history):
-  """LoRA params of `last_round` and the history rebuilt from every round's checkpoint."""
+  """Adapters the next round starts from, and the history rebuilt from every checkpoint."""
   opt_like = exp.trainer.init_opt_state(exp.initial_lora)
   lora, _, _, _ = checkpointer.restore(last_round, exp.initial_lora, opt_like)
   for round_index in range(1, last_round + 1):
     history.add_round(checkpointer.restore_meta(round_index)['record'])
-  return lora, history
+  return _next_adapters(exp, checkpointer, history.rounds[-1], lora), history
+
+
+def _next_adapters(exp: Experiment, checkpointer, record: dict, lora):
+  """The round's own adapters, or after a Goodhart rollback those of the best round."""
+  target = (record.get('goodhart') or {}).get('rollback_to')
+  if target is None:
+    return lora
+  print(f'rolling back: round {record["cycle"] + 1} starts from the adapters of '
+        + ('the base model' if target == 0 else f'round {target}'), flush=True)
+  if target == 0:
+    return exp.initial_lora
+  opt_like = exp.trainer.init_opt_state(exp.initial_lora)
+  return checkpointer.restore(target, exp.initial_lora, opt_like)[0]

@@ -107,6 +107,19 @@ def markdown(config: dict, rounds: list[dict]) -> str:
     cells += [fmt(get(record, metrics_lib.HELDOUT_PHASE, m.key), m.spec)
               for m in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  alarms = [r for r in rounds if r.get('goodhart')]
+  lines += ['', '## Goodhart monitor', '']
+  if not alarms:
+    lines.append(f'No alarm (`--on_goodhart={config.get("on_goodhart", "off")}`, tolerance '
+                 f'{config.get("goodhart_tolerance")}).')
+  for record in alarms:
+    alarm = record['goodhart']
+    then = {'rollback': f'; round {record["cycle"] + 1} started from the adapters of '
+            + ('the base model' if alarm.get('rollback_to') == 0
+               else f'round {alarm.get("rollback_to")}'),
+            'stop': '; the run stopped here'}.get(alarm['action'], '')
+    lines.append(f'- **Round {record["cycle"]}** ({alarm["action"]}): '
+                 + '; '.join(alarm['reasons']) + then)
   tools = _tools(rounds)
   if tools:
     lines += ['', '## Held-out graded quality per tool', '',

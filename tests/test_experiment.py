@@ -149,6 +149,31 @@ def test_v2_filter_and_fidelity_scorer_rounds(tiny_gguf, tmp_path, overrides):
     assert all(0.0 <= r['score'] <= 1.0 for r in rows)
 
 
+@pytest.mark.parametrize('action', ['stop', 'rollback'])
+def test_goodhart_stop_and_rollback(tiny_gguf, tmp_path, monkeypatch, capsys, action):
+  """An alarm in round 1: stop ends the run there; rollback starts round 2 from the base."""
+  from inversion_jax import monitor
+  monkeypatch.setattr(monitor.GoodhartMonitor, 'check',
+                      lambda self, rounds: monitor.Alarm(rounds[-1]['cycle'], ['forced'], 0, 1.0)
+                      if rounds[-1]['cycle'] == 1 else None)
+  config = config_for(tiny_gguf, tmp_path, eval_every=1, eval_tasks=9, on_goodhart=action)
+  result = experiment.run(config)
+  first = result.rounds[0]
+  assert first['goodhart']['action'] == action
+  printed = capsys.readouterr().out
+  if action == 'stop':
+    assert len(result.rounds) == 1 and 'stopping after round 1' in printed
+    assert RoundCheckpointer(config.run_dir, config.as_dict()).all_rounds() == [1]
+  else:
+    assert first['goodhart']['rollback_to'] == 0 and len(result.rounds) == 2
+    assert 'round 2 starts from the adapters of the base model' in printed
+    # Round 2 BEFORE ran on the base model: its commands equal a fresh run's round 1 BEFORE
+    # only in distribution, but its held-out greedy commands equal the base model's.
+    base_rows = history.read_rows(history.rows_path(config.run_dir, 0, 'heldout'))
+    report = (config.run_dir / 'report.md').read_text()
+    assert 'Round 1** (rollback)' in report and base_rows
+
+
 def test_heldout_evaluation_in_the_loop_and_offline(tiny_gguf, tmp_path):
   config = config_for(tiny_gguf, tmp_path, eval_every=2, eval_tasks=9)
   result = experiment.run(config)
@@ -194,7 +219,7 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
 @pytest.mark.parametrize('overrides,message', [
     (dict(threshold=1.5), 'threshold'), (dict(cycles=0), 'cycles'), (dict(tasks=-1), 'tasks'),
     (dict(candidates=0), 'candidates'), (dict(judge='vibes'), 'judge'),
-    (dict(prompt_style='poetry'), 'prompt style'), (dict(eval_split='nope'), 'held-out split'),
+    (dict(prompt_style='poetry'), 'prompt style'), (dict(eval_every=1, eval_split='nope'), 'held-out split'),
     (dict(eval_every=-1), 'eval_every'), (dict(filter='reproducibility', repro_m=0), 'repro_m'),
     (dict(filter='reproducibility', repro_similarity=1.5), 'repro_similarity'),
     (dict(filter='reproducibility', repro_weights=(0.5, 0.6)), 'repro_weights'),

@@ -1,0 +1,204 @@
+"""Compares runs: per group (same settings, different seeds) the mean and a 95 % CI.
+
+  python experiments/compare_runs.py runs/v1_s0 runs/v1_s1 runs/v2_s0 runs/v2_s1 \
+      --output=benchmarks/compare
+
+Groups are runs whose settings agree except for the seed (and name/output); groups may
+differ only in the filter, so the comparison is V1 against V2 and nothing else: any other
+difference is refused with the setting that differs. Per group, for each measure (base
+model / round 1 BEFORE -> last round), the mean over seeds and a Student-t 95 % confidence
+interval (n - 1 degrees of freedom; with one seed the interval is undefined). Writes
+`<output>.md`, `<output>.json` and `<output>.png` (one curve per group with its band).
+"""
+
+import json
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from inversion_jax import history, metrics, report  # noqa: E402
+from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('output', 'compare', 'Path prefix of the .md, .json and .png written.')
+
+IGNORED = ('seed', 'name', 'output', 'resume', 'cycles', 'eval_every', 'eval_tasks',
+           'eval_split')
+ALLOWED_TO_DIFFER = ('filter', 'repro_m', 'repro_similarity', 'repro_weights', 'repro_layer')
+
+
+def measures(rounds: list[dict]) -> dict[str, float | None]:
+  """Changes base -> last round of one run (relative where the summary is relative)."""
+  s = history.summarize(rounds)
+  get = metrics.get
+
+  def delta(a, b):
+    return None if a is None or b is None else b - a
+
+  out = {
+      'intrinsic score change (%)': s['score_relative_change_pct'],
+      'acceptance change (points)': _pct(delta(s['first_before_acceptance'],
+                                               s['last_after_acceptance'])),
+      'train loss change': delta(s['first_train_loss'], s['last_train_loss']),
+      'graded quality change (%)': s.get('quality_relative_change_pct'),
+      'strict quality change (points)': _pct(delta(s.get('heldout_strict_first'),
+                                                   s.get('heldout_strict_last'))),
+      'Goodhart gap (points)': _pct(s.get('goodhart_gap')),
+  }
+  for metric in metrics.INDICATOR_ROWS:
+    out[f'{metric.label} change'] = delta(s.get(f'heldout_{metric.key}_first'),
+                                          s.get(f'heldout_{metric.key}_last'))
+  out['rounds'] = float(len(rounds))
+  out['V2 removed (BEFORE, mean per round)'] = _mean_or_none(
+      [get(r, 'before', 'removed_by_reproducibility') for r in rounds])
+  return out
+
+
+def _pct(value):
+  return None if value is None else 100.0 * value
+
+
+def _mean_or_none(values):
+  values = [v for v in values if v is not None]
+  return float(np.mean(values)) if values else None
+
+
+def mean_ci(values) -> tuple[float | None, float | None, float | None, int]:
+  """(mean, low, high, n) with a Student-t 95 % interval; None where undefined."""
+  values = np.asarray([v for v in values if v is not None], np.float64)
+  if not len(values):
+    return None, None, None, 0
+  mean = float(values.mean())
+  if len(values) < 2:
+    return mean, None, None, 1
+  half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+  return mean, mean - half, mean + half, len(values)
+
+
+def group_runs(run_dirs) -> dict[str, list[tuple[str, dict, list]]]:
+  """Group label -> [(dir, config, rounds)]; refuses groups differing beyond the filter."""
+  groups: dict[str, list] = {}
+  keys: dict[str, dict] = {}
+  for run_dir in run_dirs:
+    config, rounds = report.load_rounds(run_dir)
+    if not rounds:
+      raise UserError(f'{run_dir} has no completed round')
+    key = {k: v for k, v in config.items() if k not in IGNORED}
+    identity = json.dumps(key, sort_keys=True)
+    groups.setdefault(identity, []).append((str(run_dir), config, rounds))
+    keys[identity] = key
+  labels = list(keys)
+  for other in labels[1:]:
+    for setting in sorted(set(keys[labels[0]]) | set(keys[other])):
+      if setting in ALLOWED_TO_DIFFER:
+        continue
+      if keys[labels[0]].get(setting) != keys[other].get(setting):
+        raise UserError(
+            f'runs differ in {setting!r} ({keys[labels[0]].get(setting)!r} vs '
+            f'{keys[other].get(setting)!r}), not only in the filter; compare runs that '
+            'differ in the filter (and seed) alone')
+  return {_label(keys[identity]): runs for identity, runs in groups.items()}
+
+
+def _label(key: dict) -> str:
+  if key.get('filter') == 'reproducibility':
+    return (f'V2 (m={key.get("repro_m")}, s={key.get("repro_similarity")}, '
+            f'w={key.get("repro_weights")})')
+  return f'V1 ({key.get("filter")})'
+
+
+def table(groups) -> dict:
+  out = {}
+  for label, runs in groups.items():
+    per_run = [measures(rounds) for _, _, rounds in runs]
+    out[label] = {'runs': [d for d, _, _ in runs],
+                  'seeds': [c.get('seed') for _, c, _ in runs],
+                  'measures': {name: dict(zip(('mean', 'ci_low', 'ci_high', 'n'),
+                                              mean_ci([m[name] for m in per_run])))
+                               for name in per_run[0]},
+                  'per_run': per_run}
+  return out
+
+
+def markdown(result: dict) -> str:
+  labels = list(result)
+  names = list(result[labels[0]]['measures'])
+  lines = ['| measure | ' + ' | '.join(f'{l} (n={len(result[l]["runs"])})' for l in labels)
+           + ' |', '|---|' + '---|' * len(labels)]
+  for name in names:
+    cells = []
+    for label in labels:
+      m = result[label]['measures'][name]
+      if m['mean'] is None:
+        cells.append('n/a')
+      elif m['ci_low'] is None:
+        cells.append(f'{m["mean"]:+.3f}')
+      else:
+        cells.append(f'{m["mean"]:+.3f} [{m["ci_low"]:+.3f}, {m["ci_high"]:+.3f}]')
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  lines.append('')
+  lines.append('Mean over seeds [Student-t 95 % CI]; changes are base model (round 1 BEFORE '
+               'for the intrinsic side, round 0 held-out for real quality) -> last round.')
+  return '\n'.join(lines) + '\n'
+
+
+def plot(groups, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  from matplotlib.ticker import MaxNLocator
+
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  panels = (('intrinsic score (AFTER)', lambda rs: [(int(r['cycle']), metrics.get(
+      r, 'after', 'mean_score')) for r in rs]),
+            ('held-out graded quality', lambda rs: metrics.heldout_series(rs, 'quality')))
+  for ax, (title, series_of) in zip(axes, panels):
+    for label, runs in groups.items():
+      curves = [dict(series_of(rounds)) for _, _, rounds in runs]
+      xs = sorted(set().union(*curves))
+      means, lows, highs = [], [], []
+      for x in xs:
+        mean, low, high, _ = mean_ci([c.get(x) for c in curves])
+        means.append(mean)
+        lows.append(mean if low is None else low)
+        highs.append(mean if high is None else high)
+      line, = ax.plot(xs, means, 'o-', label=label)
+      ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2)
+    ax.set_title(title)
+    ax.set_xlabel('round')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+@exit_on_user_error
+def main(argv):
+  run_dirs = [pathlib.Path(a) for a in argv[1:]]
+  if not run_dirs:
+    raise UserError('give the run directories to compare, e.g. runs/v1_s0 runs/v2_s0')
+  for run_dir in run_dirs:
+    if not run_dir.is_dir():
+      raise UserError(f'{run_dir} is not a run directory')
+  groups = group_runs(run_dirs)
+  result = table(groups)
+  prefix = pathlib.Path(FLAGS.output)
+  prefix.parent.mkdir(parents=True, exist_ok=True)
+  text = markdown(result)
+  history.write_text_atomic(prefix.with_suffix('.md'), text)
+  history.write_json_atomic(prefix.with_suffix('.json'), result)
+  plot(groups, prefix.with_suffix('.png'))
+  print(text)
+  print(f'written: {prefix}.md, {prefix}.json, {prefix}.png')
+
+
+if __name__ == '__main__':
+  app.run(main)

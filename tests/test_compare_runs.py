@@ -1,0 +1,70 @@
+"""compare_runs.py on hand-made run directories: grouping, t intervals, refusals."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from inversion_jax import history
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'experiments'))
+import compare_runs  # noqa: E402
+
+
+def make_run(root, name, seed, quality_end, filter_name='threshold', lr=2e-4):
+  config = {'name': name, 'seed': seed, 'filter': filter_name, 'lr': lr, 'threshold': 0.2}
+  rounds = []
+  for cycle, (score, quality) in enumerate([(0.30, 0.40), (0.33, quality_end)], 1):
+    metrics = {'before/mean_score': 0.25, 'after/mean_score': score,
+               'before/acceptance_rate': 0.4, 'after/acceptance_rate': 0.5,
+               'heldout/quality': quality, 'heldout/strict': 0.05}
+    if cycle == 1:
+      metrics |= {'base/quality': 0.40, 'base/strict': 0.05}
+    rounds.append({'cycle': cycle, 'metrics': metrics})
+  directory = root / name
+  directory.mkdir()
+  history.write_json_atomic(directory / history.PROGRESS_FILE,
+                            {'config': config, 'seed': seed, 'history': rounds})
+  return directory
+
+
+def test_groups_means_and_t_intervals(tmp_path):
+  dirs = [make_run(tmp_path, f'v1_{s}', s, q) for s, q in ((0, 0.36), (1, 0.38), (2, 0.34))]
+  dirs += [make_run(tmp_path, f'v2_{s}', s, 0.40, 'reproducibility') for s in (0, 1)]
+  result = compare_runs.table(compare_runs.group_runs(dirs))
+  v1 = result['V1 (threshold)']['measures']['graded quality change (%)']
+  changes = np.array([-10.0, -5.0, -15.0])
+  half = stats.t.ppf(0.975, 2) * changes.std(ddof=1) / np.sqrt(3)
+  assert v1['n'] == 3 and v1['mean'] == pytest.approx(-10.0)
+  assert v1['ci_low'] == pytest.approx(-10.0 - half) and v1['ci_high'] == pytest.approx(
+      -10.0 + half)
+  v2 = [v for k, v in result.items() if k.startswith('V2')][0]['measures']
+  assert v2['graded quality change (%)']['mean'] == pytest.approx(0.0)
+  score = result['V1 (threshold)']['measures']['intrinsic score change (%)']['mean']
+  assert score == pytest.approx(100 * (0.33 - 0.25) / 0.25)
+  gap = result['V1 (threshold)']['measures']['Goodhart gap (points)']['mean']
+  assert gap == pytest.approx(32.0 + 10.0)
+  assert 'graded quality change (%)' in compare_runs.markdown(result)
+
+
+def test_cli_writes_files_and_refuses_other_differences(tmp_path):
+  a = make_run(tmp_path, 'a', 0, 0.36)
+  b = make_run(tmp_path, 'b', 1, 0.35, 'reproducibility')
+  c = make_run(tmp_path, 'c', 0, 0.35, lr=1e-3)
+  script = ROOT / 'experiments' / 'compare_runs.py'
+  ok = subprocess.run([sys.executable, str(script), str(a), str(b),
+                       f'--output={tmp_path / "out" / "cmp"}'], capture_output=True, text=True,
+                      timeout=300)
+  assert ok.returncode == 0, ok.stderr
+  for suffix in ('.md', '.json', '.png'):
+    assert (tmp_path / 'out' / f'cmp{suffix}').exists()
+  assert json.loads((tmp_path / 'out' / 'cmp.json').read_text())
+  bad = subprocess.run([sys.executable, str(script), str(a), str(c)], capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 2 and "runs differ in 'lr'" in bad.stderr
+  assert 'Traceback' not in bad.stderr
