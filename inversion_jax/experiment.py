@@ -225,7 +225,8 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
     history_lib.write_rows(config.run_dir, 0, metrics_lib.HELDOUT_PHASE, base.rows)
   for round_index in range(first_round, config.cycles + 1):
     try:
-      result = rounds.run_round(exp, lora, round_index, base if round_index == 1 else None)
+      result = rounds.run_round(exp, lora, round_index, base if round_index == 1 else None,
+                                history.rounds[0]['metrics'] if history.rounds else None)
     except training.NonFiniteLoss as error:
       raise UserError(
           f'round {round_index}: {error}; the round was stopped and rounds 1-{round_index - 1} '

@@ -210,6 +210,11 @@ def format_round_table(record: dict, previous: dict | None = None) -> str:
       if was is not None and now is not None:
         line += f' {fmt(now - was, "+" + metric.spec):>8}'
       rows.append(line)
+  score = get(record, 'signal', 'score')
+  if score is not None:
+    reasons = record.get('early_warning') or []
+    rows.append(f'  early warning  {int(score)} label-free signal(s) past their limits'
+                + (': ' + '; '.join(reasons) if reasons else ''))
   timings = record.get('timings') or {}
   times = '  '.join(f'{k} {v:.1f}s' for k, v in timings.items() if k != 'total')
   rows.append(f'  time        {times}  total {_round_seconds(record):.1f}s'.rstrip())

@@ -11,6 +11,7 @@ of graded real quality, base model -> last round (`metrics.goodhart_gap`).
 import json
 import pathlib
 
+from inversion_jax import early_warning
 from inversion_jax import history as history_lib
 from inversion_jax import metrics as metrics_lib
 from inversion_jax.errors import UserError
@@ -120,6 +121,19 @@ def markdown(config: dict, rounds: list[dict]) -> str:
             'stop': '; the run stopped here'}.get(alarm['action'], '')
     lines.append(f'- **Round {record["cycle"]}** ({alarm["action"]}): '
                  + '; '.join(alarm['reasons']) + then)
+  lines += ['', '## Label-free early warning', '',
+            'Signals the loop has without ground truth (`early_warning.py`), AFTER phase; an '
+            f'alarm at {early_warning.ALARM_AT} or more signals past their limits.', '',
+            '| round | agreement | KL from base | distinct | option drift | signals | alarm |',
+            '|---|---|---|---|---|---|---|']
+  for record in rounds:
+    get = metrics_lib.get
+    lines.append(f'| {record["cycle"]} | {fmt(get(record, "signal", "agreement_rate"), ".2f")} | '
+                 f'{fmt(get(record, "signal", "kl_from_base"), ".3f")} | '
+                 f'{fmt(get(record, "signal", "distinct_ratio"), ".2f")} | '
+                 f'{fmt(get(record, "signal", "option_count_drift"), "+.2f")} | '
+                 f'{"; ".join(record.get("early_warning") or []) or "-"} | '
+                 f'{"yes" if get(record, "signal", "alarm") else "no"} |')
   tools = _tools(rounds)
   if tools:
     lines += ['', '## Held-out graded quality per tool', '',

@@ -15,6 +15,7 @@ import time
 import numpy as np
 from absl import logging
 
+from inversion_jax import early_warning
 from inversion_jax import metrics as metrics_lib
 from inversion_jax import selection
 from inversion_jax import training
@@ -86,6 +87,10 @@ def intrinsic_phase(exp, generator, round_index: int, name: str) -> tuple[Phase,
   seconds = dict(batch.seconds) | embed_seconds | {'validate': time.perf_counter() - start}
   metrics = intrinsic_metrics(batch, keep) | exp.filter.stats(candidates) | graded.metrics
   metrics['tokens_generated'] = batch.tokens_generated
+  start = time.perf_counter()
+  metrics['agreement_rate'] = early_warning.agreement_rate(
+      generator, [r.command for r in batch.rows], [r.group for r in batch.rows])
+  seconds['signals'] = time.perf_counter() - start
   rows = [_row(r, k) | g for r, k, g in zip(batch.rows, keep, graded.rows)]
   selected = [row for row, k in zip(batch.rows, keep) if k]
   return Phase(name, metrics, rows, seconds), selected
@@ -150,10 +155,29 @@ def evaluates(config, round_index: int) -> bool:
                                       round_index == config.cycles)
 
 
-def run_round(exp, lora, round_index: int, base: Phase | None = None) -> RoundResult:
+def signal_phase(exp, generator, round_index: int, after: Phase, first_metrics: dict) -> Phase:
+  """The label-free early-warning signals of the trained model (`early_warning.py`)."""
+  start = time.perf_counter()
+  tasks = bank_lib.sample_tasks(exp.bank, exp.config.tasks, derive_seed(
+      exp.config.seed, round_index, 'after_tasks'))
+  kl = early_warning.kl_from_base(generator, exp.generator,
+                                  [exp.style.generation(t.tool, t.text) for t in tasks])
+  flat = metrics_lib.flatten(after.name, after.metrics)
+  values = early_warning.signals(flat, first_metrics or flat, kl)
+  count, reasons = early_warning.score(values, early_warning.baseline(first_metrics or flat))
+  phase = Phase(early_warning.PHASE, values | {'score': count, 'alarm': count >=
+                                               early_warning.ALARM_AT},
+                [], {'signals': time.perf_counter() - start})
+  phase.reasons = reasons
+  return phase
+
+
+def run_round(exp, lora, round_index: int, base: Phase | None = None,
+              first_metrics: dict | None = None) -> RoundResult:
   """Runs round `round_index` (1-based) from adapters `lora`.
 
-  `base`: the base model's held-out phase, recorded with round 1.
+  `base`: the base model's held-out phase, recorded with round 1. `first_metrics`: round
+  1's flat metrics (the early-warning baseline; None in round 1 itself).
   """
   start = time.perf_counter()
   generator = exp.generator.with_state(exp.inference_state(lora))
@@ -161,7 +185,10 @@ def run_round(exp, lora, round_index: int, base: Phase | None = None) -> RoundRe
   lora, opt_state, train = fine_tune(exp, lora, selected, round_index)
   generator = generator.with_state(exp.inference_state(lora))
   after, _ = intrinsic_phase(exp, generator, round_index, 'after')
-  phases = [p for p in (base, before, train, after) if p is not None]
+  if first_metrics is None:
+    first_metrics = metrics_lib.flatten('before', before.metrics)
+  signal = signal_phase(exp, generator, round_index, after, first_metrics)
+  phases = [p for p in (base, before, train, after, signal) if p is not None]
   if evaluates(exp.config, round_index):
     phases.append(heldout_phase(exp, generator))
   return RoundResult(lora, opt_state, make_record(round_index, phases, before.rows,
@@ -182,12 +209,14 @@ def make_record(round_index: int, phases: list[Phase], example_rows: list[dict],
     if f'before/{key}' in flat and f'after/{key}' in flat:
       flat[f'delta/{key}'] = flat[f'after/{key}'] - flat[f'before/{key}']
   train = next(p for p in phases if p.name == 'train')
+  signal = next((p for p in phases if p.name == early_warning.PHASE), None)
   timings['total'] = total_seconds  # Wall-clock: kept out of the metrics, which replay exactly.
   return {
       'cycle': round_index,
       'metrics': flat,
       'loss_curve': train.loss_curve,
       'train_skipped_reason': train.skipped_reason,
+      'early_warning': getattr(signal, 'reasons', []),
       'timings': timings,
       'examples': [{k: r[k] for k in ('tool', 'task', 'command', 'reconstruction', 'rating',
                                       'score', 'kept')} for r in example_rows[:EXAMPLES_PER_ROUND]],

@@ -64,7 +64,9 @@ def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
           rows[0])
     assert record['metrics']['train/num_examples'] == 6  # threshold 0 keeps every candidate
     assert np.isfinite(record['metrics']['train/final_loss'])
-    assert set(record['timings']) == {'generate', 'invert', 'rate', 'validate', 'train', 'total'}
+    assert set(record['timings']) == {'generate', 'invert', 'rate', 'validate', 'signals', 'train',
+                                      'total'}
+    assert 'signal/kl_from_base' in record['metrics'] and 'after/agreement_rate' in record['metrics']
   results = json.loads((config.run_dir / history.RESULTS_FILE).read_text())
   assert results['summary'] and results['cycles_completed'] == 2
   assert RoundCheckpointer(config.run_dir, config.as_dict()).all_rounds() == [1, 2]

@@ -1,0 +1,106 @@
+"""A label-free early warning: what the loop can see of its own drift, with no ground truth.
+
+Per round, from the AFTER phase (the trained model's fresh candidates) and the model itself:
+
+  agreement_rate      candidates with at least one similar sibling of the same task (the V2
+                      similarity at its default settings) / candidates
+  kl_from_base        mean KL(current || base model) of the next-token distribution at the
+                      end of the AFTER generation prompts, in nats
+  distinct_ratio, option_count_drift (mean options per command / round 1 BEFORE's - 1),
+  unknown_option_rate, repeated_option_rate, echo_rate, prose_rate
+                      the gaming indicators of the AFTER commands
+
+`score` counts the signals past their limits (`LIMITS`, from round 1's BEFORE phase, i.e.
+the base model's own candidates); two or more raise the early alarm. The limits were set
+before any study result was seen; whether the alarm predicts the real-quality decline is
+measured over the study's runs, against the gold (held-out) monitor.
+"""
+
+import numpy as np
+
+from inversion_jax import metrics as metrics_lib
+from inversion_jax import selection
+
+PHASE = 'signal'
+ALARM_AT = 2
+# signal -> (kind, limit) against the baseline: 'abs' = |change| > limit, 'up', 'down'.
+LIMITS = {
+    'agreement_rate': ('abs', 0.20),
+    'kl_from_base': ('up', 0.50),
+    'distinct_ratio': ('down', 0.20),
+    'option_count_drift': ('abs', 0.33),
+    'unknown_option_rate': ('up', 0.10),
+    'repeated_option_rate': ('up', 0.10),
+    'echo_rate': ('up', 0.05),
+    'prose_rate': ('up', 0.10),
+}
+_INDICATORS = ('distinct_ratio', 'unknown_option_rate', 'repeated_option_rate', 'echo_rate',
+               'prose_rate')
+
+
+def agreement_rate(generator, commands, groups, layer=None) -> float:
+  """Fraction of candidates with >= 1 similar sibling (V2 similarity, threshold ignored)."""
+  if len(commands) < 2:
+    return 0.0
+  layer = generator.config.num_layers if layer is None else layer
+  embeddings = generator.embed([c or ' ' for c in commands], layer=layer)
+  candidates = [selection.Candidate(g, '', '', c, '', 1.0, e)
+                for g, c, e in zip(groups, commands, embeddings)]
+  counts = selection.ReproducibilityFilter(threshold=0.0).agreement(candidates)
+  return float(np.mean(counts >= 1))
+
+
+def kl_from_base(generator, base_generator, prompts, limit: int = 64) -> float:
+  """Mean KL(current || base) of next-token distributions over up to `limit` prompts."""
+  prompts = list(prompts)[:limit]
+  if not prompts:
+    return 0.0
+  current = _log_softmax(generator.last_token_logits(prompts))
+  base = _log_softmax(base_generator.last_token_logits(prompts))
+  return float(np.mean(np.sum(np.exp(current) * (current - base), axis=-1)))
+
+
+def _log_softmax(logits):
+  logits = logits - logits.max(-1, keepdims=True)
+  return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+
+
+def signals(record_metrics: dict, baseline_metrics: dict, kl: float) -> dict:
+  """The round's signals from its flat metrics (AFTER) and round 1's (BEFORE)."""
+  get = lambda flat, phase, key: flat.get(f'{phase}/{key}')
+  out = {'kl_from_base': kl, 'agreement_rate': get(record_metrics, 'after', 'agreement_rate')}
+  for name in _INDICATORS:
+    out[name] = get(record_metrics, 'after', f'indicator/{name}')
+  count = get(record_metrics, 'after', 'indicator/mean_option_count')
+  base_count = get(baseline_metrics, 'before', 'indicator/mean_option_count')
+  out['option_count_drift'] = (count / base_count - 1) if count is not None and base_count \
+      else None
+  return {k: v for k, v in out.items() if v is not None}
+
+
+def score(now: dict, baseline: dict) -> tuple[int, list[str]]:
+  """(number of signals past their limits, which) against the baseline's values."""
+  reasons = []
+  for name, (kind, limit) in LIMITS.items():
+    if name not in now:
+      continue
+    start = baseline.get(name, 0.0)
+    change = now[name] - start
+    if (kind == 'abs' and abs(change) > limit) or (kind == 'up' and change > limit) or (
+        kind == 'down' and -change > limit):
+      reasons.append(f'{name} {start:.3f} -> {now[name]:.3f}')
+  return len(reasons), reasons
+
+
+def baseline(first_record_metrics: dict) -> dict:
+  """Round 1 BEFORE (the base model's candidates) as the signals' starting values."""
+  values = {'kl_from_base': 0.0, 'option_count_drift': 0.0,
+            'agreement_rate': first_record_metrics.get('before/agreement_rate')}
+  for name in _INDICATORS:
+    values[name] = first_record_metrics.get(f'before/indicator/{name}')
+  return {k: v for k, v in values.items() if v is not None}
+
+
+def series(rounds: list[dict], key: str) -> list[tuple[int, float]]:
+  return [(int(r['cycle']), metrics_lib.get(r, PHASE, key)) for r in rounds
+          if metrics_lib.get(r, PHASE, key) is not None]

@@ -1,0 +1,45 @@
+"""The label-free early-warning signals and their score."""
+
+import numpy as np
+import pytest
+
+from inversion_jax import early_warning
+
+
+def test_score_counts_signals_past_limits():
+  baseline = {'agreement_rate': 0.4, 'kl_from_base': 0.0, 'distinct_ratio': 1.0,
+              'option_count_drift': 0.0, 'unknown_option_rate': 0.3}
+  calm = {'agreement_rate': 0.5, 'kl_from_base': 0.1, 'distinct_ratio': 0.9,
+          'option_count_drift': -0.1, 'unknown_option_rate': 0.35}
+  assert early_warning.score(calm, baseline) == (0, [])
+  drifted = {'agreement_rate': 0.9, 'kl_from_base': 0.8, 'distinct_ratio': 0.5,
+             'option_count_drift': -0.4, 'unknown_option_rate': 0.35}
+  count, reasons = early_warning.score(drifted, baseline)
+  assert count == 4 and reasons[0].startswith('agreement_rate 0.400 -> 0.900')
+
+
+def test_signals_and_baseline_from_flat_metrics():
+  first = {'before/agreement_rate': 0.3, 'before/indicator/mean_option_count': 2.0,
+           'before/indicator/distinct_ratio': 1.0}
+  now = {'after/agreement_rate': 0.6, 'after/indicator/mean_option_count': 1.0,
+         'after/indicator/distinct_ratio': 0.7}
+  values = early_warning.signals(now, first, kl=0.25)
+  assert values == pytest.approx({'kl_from_base': 0.25, 'agreement_rate': 0.6,
+                                  'distinct_ratio': 0.7, 'option_count_drift': -0.5})
+  assert early_warning.baseline(first) == {'kl_from_base': 0.0, 'option_count_drift': 0.0,
+                                           'agreement_rate': 0.3, 'distinct_ratio': 1.0}
+
+
+def test_kl_of_a_model_from_itself_is_zero():
+  class Fixed:
+    def __init__(self, logits):
+      self.logits = np.asarray(logits, np.float32)
+
+    def last_token_logits(self, prompts):
+      return np.repeat(self.logits[None], len(prompts), 0)
+
+  same = early_warning.kl_from_base(Fixed([1.0, 2.0, 3.0]), Fixed([1.0, 2.0, 3.0]), ['a', 'b'])
+  assert same == pytest.approx(0.0, abs=1e-6)
+  p, q = np.exp([0.0, 2.0]) / np.exp([0.0, 2.0]).sum(), np.array([0.5, 0.5])
+  other = early_warning.kl_from_base(Fixed([0.0, 2.0]), Fixed([0.0, 0.0]), ['a'])
+  assert other == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-5)
