@@ -106,6 +106,49 @@ def group_runs(run_dirs) -> dict[str, list[tuple[str, dict, list]]]:
   return {_label(keys[identity]): runs for identity, runs in groups.items()}
 
 
+def gold_rounds(rounds: list[dict], tolerance: float) -> list[int]:
+  """Rounds where the gold (held-out) monitor would alarm: graded quality more than
+  `tolerance` (relative) below the base model's while the intrinsic score is above it."""
+  series = dict(metrics.heldout_series(rounds, 'quality'))
+  base_quality = series.get(0)
+  base_score = metrics.get(rounds[0], 'before', 'mean_score')
+  out = []
+  for record in rounds:
+    quality, score = series.get(int(record['cycle'])), metrics.get(record, 'after', 'mean_score')
+    if None in (quality, score, base_quality, base_score) or not base_quality:
+      continue
+    if (base_quality - quality) / base_quality > tolerance and score > base_score:
+      out.append(int(record['cycle']))
+  return out
+
+
+def early_warning_evaluation(groups, tolerance: float = 0.05) -> dict:
+  """Precision, recall and lead time (rounds) of the label-free alarms against the gold.
+
+  Precision: early alarms followed, in the same run at that round or later, by a gold
+  alarm / early alarms. Recall: runs with a gold alarm whose first early alarm came at or
+  before the first gold one / runs with a gold alarm. Lead time: first gold round minus
+  first early round, over runs that have both (negative = the early alarm came late).
+  """
+  alarms = hits = gold_runs = caught = 0
+  leads = []
+  for runs in groups.values():
+    for _, _, rounds in runs:
+      gold = gold_rounds(rounds, tolerance)
+      early = [int(r['cycle']) for r in rounds if metrics.get(r, 'signal', 'alarm')]
+      alarms += len(early)
+      hits += sum(any(g >= e for g in gold) for e in early)
+      if gold:
+        gold_runs += 1
+        caught += bool(early) and early[0] <= gold[0]
+      if gold and early:
+        leads.append(gold[0] - early[0])
+  return {'early_alarms': alarms, 'precision': hits / alarms if alarms else None,
+          'runs_with_gold_alarm': gold_runs, 'recall': caught / gold_runs if gold_runs else None,
+          'lead_time_rounds': leads, 'mean_lead_time': float(np.mean(leads)) if leads else None,
+          'tolerance': tolerance}
+
+
 def _label(key: dict) -> str:
   if key.get('filter') == 'reproducibility':
     return (f'V2 (m={key.get("repro_m")}, s={key.get("repro_similarity")}, '
@@ -180,6 +223,10 @@ def plot(groups, path):
   plt.close(fig)
 
 
+def _show(value):
+  return 'n/a' if value is None else f'{value:.2f}'
+
+
 @exit_on_user_error
 def main(argv):
   run_dirs = [pathlib.Path(a) for a in argv[1:]]
@@ -192,9 +239,16 @@ def main(argv):
   result = table(groups)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
-  text = markdown(result)
+  warning = early_warning_evaluation(groups)
+  text = markdown(result) + (
+      f'\nLabel-free early warning against the gold monitor (tolerance '
+      f'{warning["tolerance"]}): {warning["early_alarms"]} early alarm(s), precision '
+      f'{_show(warning["precision"])}; {warning["runs_with_gold_alarm"]} run(s) with a gold '
+      f'alarm, recall {_show(warning["recall"])}; lead time (rounds) '
+      f'{warning["lead_time_rounds"] or "n/a"}.\n')
   history.write_text_atomic(prefix.with_suffix('.md'), text)
-  history.write_json_atomic(prefix.with_suffix('.json'), result)
+  history.write_json_atomic(prefix.with_suffix('.json'), {'groups': result,
+                                                         'early_warning': warning})
   plot(groups, prefix.with_suffix('.png'))
   print(text)
   print(f'written: {prefix}.md, {prefix}.json, {prefix}.png')

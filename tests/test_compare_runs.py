@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT / 'experiments'))
 import compare_runs  # noqa: E402
 
 
-def make_run(root, name, seed, quality_end, filter_name='threshold', lr=2e-4):
+def make_run(root, name, seed, quality_end, filter_name='threshold', lr=2e-4, early=()):
   config = {'name': name, 'seed': seed, 'filter': filter_name, 'lr': lr, 'threshold': 0.2}
   rounds = []
   for cycle, (score, quality) in enumerate([(0.30, 0.40), (0.33, quality_end)], 1):
@@ -25,6 +25,7 @@ def make_run(root, name, seed, quality_end, filter_name='threshold', lr=2e-4):
                'heldout/quality': quality, 'heldout/strict': 0.05}
     if cycle == 1:
       metrics |= {'base/quality': 0.40, 'base/strict': 0.05}
+    metrics['signal/alarm'] = float(cycle in early)
     rounds.append({'cycle': cycle, 'metrics': metrics})
   directory = root / name
   directory.mkdir()
@@ -63,8 +64,21 @@ def test_cli_writes_files_and_refuses_other_differences(tmp_path):
   assert ok.returncode == 0, ok.stderr
   for suffix in ('.md', '.json', '.png'):
     assert (tmp_path / 'out' / f'cmp{suffix}').exists()
-  assert json.loads((tmp_path / 'out' / 'cmp.json').read_text())
+  assert json.loads((tmp_path / 'out' / 'cmp.json').read_text())['early_warning']
   bad = subprocess.run([sys.executable, str(script), str(a), str(c)], capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode == 2 and "runs differ in 'lr'" in bad.stderr
   assert 'Traceback' not in bad.stderr
+
+
+def test_early_warning_precision_recall_and_lead_time(tmp_path):
+  # Quality 0.40 -> 0.36 in round 2 (-10 %, score up): a gold alarm in round 2 of each run.
+  early_in_1 = make_run(tmp_path, 'a', 0, 0.36, early=(1,))
+  early_late = make_run(tmp_path, 'b', 1, 0.36, early=())
+  no_decline = make_run(tmp_path, 'c', 2, 0.41, early=(2,))  # A false alarm.
+  groups = compare_runs.group_runs([early_in_1, early_late, no_decline])
+  assert compare_runs.gold_rounds(groups['V1 (threshold)'][0][2], 0.05) == [2]
+  result = compare_runs.early_warning_evaluation(groups)
+  assert result['early_alarms'] == 2 and result['precision'] == 0.5
+  assert result['runs_with_gold_alarm'] == 2 and result['recall'] == 0.5
+  assert result['lead_time_rounds'] == [1]
