@@ -138,6 +138,8 @@ class Generator:
       raise UserError(f'fidelity k must be >= 1, got {k}')
     prompts = [_as_pair(p) for p in prompts]
     out = np.zeros((len(prompts),), np.float64)
+    bar = tqdm(total=len(prompts), desc='fidelity', unit='row', disable=not self.show_progress,
+               leave=False)
     for prefix, rows in self._chunks(prompts):
       for start in range(0, len(rows), batch_size):
         part = rows[start:start + batch_size]
@@ -155,6 +157,8 @@ class Generator:
                            (batch.tokens, positions, batch.key_start, target_start, cache),
                            layer=layer, k=k, replicated_last=True)
         out[part] = np.asarray(values)[: batch.num_rows]
+        bar.update(len(part))
+    bar.close()
     return out
 
   def _check_layer(self, layer: int):

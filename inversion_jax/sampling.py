@@ -243,9 +243,9 @@ def token_fidelity(graphdef, state, tokens, positions, key_start, target_start, 
                              hidden_layers=(layer,)).hidden_states[0]
   logits = model_lib.lm_head(graphdef, state, hidden[:, :-1])  # Predicts slots 1..T-1.
   targets = tokens[:, 1:]
-  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-  kth = jax.lax.top_k(logits, k)[0][..., -1]
-  hit = target_logit >= kth
+  target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)
+  # In the top k <=> fewer than k logits beat it: a count, not a sort over the vocabulary.
+  hit = jnp.sum(logits > target_logit, axis=-1) < k
   mask = jnp.arange(1, tokens.shape[1])[None] >= target_start[:, None]
   return jnp.sum(hit & mask, -1) / jnp.maximum(jnp.sum(mask, -1), 1)
 

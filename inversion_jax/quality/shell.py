@@ -70,7 +70,7 @@ def segments(command: str) -> list[Segment]:
   out = []
   for group in groups:
     words, targets = _split_redirects(group)
-    segment = _unwrap(words) if words else None
+    segment = unwrap(words) if words else None
     if segment is not None:
       out.append(dataclasses.replace(segment, redirects=tuple(targets)))
   return out
@@ -112,7 +112,7 @@ def _split_redirects(words: list[str]) -> tuple[list[str], list[str]]:
   return out, targets
 
 
-def _unwrap(words: list[str]) -> Segment | None:
+def unwrap(words: list[str]) -> Segment | None:
   """Skips launchers and environment assignments; returns the real program's segment."""
   index = 0
   while index < len(words):

@@ -180,7 +180,7 @@ def _fallback_segments(text: str):
     else:
       current.append(word)
   groups.append(current)
-  return [shell._unwrap(g) for g in groups if g and shell._unwrap(g) is not None]
+  return [s for s in (shell.unwrap(g) for g in groups if g) if s is not None]
 
 
 def _is_prose(segment: shell.Segment, text: str) -> bool:
