@@ -93,6 +93,21 @@ def straight_run(tiny_gguf, tmp_path_factory):
   return round_metrics(config.run_dir)
 
 
+def test_resume_with_v2_and_fidelity_after_sigkill(tiny_gguf, tmp_path):
+  """The V2 filter and the fidelity scorer replay exactly after a kill mid-training."""
+  overrides = dict(filter='reproducibility', scorer='fidelity', fidelity_layer=1)
+  straight = config_for(tiny_gguf, tmp_path / 'straight', **overrides)
+  experiment.run(straight)
+  broken = config_for(tiny_gguf, tmp_path / 'broken', **overrides)
+  first_round_batches = int(np.ceil(
+      round_metrics(straight.run_dir)[0]['metrics']['train/num_examples'] / 4))
+  killed = run_driver(flag_list(broken), crash=('train', str(first_round_batches + 1)))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  resumed = run_driver(flag_list(broken) + ['--resume'])
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert round_metrics(broken.run_dir) == round_metrics(straight.run_dir)
+
+
 @pytest.mark.parametrize('phase', ['generate', 'train'])
 def test_resume_after_sigkill_matches_uninterrupted(tiny_gguf, tmp_path, phase, straight_run):
   """Killed mid-round-2 (SIGKILL), then --resume: same per-round metrics, bit for bit.
@@ -127,8 +142,10 @@ def test_a_round_runs_no_process(tiny_gguf, tmp_path, monkeypatch):
   monkeypatch.setattr(subprocess, 'Popen', forbidden)
   import pty
   monkeypatch.setattr(pty, 'spawn', forbidden)
-  config = config_for(tiny_gguf, tmp_path, cycles=1, eval_every=1, eval_tasks=9)
-  result = experiment.run(config)  # Validator, held-out evaluation and report included.
+  # Validator, held-out evaluation, V2 embeddings, fidelity scoring and report included.
+  config = config_for(tiny_gguf, tmp_path, cycles=1, eval_every=1, eval_tasks=9,
+                      filter='reproducibility', scorer='fidelity', fidelity_layer=1)
+  result = experiment.run(config)
   assert result.rounds[0]['metrics']['before/num_candidates'] == 6
   assert result.rounds[0]['metrics']['heldout/num_graded'] == 9
   assert (config.run_dir / 'report.md').exists() and (config.run_dir / 'goodhart.png').exists()
@@ -196,6 +213,14 @@ def test_heldout_evaluation_in_the_loop_and_offline(tiny_gguf, tmp_path):
       [sys.executable, str(ROOT / 'experiments' / 'evaluate_quality.py'),
        f'--workdir={config.run_dir}'], capture_output=True, text=True, cwd=ROOT, timeout=600)
   assert 'already evaluated' in again.stdout
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  for script, args in (('evaluate_quality.py', [f'--workdir={empty}']),
+                       ('report.py', [f'--workdir={empty}'])):
+    bad = subprocess.run([sys.executable, str(ROOT / 'experiments' / script), *args],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert bad.returncode == 2 and 'Traceback' not in bad.stderr, bad.stderr[-1500:]
+    assert bad.stderr.strip().splitlines()[-1].startswith('error: ')
   assert '| 1 |' in (config.run_dir / 'report.md').read_text()
 
 
