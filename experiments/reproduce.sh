@@ -10,8 +10,9 @@
 #                               acceptance, and a wall time this 2-core CPU can hold
 #                               (24 x 3, which showed the effect in 3 rounds, costs ~1.5x).
 #   --threshold=$THRESHOLD      round-1 acceptance near the original's 60.7 %: the 40th
-#                               percentile of the base model's round-1 BEFORE scores
-#                               (BUILD_NOTES gives the measurement; override with THRESHOLD=).
+#                               percentile of the base model's reconstruction scores (0.16, from
+#                               benchmarks/correlation.json: 549 samples, T 0.7, 100 tokens;
+#                               override with THRESHOLD=).
 #   --max_new_tokens=100        the original's budget (flag spam needs room to show).
 #   --eval_split=small          36 held-out tasks (4 per tool) every round: ~40 s.
 #   --on_goodhart=warn          the gold monitor marks, never changes, a study run.
@@ -19,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-THRESHOLD=${THRESHOLD:-0.2}
+THRESHOLD=${THRESHOLD:-0.16}
 SEEDS=${SEEDS:-"0 1 2"}
 CYCLES=${CYCLES:-8}
 COMMON=(--cycles="$CYCLES" --tasks=16 --candidates=3 --threshold="$THRESHOLD"
