@@ -56,16 +56,21 @@ def test_thirty_greedy_tokens_match_transformers(ours, smollm2_tokenizer, smollm
 
 
 def test_one_round_on_the_embedded_model(smollm2_loaded, smollm2_tokenizer, tmp_path):
-  """A real (short) round: commands and reconstructions are text, scores lie in [0, 1]."""
+  """A real (short) round: commands and reconstructions are text, scores lie in [0, 1],
+  the held-out evaluation grades the base model and the round."""
   config, params = smollm2_loaded
   run = experiment.RunConfig(cycles=1, tasks=2, candidates=2, max_new_tokens=24,
-                             output=str(tmp_path), name='smollm2')
+                             eval_split='small', eval_tasks=9, output=str(tmp_path),
+                             name='smollm2')
   result = experiment.run(run, model_source=(config, params, smollm2_tokenizer))
   record = result.rounds[0]
   rows = record['examples']
   assert len(rows) == 4
   assert all(r['command'] for r in rows) and all(r['reconstruction'] for r in rows)
   assert all(0.0 <= r['score'] <= 1.0 for r in rows)
+  metrics = record['metrics']
   for phase in ('before', 'after'):
-    assert 0.0 <= record[phase]['mean_score'] <= 1.0
-  assert record['tokens_generated'] > 0
+    assert 0.0 <= metrics[f'{phase}/mean_score'] <= 1.0
+    assert metrics[f'{phase}/tokens_generated'] > 0
+  for phase in ('base', 'heldout'):
+    assert metrics[f'{phase}/num_graded'] == 9 and 0.0 <= metrics[f'{phase}/quality'] <= 1.0
