@@ -7,8 +7,9 @@
 #
 # Settings and why (chosen before any study result was seen; BUILD_NOTES "The study"):
 #   --tasks=16 --candidates=3   48 rows a phase: ~29 training examples a round at 60 %
-#                               acceptance, and a wall time this 2-core CPU can hold
-#                               (24 x 3, which showed the effect in 3 rounds, costs ~1.5x).
+#                               acceptance; estimated 4-5 min a round on this quiet CPU
+#                               (3.5-4 h for 48 rounds: measure one round first; 24 x 3,
+#                               which showed the effect in 3 rounds, costs ~1.5x more).
 #   --threshold=$THRESHOLD      round-1 acceptance near the original's 60.7 %: the 40th
 #                               percentile of the base model's reconstruction scores (0.16, from
 #                               benchmarks/correlation.json: 549 samples, T 0.7, 100 tokens;
