@@ -340,7 +340,7 @@ def _to_torch(array):
   if isinstance(array, np.ndarray):
     if array.dtype.name == 'bfloat16':
       return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.from_numpy(np.array(array))  # A writable copy: loader arrays are read-only.
   return torch.from_dlpack(array)  # A jax.Array: zero-copy, on its device.
 
 
