@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from inversion_jax import compile_cache, experiment, history, selection  # noqa: E402
+from inversion_jax import compile_cache, early_warning, experiment, history  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.quality import evaluation, heldout  # noqa: E402
 from inversion_jax.scoring import inversion  # noqa: E402
@@ -59,14 +59,6 @@ def spearman_with_ci(quality, signal, task_ids, resamples: int, seed: int = 0):
   return rho, float(low), float(high)
 
 
-def agreement_counts(generator, commands, groups, similarity, layer) -> np.ndarray:
-  embeddings = generator.embed([c or ' ' for c in commands], layer=layer)
-  candidates = [selection.Candidate(g, '', '', c, '', 1.0, e)
-                for g, c, e in zip(groups, commands, embeddings)]
-  return selection.ReproducibilityFilter(threshold=0.0, m=2, similarity=similarity).agreement(
-      candidates)
-
-
 @exit_on_user_error
 def main(argv):
   if len(argv) > 1:
@@ -90,8 +82,8 @@ def main(argv):
                                     FLAGS.fidelity_layer if FLAGS.fidelity_layer is not None
                                     else exp.generator.config.num_layers // 2, FLAGS.fidelity_k)
   fidelity = np.where([bool(c) for c in commands], fidelity, 0.0)
-  agreement = agreement_counts(exp.generator, commands, groups, FLAGS.repro_similarity,
-                               exp.generator.config.num_layers)
+  agreement = early_warning.agreement_counts(exp.generator, commands, groups,
+                                             FLAGS.repro_similarity)
   items = [records[g] for g in groups]
   graded = evaluation.grade(items, commands, exp.count_tokens)
   quality = np.array([row['verdict']['quality'] for row in graded.rows])

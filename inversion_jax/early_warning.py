@@ -38,15 +38,27 @@ _INDICATORS = ('distinct_ratio', 'unknown_option_rate', 'repeated_option_rate', 
                'prose_rate')
 
 
-def agreement_rate(generator, commands, groups, layer=None) -> float:
-  """Fraction of candidates with >= 1 similar sibling (V2 similarity, threshold ignored)."""
-  if len(commands) < 2:
-    return 0.0
-  layer = generator.config.num_layers if layer is None else layer
-  embeddings = generator.embed([c or ' ' for c in commands], layer=layer)
+def agreement_counts(generator, commands, groups, similarity: float = 0.6, layer=None,
+                     embeddings=None) -> np.ndarray:
+  """Per candidate, similar siblings of its task (V2 similarity, the threshold ignored).
+
+  `embeddings`: the commands' embeddings when the round already has them (the V2 filter's,
+  at the same layer); otherwise they are computed at `layer` (None = the last).
+  """
+  if embeddings is None:
+    layer = generator.config.num_layers if layer is None else layer
+    embeddings = generator.embed([c or ' ' for c in commands], layer=layer)
   candidates = [selection.Candidate(g, '', '', c, '', 1.0, e)
                 for g, c, e in zip(groups, commands, embeddings)]
-  counts = selection.ReproducibilityFilter(threshold=0.0).agreement(candidates)
+  return selection.ReproducibilityFilter(threshold=0.0, similarity=similarity).agreement(
+      candidates)
+
+
+def agreement_rate(generator, commands, groups, embeddings=None) -> float:
+  """Fraction of candidates with >= 1 similar sibling (V2 similarity at its defaults)."""
+  if len(commands) < 2:
+    return 0.0
+  counts = agreement_counts(generator, commands, groups, embeddings=embeddings)
   return float(np.mean(counts >= 1))
 
 

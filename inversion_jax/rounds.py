@@ -88,8 +88,11 @@ def intrinsic_phase(exp, generator, round_index: int, name: str) -> tuple[Phase,
   metrics = intrinsic_metrics(batch, keep) | exp.filter.stats(candidates) | graded.metrics
   metrics['tokens_generated'] = batch.tokens_generated
   start = time.perf_counter()
+  # The V2 filter's embeddings (last layer by default) serve here too: embed once a phase.
+  reuse = bool(candidates) and candidates[0].embedding is not None and exp.filter.layer is None
   metrics['agreement_rate'] = early_warning.agreement_rate(
-      generator, [r.command for r in batch.rows], [r.group for r in batch.rows])
+      generator, [r.command for r in batch.rows], [r.group for r in batch.rows],
+      embeddings=[c.embedding for c in candidates] if reuse else None)
   seconds['signals'] = time.perf_counter() - start
   rows = [_row(r, k) | g for r, k, g in zip(batch.rows, keep, graded.rows)]
   selected = [row for row, k in zip(batch.rows, keep) if k]
