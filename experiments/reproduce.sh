@@ -1,45 +1,92 @@
 #!/usr/bin/env bash
 # The reproduction study: V1 (threshold) vs V2 (reproducibility) on the embedded model,
-# the same seeds for both, 8 rounds each; resumable (rerunning continues every run where it
-# stopped, and skips finished ones), then compare_runs over all of them.
+# the same seeds for both, 8 rounds each, plus one V1 seed rerun with the monitor on
+# rollback; resumable (rerunning continues every run where it stopped and skips finished
+# ones), then compare_runs over the study's runs.
 #
-#   bash experiments/reproduce.sh            # runs under runs/study_*, results in benchmarks/
+#   bash experiments/reproduce.sh            # runs under runs/study_*, results in benchmarks/study/
 #
-# Settings and why (chosen before any study result was seen; BUILD_NOTES "The study"):
-#   --tasks=16 --candidates=3   48 rows a phase: ~29 training examples a round at 60 %
-#                               acceptance; estimated 4-5 min a round on this quiet CPU
-#                               (3.5-4 h for 48 rounds: measure one round first; 24 x 3,
-#                               which showed the effect in 3 rounds, costs ~1.5x more).
+# Settings and why (BUILD_NOTES "The study"):
+#   --tasks=8 --candidates=3    24 rows a phase. Chosen on wall time alone: one probe round at
+#                               16 x 3 took 487 s on this CPU (2026-12-02), so 48 rounds would
+#                               take ~6 h; 24 rows costs about half a round (decode time grows
+#                               with the rows in a batch here). ~15 training examples a round
+#                               at 60 % acceptance, ~120 over a run.
 #   --threshold=$THRESHOLD      round-1 acceptance near the original's 60.7 %: the 40th
 #                               percentile of the base model's reconstruction scores (0.16, from
 #                               benchmarks/correlation.json: 549 samples, T 0.7, 100 tokens;
-#                               override with THRESHOLD=).
+#                               fixed 2026-12-01 before any study run; override with THRESHOLD=).
 #   --max_new_tokens=100        the original's budget (flag spam needs room to show).
-#   --eval_split=small          36 held-out tasks (4 per tool) every round: ~40 s.
-#   --on_goodhart=warn          the gold monitor marks, never changes, a study run.
+#   --eval_split=small          36 held-out tasks (4 per tool) every round, greedy.
+#   --on_goodhart=warn          the gold monitor marks, never changes, a study run; the extra
+#                               run study_threshold_s0_rollback is seed 0's V1 with rollback.
 #   V2 at the author's settings (m=2, similarity 0.6, weights 0.6/0.4).
+#   LANES=2                     runs go in two parallel lanes, each pinned to one core when
+#                               `taskset` exists: 1.38x the throughput of one two-thread process
+#                               on this 2-core CPU (measured 2026-12-02, 24-row generations).
+#                               Results do not depend on it: every run is its own process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 THRESHOLD=${THRESHOLD:-0.16}
-SEEDS=${SEEDS:-"0 1 2"}
+SEEDS=(${SEEDS:-0 1 2})
 CYCLES=${CYCLES:-8}
-COMMON=(--cycles="$CYCLES" --tasks=16 --candidates=3 --threshold="$THRESHOLD"
-        --max_new_tokens=100 --eval_split=small --on_goodhart=warn --resume)
-dirs=()
-for seed in $SEEDS; do
-  for filter in threshold reproducibility; do
-    name="study_${filter}_s${seed}"
-    echo "== $name ($(date))"
-    "$PY" experiments/self_improve.py "${COMMON[@]}" --filter="$filter" --seed="$seed" \
-        --name="$name"
-    dirs+=("runs/$name")
+LANES=${LANES:-2}
+COMMON=(--cycles="$CYCLES" --tasks=8 --candidates=3 --threshold="$THRESHOLD"
+        --max_new_tokens=100 --eval_split=small --resume)
+
+# The runs in the order they are started: V1 and V2 alternate so that every seed finished
+# early has both filters; the monitored rerun comes last.
+runs=()
+for seed in "${SEEDS[@]}"; do
+  if (( seed % 2 )); then order=(reproducibility threshold); else order=(threshold reproducibility); fi
+  for filter in "${order[@]}"; do runs+=("$filter $seed warn"); done
+done
+runs+=("threshold ${SEEDS[0]} rollback")
+
+run_one() {  # filter seed on_goodhart
+  local filter=$1 seed=$2 action=$3 name="study_$1_s$2"
+  [[ $action == warn ]] || name="${name}_$action"
+  mkdir -p runs
+  echo "== $name start ($(date -u +%FT%TZ))"
+  "$PY" experiments/self_improve.py "${COMMON[@]}" --filter="$filter" --seed="$seed" \
+      --on_goodhart="$action" --name="$name" > "runs/$name.log" 2>&1 \
+    || { echo "== $name FAILED (see runs/$name.log)"; return 1; }
+  echo "== $name done ($(date -u +%FT%TZ))"
+}
+
+lane() {  # lane index: runs lane, lane + LANES, ...; the lane's processes share one core
+  local index=$1
+  if command -v taskset > /dev/null && (( LANES > 1 )); then
+    taskset -cp $(( index % $(nproc) )) "$BASHPID" > /dev/null
+  fi
+  for (( i = index; i < ${#runs[@]}; i += LANES )); do
+    # shellcheck disable=SC2086
+    run_one ${runs[$i]}
   done
+}
+
+start=$(date +%s)
+pids=()
+for (( lane_index = 0; lane_index < LANES; lane_index++ )); do
+  lane "$lane_index" & pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+(( status == 0 )) || { echo "some runs failed; rerun this script to continue them"; exit 1; }
+echo "all runs done in $(( ($(date +%s) - start) / 60 )) min this invocation"
+
+dirs=()
+for seed in "${SEEDS[@]}"; do
+  dirs+=("runs/study_threshold_s$seed" "runs/study_reproducibility_s$seed")
 done
 mkdir -p benchmarks/study
 "$PY" experiments/compare_runs.py "${dirs[@]}" --output=benchmarks/study/compare
-for d in "${dirs[@]}"; do  # Small results only: no checkpoints.
+"$PY" experiments/compare_runs.py "runs/study_threshold_s${SEEDS[0]}" \
+    "runs/study_threshold_s${SEEDS[0]}_rollback" --differ=on_goodhart \
+    --output=benchmarks/study/monitored
+for d in "${dirs[@]}" "runs/study_threshold_s${SEEDS[0]}_rollback"; do  # Small files only.
   mkdir -p "benchmarks/study/$(basename "$d")"
   cp "$d/progress.json" "$d/report.md" "$d/goodhart.png" "benchmarks/study/$(basename "$d")/"
 done
-echo "study done ($(date)): benchmarks/study/compare.md"
+echo "study done ($(date -u +%FT%TZ)): benchmarks/study/compare.md"
