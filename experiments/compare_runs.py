@@ -22,11 +22,14 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from inversion_jax import history, metrics, report  # noqa: E402
+from inversion_jax import experiment, history, metrics, report  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 FLAGS = flags.FLAGS
+DEFAULTS = experiment.RunConfig().as_dict()
 flags.DEFINE_string('output', 'compare', 'Path prefix of the .md, .json and .png written.')
+flags.DEFINE_list('differ', [], 'Settings besides the filter the groups may differ in, e.g. '
+                  'on_goodhart to compare a monitored rerun with the same seed unmonitored.')
 
 IGNORED = ('seed', 'name', 'output', 'resume', 'cycles', 'eval_every', 'eval_tasks',
            'eval_split')
@@ -81,14 +84,22 @@ def mean_ci(values) -> tuple[float | None, float | None, float | None, int]:
   return mean, mean - half, mean + half, len(values)
 
 
-def group_runs(run_dirs) -> dict[str, list[tuple[str, dict, list]]]:
-  """Group label -> [(dir, config, rounds)]; refuses groups differing beyond the filter."""
+def group_runs(run_dirs, differ=()) -> dict[str, list[tuple[str, dict, list]]]:
+  """Group label -> [(dir, config, rounds)]; refuses groups differing beyond the filter
+  (and the settings in `differ`)."""
+  allowed = ALLOWED_TO_DIFFER + tuple(differ)
+  for setting in differ:
+    if setting not in DEFAULTS:
+      raise UserError(f'--differ={setting}: no such setting; use RunConfig names like '
+                      'on_goodhart')
   groups: dict[str, list] = {}
   keys: dict[str, dict] = {}
   for run_dir in run_dirs:
     config, rounds = report.load_rounds(run_dir)
     if not rounds:
       raise UserError(f'{run_dir} has no completed round')
+    # Settings a run predates count as their defaults (the behaviour it had).
+    config = json.loads(json.dumps(history.jsonable(DEFAULTS))) | config
     key = {k: v for k, v in config.items() if k not in IGNORED}
     identity = json.dumps(key, sort_keys=True)
     groups.setdefault(identity, []).append((str(run_dir), config, rounds))
@@ -96,14 +107,14 @@ def group_runs(run_dirs) -> dict[str, list[tuple[str, dict, list]]]:
   labels = list(keys)
   for other in labels[1:]:
     for setting in sorted(set(keys[labels[0]]) | set(keys[other])):
-      if setting in ALLOWED_TO_DIFFER:
+      if setting in allowed:
         continue
       if keys[labels[0]].get(setting) != keys[other].get(setting):
         raise UserError(
             f'runs differ in {setting!r} ({keys[labels[0]].get(setting)!r} vs '
             f'{keys[other].get(setting)!r}), not only in the filter; compare runs that '
-            'differ in the filter (and seed) alone')
-  return {_label(keys[identity]): runs for identity, runs in groups.items()}
+            'differ in the filter (and seed) alone, or name the setting in --differ')
+  return {_label(keys[identity], differ): runs for identity, runs in groups.items()}
 
 
 def gold_rounds(rounds: list[dict], tolerance: float) -> list[int]:
@@ -149,11 +160,12 @@ def early_warning_evaluation(groups, tolerance: float = 0.05) -> dict:
           'tolerance': tolerance}
 
 
-def _label(key: dict) -> str:
+def _label(key: dict, differ=()) -> str:
+  extra = ''.join(f', {setting}={key.get(setting)}' for setting in differ)
   if key.get('filter') == 'reproducibility':
     return (f'V2 (m={key.get("repro_m")}, s={key.get("repro_similarity")}, '
-            f'w={key.get("repro_weights")})')
-  return f'V1 ({key.get("filter")})'
+            f'w={key.get("repro_weights")}{extra})')
+  return f'V1 ({key.get("filter")}{extra})'
 
 
 def table(groups) -> dict:
@@ -235,7 +247,7 @@ def main(argv):
   for run_dir in run_dirs:
     if not run_dir.is_dir():
       raise UserError(f'{run_dir} is not a run directory')
-  groups = group_runs(run_dirs)
+  groups = group_runs(run_dirs, FLAGS.differ)
   result = table(groups)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -109,7 +109,7 @@ def main(argv):
   records = {}
   if (workdir / history.PROGRESS_FILE).exists():
     records = {int(r['cycle']): r for r in
-               json.loads((workdir / history.PROGRESS_FILE).read_text())['history']}
+               history.rounds_of(json.loads((workdir / history.PROGRESS_FILE).read_text()))}
   todo = [r for r in [0] + todo_rounds if not evaluated(workdir, records, r)]
   if not todo:
     print(f'every saved round of {workdir} is already evaluated')

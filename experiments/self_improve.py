@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import compile_cache, experiment, history  # noqa: E402
+from inversion_jax import compile_cache, experiment, history, presets  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 DEFAULTS = experiment.RunConfig()
@@ -66,6 +66,24 @@ flags.DEFINE_enum('on_goodhart', DEFAULTS.on_goodhart, ['off', 'warn', 'stop', '
                   ' warn, stop the run, or roll back to the best round\'s adapters.')
 flags.DEFINE_float('goodhart_tolerance', DEFAULTS.goodhart_tolerance,
                    'Relative fall of graded held-out quality below the best round that alarms.')
+flags.DEFINE_enum('preset', DEFAULTS.preset, list(presets.PRESETS),
+                  'original: every setting of the original experiment (its prompts, top-k 50, '
+                  'generation to EOS, its task bank, clipping 1.0, PEFT init...); flags given '
+                  'explicitly still win.')
+flags.DEFINE_string('task_bank', DEFAULTS.task_bank, 'Task bank: default (ours) or original.')
+flags.DEFINE_integer('top_k', DEFAULTS.top_k, 'Sample from the top k tokens (unset: all).')
+flags.DEFINE_float('top_p', DEFAULTS.top_p, 'Nucleus sampling mass (unset: 1).')
+flags.DEFINE_bool('stop_at_newline', DEFAULTS.stop_at_newline,
+                  'Stop a row at its first newline; --nostop_at_newline runs to EOS as the '
+                  'original did (then keeps the first line).')
+flags.DEFINE_enum('command_cleaning', DEFAULTS.command_cleaning, ['ours', 'original'],
+                  'How a generation becomes a command: ours also skips a ``` fence line.')
+flags.DEFINE_float('max_grad_norm', DEFAULTS.max_grad_norm,
+                   'Clip gradients to this global norm (unset: no clipping).')
+flags.DEFINE_enum('lora_init', DEFAULTS.lora_init, ['he', 'peft'],
+                  'LoRA A init: he (He-uniform) or peft (kaiming_uniform(a=sqrt(5))).')
+flags.DEFINE_enum('bos', DEFAULTS.bos, ['always', 'tokenizer'],
+                  'BOS before every prompt (always), or as the tokenizer\'s config says.')
 flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
 flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
 flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')
@@ -88,7 +106,9 @@ def config_from_flags() -> experiment.RunConfig:
   if len(repro_weights) != 2:
     raise UserError(f'--repro_weights needs two numbers (embedding,options), got '
                     f'{FLAGS.repro_weights}')
-  return experiment.RunConfig(**values, weights=weights, repro_weights=repro_weights)
+  config = experiment.RunConfig(**values, weights=weights, repro_weights=repro_weights)
+  explicit = [name for name in presets.check(FLAGS.preset) if FLAGS[name].present]
+  return presets.apply(config, FLAGS.preset, explicit)
 
 
 @exit_on_user_error

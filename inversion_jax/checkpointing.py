@@ -140,10 +140,16 @@ class RoundCheckpointer:
           ' from the round before, or start a fresh --output') from error
     return restored
 
-  def check_resume(self, run_config: dict):
-    """Raises `UserError` naming every setting that differs from the stored run."""
+  def check_resume(self, run_config: dict, defaults: dict | None = None):
+    """Raises `UserError` naming every setting that differs from the stored run.
+
+    A setting the stored run predates counts as its value in `defaults` (the behaviour
+    the run had before the setting existed).
+    """
     stored = _read_json(self.directory / RUN_CONFIG_FILE)
     current = json.loads(json.dumps(jsonable(run_config)))  # Tuples -> lists, as stored.
+    older = json.loads(json.dumps(jsonable(defaults or {})))
+    stored = {key: older[key] for key in current if key not in stored and key in older} | stored
     changes = [
         f'{key} {_show(stored, key)} -> {_show(current, key)}'
         for key in sorted(set(stored) | set(current))

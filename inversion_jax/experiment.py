@@ -21,6 +21,7 @@ from inversion_jax import monitor as monitor_lib
 from inversion_jax import report as report_lib
 from inversion_jax import model as model_lib
 from inversion_jax import parallel
+from inversion_jax import presets as presets_lib
 from inversion_jax import prompts as prompts_lib
 from inversion_jax import rounds
 from inversion_jax import selection
@@ -73,6 +74,16 @@ class RunConfig:
   eval_split: str = 'test'
   on_goodhart: str = 'warn'  # off | warn | stop | rollback (monitor.py).
   goodhart_tolerance: float = 0.05
+  # The original's set-up, each also a flag of its own (presets.py; README "Where we differ").
+  preset: str = 'none'  # Recorded by presets.apply: which preset filled the unset flags.
+  task_bank: str = 'default'  # default (ours) | original (its 35 templates and sampling).
+  top_k: int | None = None  # Sampling in all three calls; the original: 50 (HF's default).
+  top_p: float | None = None
+  stop_at_newline: bool = True  # False: generate to EOS / budget, keep the first line.
+  command_cleaning: str = 'ours'  # ours | original (scoring/text.py).
+  max_grad_norm: float | None = None  # The original (HF Trainer): 1.0.
+  lora_init: str = 'he'  # he | peft (PEFT's kaiming_uniform(a=sqrt(5))).
+  bos: str = 'always'  # always (every measurement here) | tokenizer (its add_bos_token).
   output: str = 'runs'
   name: str = 'v1'
 
@@ -103,9 +114,24 @@ class RunConfig:
     if self.batch_size % self.num_devices:
       raise UserError(f'--batch_size={self.batch_size} must be a multiple of --num_devices='
                       f'{self.num_devices}')
+    if self.top_k is not None and self.top_k < 1:
+      raise UserError(f'--top_k must be >= 1 (or unset for the whole vocabulary), got {self.top_k}')
+    if self.top_p is not None and not 0 < self.top_p <= 1:
+      raise UserError(f'--top_p must be in (0, 1], got {self.top_p}')
+    if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+      raise UserError(f'--max_grad_norm must be > 0 (or unset for no clipping), got '
+                      f'{self.max_grad_norm}')
+    if self.lora_init not in model_lib.LORA_INITS:
+      raise UserError(f'unknown --lora_init {self.lora_init!r}; choose one of '
+                      f'{", ".join(model_lib.LORA_INITS)}')
+    bank_lib.bank_path(self.task_bank)
+    if self.bos not in BOS_RULES:
+      raise UserError(f'unknown --bos {self.bos!r}; choose one of {", ".join(BOS_RULES)}')
+    presets_lib.check(self.preset)
     text_lib.ScoreWeights(*self.weights)
     prompts_lib.get_style(self.prompt_style)
-    inversion.ScorerConfig(judge=self.judge, scorer=self.scorer, fidelity_k=self.fidelity_k)
+    inversion.ScorerConfig(judge=self.judge, scorer=self.scorer, fidelity_k=self.fidelity_k,
+                           command_cleaning=self.command_cleaning)
     selection.get_filter(self.filter, **self.filter_settings())
     if self.dtype not in ('float32', 'bfloat16'):
       raise UserError(f"--dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
@@ -131,6 +157,11 @@ class RunConfig:
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  def sampling(self, temperature: float, max_new_tokens: int) -> SamplingConfig:
+    """One of the three calls' sampling, with the run's top-k / top-p / stopping rule."""
+    return SamplingConfig(temperature, max_new_tokens, top_k=self.top_k, top_p=self.top_p,
+                          stop_at_newline=self.stop_at_newline)
 
 
 @dataclasses.dataclass
@@ -160,6 +191,14 @@ class Experiment:
     return lora_lib.merge_into_base(lora, self.base, self.lora_config, self.plain_state)
 
 
+# always: BOS starts every prompt (how every figure in BUILD_NOTES was made, also for
+# SmolLM2, whose GGUF says add_bos_token = false); tokenizer: as its config says (HF's way).
+BOS_RULES = ('always', 'tokenizer')
+
+# The original's temperature and budget of the reconstruction and rating calls.
+_CALL_SAMPLING = {'reconstruction': (0.3, 50), 'rating': (0.1, 5)}
+
+
 def build(config: RunConfig, model_source=None) -> Experiment:
   """Loads the model (or takes `model_source` = (ModelConfig, flat params, tokenizer))."""
   config.validate()
@@ -167,27 +206,32 @@ def build(config: RunConfig, model_source=None) -> Experiment:
   config.check_layers(model_config.num_layers)
   plain_graphdef, plain_state = model_lib.from_flat_params(
       model_config.replace(dtype=config.dtype), flat)
-  lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout)
+  lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout,
+                                    init=config.lora_init)
   graphdef, state = lora_lib.add_lora(plain_graphdef, plain_state, lora_config, seed=config.seed)
   graphdef, lora, base = lora_lib.split_lora(graphdef, state)
   train_config = training.TrainConfig(
       learning_rate=config.lr, batch_size=config.batch_size, epochs=config.epochs,
-      completion_only=config.completion_only)
+      completion_only=config.completion_only, max_grad_norm=config.max_grad_norm)
   return Experiment(
       config=config, graphdef=graphdef, base=base, initial_lora=lora, plain_state=plain_state,
       lora_config=lora_config, tokenizer=tokenizer,
       generator=generation.Generator(
           plain_graphdef, plain_state, tokenizer, stop_strings=('\n',),
-          num_devices=config.num_devices, max_batch=config.max_batch),
+          num_devices=config.num_devices, max_batch=config.max_batch,
+          add_bos=config.bos == 'always' or tokenizer.add_bos),
       trainer=training.Trainer(graphdef, base, train_config, config.num_devices,
                                pad_id=tokenizer.pad_id),
       style=prompts_lib.get_style(config.prompt_style),
-      bank=bank_lib.default_bank(),
+      bank=bank_lib.named_bank(config.task_bank),
       filter=selection.get_filter(config.filter, **config.filter_settings()),
       scorer=inversion.ScorerConfig(
           judge=config.judge, scorer=config.scorer, fidelity_layer=config.fidelity_layer,
           fidelity_k=config.fidelity_k, weights=text_lib.ScoreWeights(*config.weights),
-          generation=SamplingConfig(config.temperature, config.max_new_tokens),
+          command_cleaning=config.command_cleaning,
+          generation=config.sampling(config.temperature, config.max_new_tokens),
+          reconstruction=config.sampling(*_CALL_SAMPLING['reconstruction']),
+          rating=config.sampling(*_CALL_SAMPLING['rating']),
       ),
       heldout=(evaluation.subset(heldout.load(config.eval_split), config.eval_tasks)
                if config.eval_every else []),
@@ -203,7 +247,7 @@ def open_run(config: RunConfig, resume: bool):
       raise UserError(f'{config.run_dir} already holds {done} completed rounds; pass --resume '
                       'to continue it, or choose another --name or --output')
     return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), 1
-  checkpointer.check_resume(config.as_dict())
+  checkpointer.check_resume(config.as_dict(), defaults=RunConfig().as_dict())
   return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), (done or 0) + 1
 
 

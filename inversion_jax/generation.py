@@ -35,6 +35,8 @@ class _Batch:
   tokens: np.ndarray  # [B, Tp] left-padded
   key_start: np.ndarray  # [B]
   num_rows: int  # Real rows; the rest are padding copies.
+  prefix_len: int = 0  # Tokens in the shared prefix cache (BOS included).
+  cache: object = None  # The shared prefix's cache, or None.
 
 
 class Generator:
@@ -56,7 +58,11 @@ class Generator:
     self.compact_every = compact_every
     self._prefix_caches = {}
     self._device_state = parallel.replicate(state, num_devices) if num_devices > 1 else state
-    self.stop_mask, self.content_mask = (jnp.asarray(m) for m in self._token_masks())
+    stop, content = self._token_masks()
+    self.stop_mask, self.content_mask = jnp.asarray(stop), jnp.asarray(content)
+    eos_only = np.zeros_like(stop)
+    eos_only[list(tokenizer.eos_ids)] = True
+    self.eos_mask = jnp.asarray(eos_only)  # For SamplingConfig(stop_at_newline=False).
 
   def with_state(self, state) -> 'Generator':
     """The same generator for new weights (e.g. after training); prefix caches are redone."""
@@ -83,7 +89,8 @@ class Generator:
 
   def generate(self, prompts: Sequence, sampling: sampling_lib.SamplingConfig,
                seed: int = 0, desc: str = 'generate') -> Completions:
-    """Continues each prompt; output text is cut at the first stop string."""
+    """Continues each prompt; output text is cut at the first stop string (or, with
+    `sampling.stop_at_newline=False`, runs to EOS / the budget and is kept whole)."""
     prompts = [_as_pair(p) for p in prompts]
     texts, counts = [None] * len(prompts), [0] * len(prompts)
     key = jax.random.key(seed)
@@ -96,7 +103,8 @@ class Generator:
       # rows share its batch, on --max_batch or on the device count.
       gen = self._generate_rows(prefix, suffixes, sampling, key, np.asarray(rows))
       for row, tokens, length in zip(rows, gen.tokens, gen.lengths):
-        texts[row] = self._cut_at_stop(self.tokenizer.decode(tokens[:length].tolist()))
+        text = self.tokenizer.decode(tokens[:length].tolist())
+        texts[row] = self._cut_at_stop(text) if sampling.stop_at_newline else text
         counts[row] = int(length)
       bar.update(len(rows))
     bar.close()
@@ -108,7 +116,7 @@ class Generator:
     out = np.zeros((len(prompts), self.config.vocab_size), np.float32)
     for prefix, rows in self._chunks(prompts):
       batch = self._pad_rows([prompts[i][1] for i in rows], prefix, max_new=0)
-      logits = self._forward_last(prefix, batch)
+      logits = self._forward_last(batch)
       out[rows] = logits[: batch.num_rows]
     return out
 
@@ -147,7 +155,7 @@ class Generator:
         targets = [self.tokenizer.encode(' ' + completions[i].strip()) for i in part]
         batch = self._pad_rows(suffixes, prefix, max_new=max(len(t) for t in targets),
                                completions=targets)
-        prefix_len, cache = self._prefix_cache(prefix)
+        prefix_len, cache = batch.prefix_len, batch.cache
         positions = np.maximum(
             prefix_len + np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
         width = batch.tokens.shape[1]
@@ -194,32 +202,40 @@ class Generator:
         text = text[: text.index(stop)]
     return text
 
-  def prefix_tokens(self, prefix: str) -> list[int]:
-    tokens = self.tokenizer.encode(prefix) if prefix else []
-    return ([self.tokenizer.bos_id] if self.add_bos else []) + tokens
-
-  def _prefix_cache(self, prefix: str):
-    if prefix not in self._prefix_caches:
-      tokens = self.prefix_tokens(prefix)
+  def _prefix_cache(self, head: tuple[int, ...]):
+    """(length, cache) of BOS + the shared prefix ids `head`, prefilled once per weights."""
+    if head not in self._prefix_caches:
+      tokens = ([self.tokenizer.bos_id] if self.add_bos else []) + list(head)
       cache = None
       if tokens:
         cache = sampling_lib.jit_prefill_prefix(self.graphdef, self.state,
                                                 jnp.asarray(tokens, jnp.int32))
         if self.num_devices > 1:
           cache = parallel.replicate(cache, self.num_devices)
-      self._prefix_caches[prefix] = (len(tokens), cache)
-    return self._prefix_caches[prefix]
+      self._prefix_caches[head] = (len(tokens), cache)
+    return self._prefix_caches[head]
+
+  def _split_rows(self, prefix: str, suffixes) -> tuple[tuple[int, ...], list[list[int]]]:
+    """(shared prefix ids, row ids): each row's prompt is exactly the tokens of the joined
+    text prefix + suffix (`Tokenizer.split_joined`), with the longest shared head."""
+    if not prefix:
+      return (), [self.tokenizer.encode(s) for s in suffixes]
+    splits = [self.tokenizer.split_joined(prefix, s) for s in suffixes]
+    keep = min(len(head) for head, _ in splits)
+    return splits[0][0][:keep], [list(head[keep:]) + list(rest) for head, rest in splits]
 
   def _pad_rows(self, suffixes, prefix, max_new, completions=None) -> _Batch:
     """Left-padded rows; `completions` (token lists) are appended to the suffixes."""
-    prefix_len, _ = self._prefix_cache(prefix)
-    rows = [self.tokenizer.encode(s) for s in suffixes]
+    head, rows = self._split_rows(prefix, suffixes)
+    prefix_len, cache = self._prefix_cache(head) if prefix else (0, None)
     if not prefix_len:  # Without a prefix the BOS token starts each row.
       rows = [([self.tokenizer.bos_id] if self.add_bos else []) + r for r in rows]
     if completions is not None:
       rows = [r + list(c) for r, c in zip(rows, completions)]
       max_new = 0
-    return self._pad_token_rows(rows, prefix_len, max_new)
+    batch = self._pad_token_rows(rows, prefix_len, max_new)
+    batch.prefix_len, batch.cache = prefix_len, cache
+    return batch
 
   def _pad_token_rows(self, rows, prefix_len, max_new) -> _Batch:
     longest = max(len(r) for r in rows)
@@ -243,7 +259,8 @@ class Generator:
 
   def _generate_rows(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
     batch = self._pad_rows(suffixes, prefix, sampling.max_new_tokens)
-    _, cache = self._prefix_cache(prefix)
+    cache = batch.cache
+    stop_mask = self.stop_mask if sampling.stop_at_newline else self.eos_mask
     pad_id = int(self.tokenizer.pad_id)
     padded_ids = np.concatenate([row_ids, np.full(len(batch.tokens) - len(row_ids), row_ids[0])])
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded_ids, jnp.int32))
@@ -251,18 +268,18 @@ class Generator:
       fn = _pmapped_generate(self.graphdef, sampling, pad_id)
       tokens, key_start, keys = parallel.shard(
           (batch.tokens, batch.key_start, jax.random.key_data(keys)), self.num_devices)
-      gen = parallel.unshard(fn(self._device_state, tokens, key_start, keys, self.stop_mask,
+      gen = parallel.unshard(fn(self._device_state, tokens, key_start, keys, stop_mask,
                                 self.content_mask, cache))
     elif self.compact_every:
-      gen = self._compacting_generate(batch, cache, keys, sampling, pad_id)
+      gen = self._compacting_generate(batch, cache, keys, sampling, pad_id, stop_mask)
     else:
       gen = sampling_lib.jit_generate(
-          self.graphdef, self.state, batch.tokens, batch.key_start, keys, self.stop_mask,
+          self.graphdef, self.state, batch.tokens, batch.key_start, keys, stop_mask,
           self.content_mask, prefix=cache, sampling=sampling, pad_id=pad_id)
     tokens, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
     return sampling_lib.Generation(tokens[: batch.num_rows], lengths[: batch.num_rows])
 
-  def _compacting_generate(self, batch: _Batch, cache, keys, sampling, pad_id):
+  def _compacting_generate(self, batch: _Batch, cache, keys, sampling, pad_id, stop_mask):
     """Decodes `compact_every` steps at a time; when at most half the rows are still
     going, finished rows are collected and the batch shrinks to the next smaller bucket
     (halving, not below `batch_multiple`), so they stop costing decode steps.
@@ -272,7 +289,7 @@ class Generator:
     max_new = sampling.max_new_tokens
     common = dict(prefix=cache, sampling=sampling, pad_id=pad_id)
     carry = sampling_lib.jit_prefill(self.graphdef, self.state, batch.tokens, batch.key_start,
-                                     keys, self.stop_mask, self.content_mask, **common)
+                                     keys, stop_mask, self.content_mask, **common)
     key_start = jnp.asarray(batch.key_start)
     slots = np.arange(len(batch.tokens))  # Which row of the batch each slot holds (-1: copy).
     out = np.full((len(batch.tokens), max_new), pad_id, np.int32)
@@ -281,7 +298,7 @@ class Generator:
     while True:
       until = min(step + self.compact_every, max_new)
       carry = sampling_lib.jit_decode(self.graphdef, self.state, carry, key_start,
-                                      self.stop_mask, self.content_mask,
+                                      stop_mask, self.content_mask,
                                       until=jnp.int32(until), **common)
       step = int(carry.step)
       done = np.asarray(carry.done)
@@ -301,8 +318,8 @@ class Generator:
         carry, key_start = sampling_lib.jit_take_rows(carry, key_start, jnp.asarray(keep))
         slots = np.concatenate([slots[alive], np.full(target - len(alive), -1)])
 
-  def _forward_last(self, prefix, batch: _Batch) -> np.ndarray:
-    prefix_len, cache = self._prefix_cache(prefix)
+  def _forward_last(self, batch: _Batch) -> np.ndarray:
+    prefix_len, cache = batch.prefix_len, batch.cache
     positions = np.maximum(
         prefix_len + np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
     if self.num_devices == 1:

@@ -1,8 +1,10 @@
 """The run's JSON record: progress.json after every round, results JSON at the end.
 
 Files are replaced atomically (temp file, fsync, rename) so a crash never leaves a
-half-written record behind. `progress.json` holds `config`, `seed`, `cycles_completed` and `history` (one record per
-round: flat `phase/metric` values, see `metrics.py`).
+half-written record behind. `progress.json` holds `config`, `seed`, `cycles_completed` and
+`history.cycles` (one record per round: flat `phase/metric` values, see `metrics.py`, plus
+the original's per-cycle fields), with the original's other names beside them
+(`original_format.py`). `rounds_of` also reads the older shape (`history` a list).
 """
 
 import dataclasses
@@ -15,6 +17,7 @@ import tempfile
 import numpy as np
 
 from inversion_jax import metrics as metrics_lib
+from inversion_jax import original_format
 from inversion_jax.errors import UserError
 
 PROGRESS_FILE = 'progress.json'
@@ -98,14 +101,23 @@ class RunHistory:
     self.rounds = [r for r in self.rounds if r.get('cycle', 0) <= num_rounds]
 
   def to_progress(self) -> dict:
-    return {'config': jsonable(self.config), 'seed': self.seed,
-            'cycles_completed': len(self.rounds), 'history': self.rounds}
+    """Ours (config, seed, cycles_completed) and the original's names (last_completed_cycle,
+    timestamp, history.cycles / total_generated / total_accepted / config)."""
+    config = jsonable(self.config)
+    return {'config': config, 'seed': self.seed, 'cycles_completed': len(self.rounds),
+            'last_completed_cycle': self.rounds[-1]['cycle'] if self.rounds else 0,
+            'timestamp': original_format.timestamp(),
+            'history': original_format.history_block(config, self.rounds)}
 
   def save_progress(self, directory: str | Path) -> Path:
     return write_json_atomic(Path(directory) / PROGRESS_FILE, self.to_progress())
 
   def save_results(self, directory: str | Path) -> Path:
-    results = {'summary': summarize(self.rounds)} | self.to_progress()
+    """The summary and progress.json's fields, and at the top the original's results
+    (its `history` block: cycles, total_generated, total_accepted, config)."""
+    progress = self.to_progress()
+    results = {'summary': summarize(self.rounds), 'run_config': progress['config']} | progress
+    results |= progress['history']  # Its `config` holds ours plus the original's names.
     return write_json_atomic(Path(directory) / RESULTS_FILE, results)
 
   @classmethod
@@ -115,13 +127,19 @@ class RunHistory:
     try:
       progress = json.loads(path.read_text())
       return cls(config=progress['config'], seed=progress['seed'],
-                 rounds=list(progress['history']))
+                 rounds=rounds_of(progress))
     except FileNotFoundError as error:
       raise UserError(f'no {PROGRESS_FILE} in {directory}: nothing to resume; drop --resume'
                       ' or point --output at an earlier run') from error
     except (OSError, ValueError, KeyError, TypeError) as error:
       raise UserError(f'{path} is unreadable ({error}); restore it or start a fresh'
                       ' --output') from error
+
+
+def rounds_of(progress: dict) -> list[dict]:
+  """The round records of a progress.json, in its current shape or the older one (a list)."""
+  history = progress['history']
+  return list(history['cycles'] if isinstance(history, dict) else history)
 
 
 def _round_seconds(record: dict) -> float:

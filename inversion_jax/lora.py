@@ -10,6 +10,7 @@ one compilation for the whole run.
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from inversion_jax import model as model_lib
@@ -25,6 +26,7 @@ class LoRAConfig:
   alpha: float = 32.0
   dropout: float = 0.05
   targets: tuple[str, ...] = TARGETS
+  init: str = 'he'  # How `a` starts: 'he' or 'peft' (model.LORA_INITS).
 
   def __post_init__(self):
     if self.rank < 1:
@@ -34,19 +36,22 @@ class LoRAConfig:
     unknown = set(self.targets) - set(TARGETS)
     if unknown:
       raise ValueError(f'unknown LoRA targets {sorted(unknown)}; choose from {TARGETS}')
+    if self.init not in model_lib.LORA_INITS:
+      raise ValueError(f'unknown LoRA init {self.init!r}; choose from '
+                       f'{", ".join(model_lib.LORA_INITS)}')
 
 
 def add_lora(graphdef, state, config: LoRAConfig, seed: int = 0):
   """Returns (graphdef, state) of the same model with adapters on `config.targets`."""
   model = nnx.merge(graphdef, state)
   rngs = nnx.Rngs(seed)
-  dtype = model.config.jnp_dtype
+  dtype = jnp.float32  # Master copies: a bfloat16 model trains them in bfloat16 compute.
   for block in model.layers:
     for name in config.targets:
       linear = getattr(block.attn, name)
       in_dim, out_dim = linear.kernel.shape
       linear.lora = model_lib.LoRA(in_dim, out_dim, config.rank, config.alpha, config.dropout,
-                                   rngs=rngs, dtype=dtype)
+                                   rngs=rngs, dtype=dtype, init=config.init)
   return nnx.split(model)
 
 

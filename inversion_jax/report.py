@@ -32,7 +32,7 @@ def load_rounds(run_dir) -> tuple[dict, list[dict]]:
     raise UserError(f'no {history_lib.PROGRESS_FILE} in {run_dir}: not a run directory, or no '
                     'round has completed yet')
   progress = json.loads(path.read_text())
-  rounds = [dict(r, metrics=dict(r.get('metrics') or {})) for r in progress['history']]
+  rounds = [dict(r, metrics=dict(r.get('metrics') or {})) for r in history_lib.rounds_of(progress)]
   for record in rounds:
     cycle = int(record['cycle'])
     offline = _read_quality(run_dir, cycle)

@@ -17,6 +17,7 @@ from absl import logging
 
 from inversion_jax import early_warning
 from inversion_jax import metrics as metrics_lib
+from inversion_jax import original_format
 from inversion_jax import selection
 from inversion_jax import training
 from inversion_jax.quality import evaluation
@@ -128,7 +129,7 @@ def fine_tune(exp, lora, rows, round_index) -> tuple[object, object, Phase]:
     logging.warning('round %d: no candidate was selected; training skipped', round_index)
     return lora, opt_state, _train_phase([], 0, 'no candidate passed the filter', start)
   examples = [training.make_example(exp.tokenizer, *exp.style.training_text(
-      r.task.tool, r.task.text, r.command)) for r in rows]
+      r.task.tool, r.task.text, r.command), add_bos=exp.generator.add_bos) for r in rows]
   result = exp.trainer.run(lora, opt_state, examples, derive_seed(exp.config.seed, round_index,
                                                                    'train'))
   return result.lora, result.opt_state, _train_phase(result.losses, len(examples), None, start)
@@ -214,8 +215,11 @@ def make_record(round_index: int, phases: list[Phase], example_rows: list[dict],
   train = next(p for p in phases if p.name == 'train')
   signal = next((p for p in phases if p.name == early_warning.PHASE), None)
   timings['total'] = total_seconds  # Wall-clock: kept out of the metrics, which replay exactly.
+  rows = {p.name: p.rows for p in phases}
   return {
       'cycle': round_index,
+      # The original's names (before/after/improvement/example_*/timestamp), from the same rows.
+      **original_format.cycle_fields(flat, rows.get('before', []), rows.get('after', [])),
       'metrics': flat,
       'loss_curve': train.loss_curve,
       'train_skipped_reason': train.skipped_reason,

@@ -21,31 +21,40 @@ from inversion_jax.loading import gguf_loader, gguf_tokenizer
 
 
 class Tokenizer:
-  """Text <-> ids, special ids and chat formatting for one model."""
+  """Text <-> ids, special ids and chat formatting for one model.
+
+  `add_bos` says whether the model's own tokenizer puts BOS before a sequence (Llama 2 and
+  Mistral do, SmolLM2 does not); `encode` only adds it when asked, so callers pass
+  `add_bos=tok.add_bos`.
+  """
 
   def __init__(self, backend: tokenizers.Tokenizer, *, bos_id: int | None,
                eos_ids: Sequence[int], pad_id: int | None = None,
-               chat_template: str | None = None):
+               chat_template: str | None = None, add_bos: bool | None = None):
     if not eos_ids:
       raise UserError('the tokenizer defines no end-of-sequence token; the checkpoint must set '
                       'eos_token_id')
     self.backend = backend
     self.bos_id = bos_id
+    self.add_bos = bos_id is not None and (add_bos is None or bool(add_bos))
     self.eos_ids = tuple(int(i) for i in eos_ids)
     self.pad_id = self.eos_ids[0] if pad_id is None else int(pad_id)
     self.chat_template = chat_template
 
   @classmethod
   def from_gguf(cls, source: str | os.PathLike | gguf.GGUFReader) -> 'Tokenizer':
-    """Rebuilds the byte-level BPE a GGUF file describes (path or an already-open reader)."""
+    """Rebuilds the tokenizer a GGUF file describes (path or an already-open reader).
+
+    Byte-level BPE ('gpt2') and SentencePiece BPE ('llama') vocabularies are supported.
+    """
     reader = source if isinstance(source, gguf.GGUFReader) else gguf_loader.open_gguf(source)
     info = gguf_tokenizer.build_backend(reader)
     return cls(info.backend, bos_id=info.bos_id, eos_ids=info.eos_ids, pad_id=info.pad_id,
-               chat_template=info.chat_template)
+               chat_template=info.chat_template, add_bos=info.add_bos)
 
   @classmethod
   def from_hf_dir(cls, path: str | os.PathLike) -> 'Tokenizer':
-    """Loads tokenizer.json plus ids and template from an HF checkpoint directory."""
+    """Loads tokenizer.json plus ids, BOS setting and template from an HF checkpoint directory."""
     path = pathlib.Path(path)
     backend = _hf_backend(path)
     settings = _read_json(path / 'tokenizer_config.json')
@@ -63,7 +72,8 @@ class Tokenizer:
                      token_id('eos_token'))
     eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     return cls(backend, bos_id=bos_id, eos_ids=eos_ids, pad_id=token_id('pad_token'),
-               chat_template=_hf_chat_template(path, settings))
+               chat_template=_hf_chat_template(path, settings),
+               add_bos=_hf_add_bos(path, backend, settings, bos_id))
 
   @property
   def vocab_size(self) -> int:
@@ -84,6 +94,43 @@ class Tokenizer:
                    skip_special_tokens: bool = True) -> list[str]:
     return self.backend.decode_batch([[int(i) for i in ids] for ids in batch],
                                      skip_special_tokens=skip_special_tokens)
+
+  def encode_after(self, prefix: str, text: str) -> list[int]:
+    """The ids `text` gets when it follows `prefix` in one string.
+
+    `encode(prefix) + encode_after(prefix, text) == encode(prefix + text)`, so a prompt prefix
+    encoded (or prefilled) once can be extended without re-encoding it. This differs from
+    `encode(text)` where the tokenizer treats a text's start specially: SentencePiece puts a
+    dummy '▁' before every text, which must not appear mid-prompt. The prefix must end at a
+    token boundary of the joined text (end it with a newline, say), else UserError.
+    """
+    head = self._prefix_ids(prefix)
+    ids = self.encode(prefix + text)
+    if tuple(ids[:len(head)]) != head:
+      raise UserError(f'the prompt prefix {prefix[-20:]!r} does not end at a token boundary: '
+                      f'its last token merges with the start of {text[:20]!r}; end the prefix '
+                      'with a newline (or move the joining characters into the text)')
+    return ids[len(head):]
+
+  def split_joined(self, prefix: str, text: str) -> tuple[tuple[int, ...], list[int]]:
+    """(prefix ids, text ids) whose concatenation is `encode(prefix + text)`, the prefix ids
+    being the longest run of `encode(prefix)` that the joined text keeps.
+
+    Unlike `encode_after` this never fails: where a token straddles the boundary (GPT-2's
+    regex splits '\n\n' before a word into '\n' '\n' but keeps it whole at the end of a
+    string), the tokens from there on belong to the text's part. The sampler prefills the
+    prefix part once; every row's prompt is then exactly the joined text's tokens.
+    """
+    head = self._prefix_ids(prefix)
+    ids = self.encode(prefix + text)
+    keep = 0
+    while keep < min(len(head), len(ids)) and head[keep] == ids[keep]:
+      keep += 1
+    return head[:keep], ids[keep:]
+
+  @functools.lru_cache(maxsize=64)  # A run has a handful of prompt headers.
+  def _prefix_ids(self, prefix: str) -> tuple[int, ...]:
+    return tuple(self.encode(prefix))
 
   @functools.cache  # pylint: disable=method-cache-max-size-none  # One list per tokenizer.
   def token_texts(self) -> list[str]:
@@ -140,6 +187,24 @@ def _hf_backend(path: pathlib.Path) -> tokenizers.Tokenizer:
     return transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True).backend_tokenizer
   raise UserError(f'{path} has no tokenizer.json; add the tokenizer files to the checkpoint '
                   '(or install transformers to convert a tokenizer.model)')
+
+
+def _hf_add_bos(path: pathlib.Path, backend: tokenizers.Tokenizer, settings: dict[str, Any],
+                bos_id: int | None) -> bool:
+  """tokenizer_config.json's add_bos_token, else what tokenizer.json's post-processor does.
+
+  Without either (no flag, no post-processor) BOS is added when the model has one, as Llama-style
+  checkpoints expect. The post-processor of a tokenizer converted here from tokenizer.model
+  reflects transformers' defaults, not the checkpoint, so only a real tokenizer.json counts.
+  """
+  if bos_id is None:
+    return False
+  if 'add_bos_token' in settings:
+    return bool(settings['add_bos_token'])
+  if (path / 'tokenizer.json').is_file() and backend.post_processor is not None:
+    probe = backend.encode('a', add_special_tokens=True).ids
+    return probe[:1] == [bos_id]
+  return True
 
 
 def _hf_chat_template(path: pathlib.Path, settings: dict[str, Any]) -> str | None:

@@ -34,10 +34,13 @@ class TrainConfig:
   completion_only: bool = False  # True: loss on the command tokens only.
   micro_batch_size: int | None = None  # Rows per device per pass; None = all at once.
   length_multiple: int = 16
+  max_grad_norm: float | None = None  # HF Trainer's default is 1.0 (--preset=original).
 
   def __post_init__(self):
     if self.learning_rate <= 0 or self.batch_size < 1 or self.epochs < 1:
       raise ValueError('learning_rate, batch_size and epochs must be positive')
+    if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+      raise ValueError(f'max_grad_norm must be > 0, got {self.max_grad_norm}')
 
 
 class NonFiniteLoss(RuntimeError):
@@ -53,10 +56,11 @@ class Example:
 
 
 def make_example(tokenizer, prompt: str, completion: str, add_bos: bool = True) -> Example:
+  """Prompt + completion are the ids of the joined text (`Tokenizer.split_joined`): a
+  SentencePiece tokenizer would give a separately encoded completion a stray '▁'."""
   bos = [tokenizer.bos_id] if add_bos and tokenizer.bos_id is not None else []
-  prompt_ids = bos + tokenizer.encode(prompt)
-  completion_ids = tokenizer.encode(completion) + [tokenizer.eos_ids[0]]
-  return Example(tuple(prompt_ids), tuple(completion_ids))
+  prompt_ids, completion_ids = tokenizer.split_joined(prompt, completion)
+  return Example(tuple(bos + list(prompt_ids)), tuple(list(completion_ids) + [tokenizer.eos_ids[0]]))
 
 
 def batch_arrays(examples: Sequence[Example], rows: int, width: int, completion_only: bool,
@@ -80,12 +84,23 @@ def batch_arrays(examples: Sequence[Example], rows: int, width: int, completion_
 
 
 def loss_sums(lora, base, graphdef, inputs, targets, weights, dropout_key):
-  """(sum of weighted token losses, sum of weights) for one micro-batch."""
+  """(sum of weighted token losses, sum of weights) for one micro-batch.
+
+  Mixed precision like HF's AMP: the adapters are float32 masters, cast to the base
+  weights' dtype for the forward pass (a no-op in float32); the loss is float32.
+  """
+  compute = compute_dtype(base)
+  lora = jax.tree.map(lambda x: x.astype(compute), lora)
   positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
   logits, _, _ = model_lib.forward(graphdef, (lora, base), inputs, positions,
                                 dropout_key=dropout_key)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
   return jnp.sum(losses * weights), jnp.sum(weights)
+
+
+def compute_dtype(base):
+  """The dtype of the frozen base weights: the forward pass runs in it."""
+  return next(x.dtype for x in jax.tree.leaves(base) if jnp.issubdtype(x.dtype, jnp.floating))
 
 
 def train_step(lora, opt_state, base, batch, key, *, graphdef, optimizer):
@@ -117,9 +132,19 @@ def train_step(lora, opt_state, base, batch, key, *, graphdef, optimizer):
 
 
 def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
-  """AdamW with the learning rate as state, so the per-step schedule costs no recompile."""
-  return optax.inject_hyperparams(optax.adamw)(
-      learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+  """AdamW with the learning rate as state, so the per-step schedule costs no recompile;
+  with `max_grad_norm`, gradients are clipped to that global norm first (HF Trainer)."""
+  if config.max_grad_norm is None:  # The state keeps the shape older checkpoints have.
+    return optax.inject_hyperparams(optax.adamw)(
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+  return optax.inject_hyperparams(_clipped_adamw, static_args=('max_grad_norm',))(
+      learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+      max_grad_norm=config.max_grad_norm)
+
+
+def _clipped_adamw(learning_rate, weight_decay, max_grad_norm):
+  return optax.chain(optax.clip_by_global_norm(max_grad_norm),
+                     optax.adamw(learning_rate, weight_decay=weight_decay))
 
 
 @functools.lru_cache(maxsize=8)

@@ -44,9 +44,9 @@ def config_for(tiny_gguf, tmp_path, **overrides):
 
 
 def round_metrics(run_dir):
-  """Per-round records without wall-clock timings (which differ run to run)."""
-  rounds = json.loads((pathlib.Path(run_dir) / history.PROGRESS_FILE).read_text())['history']
-  return [{k: v for k, v in r.items() if k != 'timings'} for r in rounds]
+  """Per-round records without wall-clock timings and timestamps (which differ run to run)."""
+  rounds = history.rounds_of(json.loads((pathlib.Path(run_dir) / history.PROGRESS_FILE).read_text()))
+  return [{k: v for k, v in r.items() if k not in ('timings', 'timestamp')} for r in rounds]
 
 
 def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
@@ -251,6 +251,9 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
     (dict(filter='reproducibility', repro_similarity=1.5), 'repro_similarity'),
     (dict(filter='reproducibility', repro_weights=(0.5, 0.6)), 'repro_weights'),
     (dict(repro_layer=99), 'repro_layer'), (dict(fidelity_k=0), 'fidelity_k'),
+    (dict(top_k=0), 'top_k'), (dict(top_p=0.0), 'top_p'), (dict(max_grad_norm=0.0), 'max_grad_norm'),
+    (dict(task_bank='bogus'), 'task bank'), (dict(preset='bogus'), 'preset'),
+    (dict(lora_init='xavier'), 'lora_init'), (dict(command_cleaning='tidy'), 'command_cleaning'),
 ])
 def test_bad_settings_are_user_errors(tiny_gguf, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):

@@ -70,10 +70,20 @@ def test_progress_and_results_files(tmp_path):
   progress = json.loads((tmp_path / 'progress.json').read_text())
   assert progress['cycles_completed'] == 3 and progress['seed'] == 3
   assert progress['config'] == {'tasks': 50, 'tools': ['nmap']}
-  assert [r['cycle'] for r in progress['history']] == [1, 2, 3]
+  assert [r['cycle'] for r in history.rounds_of(progress)] == [1, 2, 3]
   results = json.loads((tmp_path / 'self_improvement_results.json').read_text())
   assert results['summary']['total_tokens_generated'] == 3000
   assert results['history'] == progress['history']
+  # The original's names: progress.json and the results file (= its `history` block).
+  assert progress['last_completed_cycle'] == 3 and 'timestamp' in progress
+  assert set(progress['history']) == {'cycles', 'total_generated', 'total_accepted', 'config'}
+  assert results['cycles'] == progress['history']['cycles']
+  assert results['config']['tasks'] == 50 and results['run_config'] == progress['config']
+
+
+def test_rounds_of_reads_the_older_shape():
+  assert history.rounds_of({'history': [{'cycle': 1}]}) == [{'cycle': 1}]
+  assert history.rounds_of({'history': {'cycles': [{'cycle': 2}]}}) == [{'cycle': 2}]
 
 
 def test_load_round_trips_and_truncates(tmp_path):

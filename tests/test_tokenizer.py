@@ -64,7 +64,7 @@ def test_chat_template_and_its_absence(tmp_path):
 
 
 @pytest.mark.parametrize('args, message', [
-    (dict(model='llama'), "tokenizer model 'llama' is not supported"),
+    (dict(model='t5'), "tokenizer model 't5' is not supported"),
     (dict(pre='made-up'), "pre-tokenizer 'made-up' is not supported"),
 ])
 def test_unsupported_gguf_tokenizers(tmp_path, args, message):

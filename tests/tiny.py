@@ -10,6 +10,10 @@ class ByteTokenizer:
   def encode(self, text, add_bos=False):
     return ([self.bos_id] if add_bos else []) + [b + 3 for b in text.encode('utf-8')]
 
+  def split_joined(self, prefix, text):
+    """Bytes never merge: the joined text's ids are the two parts' ids."""
+    return tuple(self.encode(prefix)), self.encode(text)
+
   def decode(self, ids, skip_special_tokens=True):
     return bytes(i - 3 for i in ids if i >= 3 and i < 259).decode('utf-8', errors='replace')
 

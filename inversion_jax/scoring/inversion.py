@@ -30,6 +30,7 @@ class ScorerConfig:
   scorer: str = 'reconstruction'  # or 'fidelity': the hidden-state inversion fidelity.
   fidelity_layer: int | None = None  # None: the model's middle layer.
   fidelity_k: int = 5
+  command_cleaning: str = 'ours'  # or 'original' (text.CLEANERS).
   weights: text_lib.ScoreWeights = text_lib.ScoreWeights()
   generation: SamplingConfig = SamplingConfig(temperature=0.7, max_new_tokens=100)
   reconstruction: SamplingConfig = SamplingConfig(temperature=0.3, max_new_tokens=50)
@@ -42,6 +43,9 @@ class ScorerConfig:
       raise UserError(f'unknown scorer {self.scorer!r}; choose one of {", ".join(SCORERS)}')
     if self.fidelity_k < 1:
       raise UserError(f'--fidelity_k must be >= 1, got {self.fidelity_k}')
+    if self.command_cleaning not in text_lib.CLEANERS:
+      raise UserError(f'unknown --command_cleaning {self.command_cleaning!r}; choose one of '
+                      f'{", ".join(text_lib.CLEANERS)}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +86,7 @@ def score_tasks(generator, style: prompts_lib.PromptStyle, tasks: Sequence[Task]
   start = time.perf_counter()
   gen = generator.generate([style.generation(t.tool, t.text) for t in rows], config.generation,
                            seed=seed, desc='generate')
-  commands = [text_lib.clean_command(c) for c in gen.texts]
+  commands = [text_lib.CLEANERS[config.command_cleaning](c) for c in gen.texts]
   seconds['generate'], tokens = time.perf_counter() - start, tokens + sum(gen.num_tokens)
 
   if config.scorer == 'fidelity':

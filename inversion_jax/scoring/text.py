@@ -46,6 +46,19 @@ def clean_command(raw: str) -> str:
   return command
 
 
+def clean_command_original(raw: str) -> str:
+  """The original's cleaning, verbatim (`--command_cleaning=original`): first line, no
+  backticks, one pair of surrounding double quotes removed; a fence line stays."""
+  command = raw.strip().split('\n')[0].strip()
+  command = command.replace('`', '').strip()
+  if command.startswith('"') and command.endswith('"'):
+    command = command[1:-1]
+  return command
+
+
+CLEANERS = {'ours': clean_command, 'original': clean_command_original}
+
+
 def clean_reconstruction(raw: str) -> str:
   """First line of a reconstruction, trimmed."""
   return _first_line(raw)

@@ -37,13 +37,21 @@ _FORMATTER = string.Formatter()
 
 def load_tools(path: pathlib.Path) -> list[bank.Tool]:
   """Parses every tool in `path`; pools are private to the file that defines them."""
+  return load_file(path)[0]
+
+
+def load_file(path: pathlib.Path) -> tuple[list[bank.Tool], str]:
+  """(tools, sampling) of one task file; "sampling" defaults to round_robin."""
   raw = _read_json(path)
   where = str(path)
   _expect(isinstance(raw, dict), where, 'top level must be a JSON object')
+  sampling = raw.get('sampling', 'round_robin')
+  _expect(sampling in bank.SAMPLINGS, where,
+          f'"sampling" must be one of {", ".join(bank.SAMPLINGS)}, got {sampling!r}')
   pools = _parse_pools(raw.get('pools'), where)
   tools = raw.get('tools')
   _expect(isinstance(tools, list) and tools, where, '"tools" must be a non-empty list')
-  return [_parse_tool(t, pools, f'{where}: tools[{i}]') for i, t in enumerate(tools)]
+  return [_parse_tool(t, pools, f'{where}: tools[{i}]') for i, t in enumerate(tools)], sampling
 
 
 def _read_json(path: pathlib.Path) -> Any:
@@ -68,14 +76,39 @@ def _parse_pools(raw: Any, where: str) -> dict[str, bank.SlotPool]:
   """Returns slot name -> pool, checking no slot is provided by two pools."""
   _expect(isinstance(raw, dict) and raw, where, '"pools" must be a non-empty object')
   by_slot: dict[str, bank.SlotPool] = {}
-  for name, spec in raw.items():
-    pool = _parse_pool(name, spec, f'{where}: pool "{name}"')
+  plain = {name: spec for name, spec in raw.items() if not _is_sampled(spec)}
+  sampled = {name: spec for name, spec in raw.items() if _is_sampled(spec)}
+  parsed = {name: _parse_pool(name, spec, f'{where}: pool "{name}"')
+            for name, spec in plain.items()}
+  parsed |= {name: _parse_sampled_pool(name, spec, parsed, f'{where}: pool "{name}"')
+             for name, spec in sampled.items()}
+  for name, pool in parsed.items():
     for slot in pool.slots:
       _expect(slot not in by_slot, where,
               f'slot "{slot}" is filled by pools "{by_slot.get(slot, pool).name}" and '
               f'"{name}"; keep one')
       by_slot[slot] = pool
   return by_slot
+
+
+def _is_sampled(spec: Any) -> bool:
+  return isinstance(spec, dict) and 'sample_of' in spec
+
+
+def _parse_sampled_pool(name: str, spec: dict, pools: dict[str, bank.SlotPool],
+                        where: str) -> bank.SlotPool:
+  """{"sample_of": "port", "count": [2, 4], "separator": ","}: distinct values joined."""
+  _expect(set(spec) == {'sample_of', 'count', 'separator'}, where,
+          'a sampled pool has exactly the keys sample_of, count and separator')
+  source = pools.get(spec['sample_of'])
+  _expect(source is not None and len(source.slots) == 1, where,
+          f'"sample_of" must name a plain one-slot pool of this file, got {spec["sample_of"]!r}')
+  count = spec['count']
+  _expect(isinstance(count, list) and len(count) == 2 and all(isinstance(c, int) for c in count)
+          and 1 <= count[0] <= count[1], where, '"count" must be [min, max] with 1 <= min <= max')
+  _expect(isinstance(spec['separator'], str), where, '"separator" must be a string')
+  return bank.SlotPool(name=name, slots=(name,), values={},
+                       sample=(source, (count[0], count[1]), spec['separator']))
 
 
 def _parse_pool(name: str, spec: Any, where: str) -> bank.SlotPool:
