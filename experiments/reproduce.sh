@@ -5,6 +5,8 @@
 # ones), then compare_runs over the study's runs.
 #
 #   bash experiments/reproduce.sh            # runs under runs/study_*, results in benchmarks/study/
+#   bash experiments/reproduce.sh --collect  # no runs: compare the finished ones, copy the
+#                                            # small files of all (a study still under way)
 #
 # Settings and why (BUILD_NOTES "The study"):
 #   --tasks=8 --candidates=3    24 rows a phase. Chosen on wall time alone: one probe round at
@@ -66,6 +68,37 @@ lane() {  # lane index: runs lane, lane + LANES, ...; the lane's processes share
   done
 }
 
+rounds_done() {  # run dir -> completed rounds (0 when none)
+  "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["cycles_completed"])' \
+      "$1/progress.json" 2>/dev/null || echo 0
+}
+
+collect() {  # compare_runs over the runs that finished, small files of every run
+  local finished=() rollback="runs/study_threshold_s${SEEDS[0]}_rollback" d
+  mkdir -p benchmarks/study
+  for seed in "${SEEDS[@]}"; do
+    for d in "runs/study_threshold_s$seed" "runs/study_reproducibility_s$seed"; do
+      (( $(rounds_done "$d") >= CYCLES )) && finished+=("$d")
+    done
+  done
+  (( ${#finished[@]} )) && "$PY" experiments/compare_runs.py "${finished[@]}" \
+      --output=benchmarks/study/compare
+  if (( $(rounds_done "$rollback") >= CYCLES )); then
+    "$PY" experiments/compare_runs.py "runs/study_threshold_s${SEEDS[0]}" "$rollback" \
+        --differ=on_goodhart --output=benchmarks/study/monitored
+  fi
+  for d in runs/study_*/; do  # Small files only: no checkpoints.
+    d=${d%/}
+    [[ -f $d/progress.json ]] || continue
+    mkdir -p "benchmarks/study/$(basename "$d")"
+    cp "$d/progress.json" "benchmarks/study/$(basename "$d")/"
+    for f in report.md goodhart.png; do [[ -f $d/$f ]] && cp "$d/$f" "benchmarks/study/$(basename "$d")/"; done
+  done
+  echo "collected ($(date -u +%FT%TZ)): ${#finished[@]} finished run(s) compared in benchmarks/study/compare.md"
+}
+
+if [[ ${1:-} == --collect ]]; then collect; exit 0; fi
+
 start=$(date +%s)
 pids=()
 for (( lane_index = 0; lane_index < LANES; lane_index++ )); do
@@ -76,17 +109,5 @@ for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 (( status == 0 )) || { echo "some runs failed; rerun this script to continue them"; exit 1; }
 echo "all runs done in $(( ($(date +%s) - start) / 60 )) min this invocation"
 
-dirs=()
-for seed in "${SEEDS[@]}"; do
-  dirs+=("runs/study_threshold_s$seed" "runs/study_reproducibility_s$seed")
-done
-mkdir -p benchmarks/study
-"$PY" experiments/compare_runs.py "${dirs[@]}" --output=benchmarks/study/compare
-"$PY" experiments/compare_runs.py "runs/study_threshold_s${SEEDS[0]}" \
-    "runs/study_threshold_s${SEEDS[0]}_rollback" --differ=on_goodhart \
-    --output=benchmarks/study/monitored
-for d in "${dirs[@]}" "runs/study_threshold_s${SEEDS[0]}_rollback"; do  # Small files only.
-  mkdir -p "benchmarks/study/$(basename "$d")"
-  cp "$d/progress.json" "$d/report.md" "$d/goodhart.png" "benchmarks/study/$(basename "$d")/"
-done
-echo "study done ($(date -u +%FT%TZ)): benchmarks/study/compare.md"
+collect
+echo "study done ($(date -u +%FT%TZ))"

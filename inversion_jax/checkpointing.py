@@ -43,12 +43,10 @@ class RoundCheckpointer:
   def __init__(self, directory: str | Path, run_config: dict):
     self.directory = Path(directory)
     self._checkpoint_dir = self.directory / CHECKPOINT_SUBDIR
+    self._run_config = run_config
     try:
       self._checkpoint_dir.mkdir(parents=True, exist_ok=True)
-      config_path = self.directory / RUN_CONFIG_FILE
-      if not config_path.exists():
-        write_json_atomic(config_path, run_config)
-      elif not os.access(self.directory, os.W_OK):
+      if not os.access(self.directory, os.W_OK):
         raise PermissionError(f'{self.directory} is not writable')
     except OSError as error:
       raise UserError(
@@ -108,6 +106,10 @@ class RoundCheckpointer:
     if not self._manager.save(round_index, args=args):
       raise RuntimeError(f'Orbax declined to save step {round_index}')
     self._manager.wait_until_finished()
+    if round_index == 1 or not (self.directory / RUN_CONFIG_FILE).exists():
+      # Written when the first round commits: a start that fails (a mistyped --model, a
+      # kill in round 1) leaves no configuration for a later --resume to be held to.
+      write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)
 
   def restore(self, round_index: int, lora_like, opt_state_like):
     """Returns `(lora, opt_state, rng, meta)` of a saved round, shaped like *_like."""
@@ -146,6 +148,8 @@ class RoundCheckpointer:
     A setting the stored run predates counts as its value in `defaults` (the behaviour
     the run had before the setting existed).
     """
+    if not self.all_rounds():
+      return  # Nothing committed yet: whatever config is there belongs to no round.
     stored = _read_json(self.directory / RUN_CONFIG_FILE)
     current = json.loads(json.dumps(jsonable(run_config)))  # Tuples -> lists, as stored.
     older = json.loads(json.dumps(jsonable(defaults or {})))

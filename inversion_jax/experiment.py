@@ -7,7 +7,9 @@ progress.json after it, and on `resume` continues after the last complete round.
 """
 
 import dataclasses
+import math
 import pathlib
+import re
 import time
 
 import jax
@@ -34,6 +36,9 @@ from inversion_jax.sampling import SamplingConfig
 from inversion_jax.scoring import inversion
 from inversion_jax.scoring import text as text_lib
 from inversion_jax.tasks import bank as bank_lib
+
+
+_PLAIN_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._-]*')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +94,14 @@ class RunConfig:
 
   def validate(self):
     """Raises UserError for values the loop cannot run with."""
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      values = value if isinstance(value, tuple) else (value,)
+      if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        raise UserError(f'--{field.name} must be a finite number, got {value}')
+    if not _PLAIN_NAME.fullmatch(self.name) or self.name in ('.', '..'):
+      raise UserError(f'--name={self.name!r} must be a plain name (letters, digits, . _ -): the '
+                      'run lives in <output>/<name>; use --output for the directory')
     for field in ('cycles', 'tasks', 'candidates', 'batch_size', 'epochs', 'lora_rank',
                   'max_new_tokens', 'num_devices', 'max_batch'):
       if getattr(self, field) < 1:

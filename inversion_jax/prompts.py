@@ -93,16 +93,23 @@ class PromptStyle:
   reconstruction_row: str
   rating_head: str
   rating_row: str
+  # Values are put on one line (the few-shot rows must stay rows); False inserts them
+  # verbatim, as the original's f-strings did.
+  one_line: bool = True
 
   def generation(self, tool: str, task: str) -> Prompt:
-    return Prompt(self.generation_head, _fill(self.generation_row, tool=tool, task=task))
+    return Prompt(self.generation_head, self._fill(self.generation_row, tool=tool, task=task))
 
   def reconstruction(self, tool: str, command: str) -> Prompt:
     return Prompt(self.reconstruction_head,
-                  _fill(self.reconstruction_row, tool=tool, command=command))
+                  self._fill(self.reconstruction_row, tool=tool, command=command))
 
   def rating(self, original: str, reconstruction: str) -> Prompt:
-    return Prompt(self.rating_head, _fill(self.rating_row, task1=original, task2=reconstruction))
+    return Prompt(self.rating_head,
+                  self._fill(self.rating_row, task1=original, task2=reconstruction))
+
+  def _fill(self, row: str, **values: str) -> str:
+    return _fill(row, **values) if self.one_line else row.format(**values)
 
   def training_text(self, tool: str, task: str, command: str) -> tuple[str, str]:
     """(prompt, completion) for fine-tuning; the loss belongs on the completion only."""
@@ -139,6 +146,7 @@ _ORIGINAL = PromptStyle(
         'Rate how similar these two task descriptions are on a scale of 0 to 10.\n'
         'Only output a single number.\n\n'),
     rating_row='Task 1: {task1}\nTask 2: {task2}\n\nSimilarity (0-10):',
+    one_line=False,
 )
 
 _FEWSHOT_GENERATION_ROW = 'Tool: {tool}\nTask: {task}\nCommand:'

@@ -59,11 +59,19 @@ def test_round_trip_restores_every_round(tmp_path):
                                               'curve': [1.0, 0.5], 'note': 'ok'}}
 
 
-def test_empty_directory_has_no_rounds_and_writes_run_config(tmp_path):
+def test_run_config_is_written_when_round_1_commits(tmp_path):
   with checkpointing.RoundCheckpointer(tmp_path / 'out', CONFIG) as ckpt:
     assert ckpt.latest_round() is None and ckpt.all_rounds() == []
+  assert not (tmp_path / 'out' / 'run_config.json').exists()  # A failed start leaves none.
+  _save_rounds(tmp_path / 'out', [1])
   stored = json.loads((tmp_path / 'out' / 'run_config.json').read_text())
   assert stored['tools'] == ['nmap', 'hydra'] and stored['lr'] == 0.0002
+
+
+def test_a_stale_config_without_rounds_does_not_hold_a_resume(tmp_path):
+  (tmp_path / 'run_config.json').write_text(json.dumps(CONFIG | {'lr': 9.0}))
+  with checkpointing.RoundCheckpointer(tmp_path, CONFIG) as ckpt:
+    ckpt.check_resume(CONFIG)  # No round committed: the stale file is not a run's config.
 
 
 def test_interrupted_save_is_ignored_on_reopen(tmp_path):
@@ -113,6 +121,7 @@ def test_restore_of_missing_round_is_a_user_error(tmp_path):
 
 
 def test_check_resume_names_every_changed_setting(tmp_path):
+  _save_rounds(tmp_path, [1])
   ckpt = checkpointing.RoundCheckpointer(tmp_path, CONFIG)
   ckpt.check_resume(CONFIG | {'cycles': 10, 'resume': True})  # Allowed to change.
   with pytest.raises(UserError) as info:

@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT / 'experiments'))
 import compare_runs  # noqa: E402
 
 
-def make_run(root, name, seed, quality_end, filter_name='threshold', lr=2e-4, early=()):
-  config = {'name': name, 'seed': seed, 'filter': filter_name, 'lr': lr, 'threshold': 0.2}
+def make_run(root, name, seed, quality_end, filter_name='threshold', lr=2e-4, early=(), **extra):
+  config = {'name': name, 'seed': seed, 'filter': filter_name, 'lr': lr, 'threshold': 0.2} | extra
   rounds = []
   for cycle, (score, quality) in enumerate([(0.30, 0.40), (0.33, quality_end)], 1):
     metrics = {'before/mean_score': 0.25, 'after/mean_score': score,
@@ -69,6 +69,17 @@ def test_cli_writes_files_and_refuses_other_differences(tmp_path):
                        text=True, timeout=300)
   assert bad.returncode == 2 and "runs differ in 'lr'" in bad.stderr
   assert 'Traceback' not in bad.stderr
+
+
+def test_differ_allows_a_monitored_rerun_and_labels_it(tmp_path):
+  plain = make_run(tmp_path, 'plain', 0, 0.36)
+  monitored = make_run(tmp_path, 'monitored', 0, 0.40, on_goodhart='rollback')
+  with pytest.raises(compare_runs.UserError, match="'on_goodhart'"):
+    compare_runs.group_runs([plain, monitored])
+  groups = compare_runs.group_runs([plain, monitored], differ=['on_goodhart'])
+  assert sorted(groups) == ['V1 (threshold, on_goodhart=rollback)', 'V1 (threshold, on_goodhart=warn)']
+  with pytest.raises(compare_runs.UserError, match='no such setting'):
+    compare_runs.group_runs([plain, monitored], differ=['vibes'])
 
 
 def test_early_warning_precision_recall_and_lead_time(tmp_path):

@@ -254,6 +254,8 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
     (dict(top_k=0), 'top_k'), (dict(top_p=0.0), 'top_p'), (dict(max_grad_norm=0.0), 'max_grad_norm'),
     (dict(task_bank='bogus'), 'task bank'), (dict(preset='bogus'), 'preset'),
     (dict(lora_init='xavier'), 'lora_init'), (dict(command_cleaning='tidy'), 'command_cleaning'),
+    (dict(lr=float('nan')), 'finite'), (dict(temperature=float('inf')), 'finite'),
+    (dict(name='../../etc'), 'plain name'), (dict(name='a/b'), 'plain name'),
 ])
 def test_bad_settings_are_user_errors(tiny_gguf, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):

@@ -248,3 +248,51 @@ def test_unsupported_gguf_tokenizer_model_is_one_line(sp_model, tmp_path):
   with pytest.raises(UserError, match="'t5' is not supported.*'gpt2'.*'llama'") as error:
     Tokenizer.from_gguf(path)
   assert '\n' not in str(error.value)
+
+
+# The original's three prompt f-strings (intrinsic_self_improvement.py), verbatim.
+ORIGINAL_GENERATE = ('You are a penetration testing expert. Generate ONLY the command, nothing '
+                     'else.\n\nTool: {tool}\nTask: {task}\n\nCommand:')
+ORIGINAL_INVERT = ('You are a penetration testing expert. Given this command, describe what task '
+                   'it accomplishes in one sentence.\n\nTool: {tool}\nCommand: {command}\n\n'
+                   'This command will:')
+ORIGINAL_RATE = ('Rate how similar these two task descriptions are on a scale of 0 to 10.\nOnly '
+                 'output a single number.\n\nTask 1: {task1}\nTask 2: {task2}\n\nSimilarity (0-10):')
+
+
+def test_faithful_round_prompts_are_transformers_ids(ours, theirs, monkeypatch):
+  """A whole --preset=original scoring round on a tiny Llama with this SentencePiece
+  tokenizer: every prompt the sampler sees is token for token what transformers'
+  tokenizer makes of the original's prompt string (BOS included)."""
+  from inversion_jax import experiment, generation, presets, prompts
+  from inversion_jax import model as model_lib
+  from inversion_jax.config import ModelConfig
+  from inversion_jax.scoring import inversion
+  from inversion_jax.tasks import bank as bank_lib
+
+  config = presets.apply(experiment.RunConfig(), 'original')
+  graphdef, state = model_lib.create(ModelConfig.tiny(vocab_size=ours.vocab_size,
+                                                      max_seq_len=1024), seed=0)
+  gen = generation.Generator(graphdef, state, ours, add_bos=ours.add_bos, show_progress=False)
+  seen = []  # (joined prompt text, the ids the sampler got) per row.
+  split = gen._split_rows
+
+  def spy(prefix, suffixes):
+    head, rows = split(prefix, suffixes)
+    seen.extend((prefix + s, [ours.bos_id, *head, *r]) for s, r in zip(suffixes, rows))
+    return head, rows
+
+  monkeypatch.setattr(gen, '_split_rows', spy)
+  scorer = inversion.ScorerConfig(
+      command_cleaning=config.command_cleaning, generation=config.sampling(0.7, 100),
+      reconstruction=config.sampling(0.3, 50), rating=config.sampling(0.1, 5))
+  assert scorer.generation.top_k == 50 and not scorer.generation.stop_at_newline
+  tasks = bank_lib.sample_tasks(bank_lib.named_bank('original'), 4, seed=0)
+  batch = inversion.score_tasks(gen, prompts.get_style(config.prompt_style), tasks, 2, scorer, 0)
+  expected = ([ORIGINAL_GENERATE.format(tool=r.task.tool, task=r.task.text) for r in batch.rows]
+              + [ORIGINAL_INVERT.format(tool=r.task.tool, command=r.command) for r in batch.rows]
+              + [ORIGINAL_RATE.format(task1=r.task.text, task2=r.reconstruction)
+                 for r in batch.rows])
+  assert [text for text, _ in seen] == expected
+  for text, ids in seen:
+    assert ids == theirs(text).input_ids, text
