@@ -74,3 +74,37 @@ def test_one_round_on_the_embedded_model(smollm2_loaded, smollm2_tokenizer, tmp_
     assert metrics[f'{phase}/tokens_generated'] > 0
   for phase in ('base', 'heldout'):
     assert metrics[f'{phase}/num_graded'] == 9 and 0.0 <= metrics[f'{phase}/quality'] <= 1.0
+
+
+def test_prompts_are_the_joined_texts_ids(smollm2_loaded, smollm2_tokenizer):
+  """GPT-2's regex splits the header's final '\n\n' differently when a word follows: every
+  row the sampler sees must still be exactly the ids of the joined prompt text."""
+  from inversion_jax import generation, prompts
+  config, params = smollm2_loaded
+  graphdef, state = model_lib.from_flat_params(config, params)
+  gen = generation.Generator(graphdef, state, smollm2_tokenizer, show_progress=False)
+  for style in ('fewshot', 'original'):
+    rows = [prompts.get_style(style).generation('nmap', f'Scan 10.0.0.{i} for open ports')
+            for i in range(3)]
+    head, ids = gen._split_rows(rows[0].prefix, [r.suffix for r in rows])
+    assert head, style  # The shared header stays shared.
+    for row, row_ids in zip(rows, ids):
+      assert list(head) + row_ids == smollm2_tokenizer.encode(row.text), style
+
+
+def test_preset_original_round_on_the_embedded_model(smollm2_loaded, smollm2_tokenizer, tmp_path):
+  """--preset=original on the embedded model (sizes cut for time) writes the original's fields."""
+  import json
+  from inversion_jax import history, presets
+  config, params = smollm2_loaded
+  explicit = dict(cycles=1, tasks=2, candidates=1, max_new_tokens=24, eval_every=0)
+  run = presets.apply(experiment.RunConfig(**explicit, output=str(tmp_path), name='original'),
+                      'original', explicit)
+  assert run.top_k == 50 and run.prompt_style == 'original' and not run.stop_at_newline
+  experiment.run(run, model_source=(config, params, smollm2_tokenizer))
+  progress = json.loads((tmp_path / 'original' / history.PROGRESS_FILE).read_text())
+  cycle = progress['history']['cycles'][0]
+  assert progress['last_completed_cycle'] == 1 and progress['history']['total_generated'] == 4
+  assert cycle['before']['total_generated'] == 2 and 0 <= cycle['after']['mean_score'] <= 1
+  assert {'tool', 'task', 'command', 'reconstructed_task', 'intrinsic_score'} == set(
+      cycle['example_before'][0])
