@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from inversion_jax import model as model_lib  # noqa: E402
+from inversion_jax import quantize  # noqa: E402
 from inversion_jax import sampling  # noqa: E402
 from inversion_jax.config import ModelConfig  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
@@ -78,6 +79,9 @@ def define_flags() -> None:
   flags.DEFINE_enum('device', 'auto', ['auto', 'cpu', 'cuda'],
                     'Torch device; auto: cuda when JAX runs on a GPU.')
   flags.DEFINE_integer('seed', 0, 'Seed of the random weights and tokens.')
+  flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
+                    'Our sampler on int8 weight-only block projections (the floors and '
+                    'transformers stay in --dtype).')
   flags.DEFINE_string('output_json', 'benchmark_sampler.json', 'Where to write the results.')
 
 
@@ -549,11 +553,18 @@ def run_benchmark(graphdef, state, config: ModelConfig, flat, settings: Settings
   results['matmul_ceiling'] = ceiling = ceiling_section(config, settings.matmul_size,
                                                      settings.matmul_repeats)
   results['decode'] = decode_section(graphdef, state, config, flat, settings, ceiling)
+  results['peak_device_bytes'] = peak_device_bytes()
   if not settings.skip_prefix:
     results['prefix_prefill'] = prefix_prefill(
         graphdef, state, config, settings.prefix_rows, settings.prefix_len,
         settings.suffix_len, settings.repeats, settings.seed)
   return results
+
+
+def peak_device_bytes() -> int | None:
+  """Peak bytes in use on the first device so far (None where the backend does not say)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get('peak_bytes_in_use')
 
 
 def machine_info() -> dict:
@@ -583,7 +594,8 @@ def format_table(results: dict) -> str:
   """A compact human summary of `run_benchmark`'s dict."""
   ceiling, config = results['matmul_ceiling'], results['config']
   f32 = ceiling['float32']
-  lines = [f"{results['source']} ({config['dtype']}) on {results['machine']['device_kind']}",
+  int8 = ', int8 projections' if results.get('quantize') == 'int8' else ''
+  lines = [f"{results['source']} ({config['dtype']}{int8}) on {results['machine']['device_kind']}",
            f"matmul ceiling (f32 {ceiling['size']}^3): {f32['gflops']:.1f} GFLOP/s = "
            f"{f32['tok_s']:.0f} tok/s at {ceiling['decode_params'] / 1e6:.1f}M decode params"]
   memory = ceiling.get('memory')
@@ -608,6 +620,8 @@ def format_table(results: dict) -> str:
                  f"{_num(row['pct_of_dtype_ceiling'], '8.1f')}%")
   lines.append('floor: ms of the step\'s projections alone (matmul library only); max: HF '
                'ms/step over our floor, the best ours/HF these matmuls allow')
+  if results.get('peak_device_bytes'):
+    lines.append(f"peak device memory: {results['peak_device_bytes'] / 2**30:.2f} GiB")
   prefill = results.get('prefix_prefill')
   if prefill:
     lines.append(f"prefill {prefill['rows']} rows x ({prefill['prefix_len']} shared + "
@@ -641,8 +655,9 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; all settings are --flags')
   settings = settings_from_flags()
   config, flat, source = load_weights(FLAGS.model, FLAGS.shape, FLAGS.dtype, FLAGS.seed)
-  graphdef, state = model_lib.from_flat_params(config, flat)
+  graphdef, state = quantize.apply(FLAGS.quantize, *model_lib.from_flat_params(config, flat))
   results = run_benchmark(graphdef, state, config, flat, settings, source)
+  results['quantize'] = FLAGS.quantize
   with open(FLAGS.output_json, 'w', encoding='utf-8') as file:
     json.dump(results, file, indent=2)
   print(format_table(results))

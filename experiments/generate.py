@@ -35,6 +35,8 @@ flags.DEFINE_float('temperature', 0.7, 'Sampling temperature; 0 is greedy.')
 flags.DEFINE_integer('seed', 0, 'PRNG seed of the sampler.')
 flags.DEFINE_integer('batch', 4, 'Number of samples of the prompt (decoded as one batch).')
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Parameter/compute dtype.')
+flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
+                  'int8: weight-only int8 block projections (per-channel scales).')
 flags.DEFINE_bool('stop_at_newline', None, 'End each completion at its first newline. '
                   'Default: on for the command prompt, off for --prompt.')
 
@@ -82,7 +84,8 @@ def load_generator(stop_at_newline: bool) -> generation.Generator:
                config.embed_dim, FLAGS.dtype, time.perf_counter() - start)
   return generation.Generator(graphdef, state, tokenizer,
                               stop_strings=('\n',) if stop_at_newline else (),
-                              max_batch=FLAGS.batch, batch_multiple=1, show_progress=False)
+                              max_batch=FLAGS.batch, batch_multiple=1, show_progress=False,
+                              quantize=FLAGS.quantize)
 
 
 @exit_on_user_error

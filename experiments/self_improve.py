@@ -84,6 +84,9 @@ flags.DEFINE_enum('lora_init', DEFAULTS.lora_init, ['he', 'peft'],
                   'LoRA A init: he (He-uniform) or peft (kaiming_uniform(a=sqrt(5))).')
 flags.DEFINE_enum('bos', DEFAULTS.bos, ['always', 'tokenizer'],
                   'BOS before every prompt (always), or as the tokenizer\'s config says.')
+flags.DEFINE_enum('quantize', DEFAULTS.quantize, ['none', 'int8'],
+                  'Generation weights: int8 = weight-only int8 block projections (per-channel '
+                  'scales, dequantized inside the matmul); training stays in --dtype.')
 flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
 flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
 flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')

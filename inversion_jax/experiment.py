@@ -25,6 +25,7 @@ from inversion_jax import model as model_lib
 from inversion_jax import parallel
 from inversion_jax import presets as presets_lib
 from inversion_jax import prompts as prompts_lib
+from inversion_jax import quantize as quantize_lib
 from inversion_jax import rounds
 from inversion_jax import selection
 from inversion_jax import training
@@ -89,6 +90,7 @@ class RunConfig:
   max_grad_norm: float | None = None  # The original (HF Trainer): 1.0.
   lora_init: str = 'he'  # he | peft (PEFT's kaiming_uniform(a=sqrt(5))).
   bos: str = 'always'  # always (every measurement here) | tokenizer (its add_bos_token).
+  quantize: str = 'none'  # none | int8: weight-only int8 block projections for generation.
   output: str = 'runs'
   name: str = 'v1'
 
@@ -141,6 +143,7 @@ class RunConfig:
     if self.bos not in BOS_RULES:
       raise UserError(f'unknown --bos {self.bos!r}; choose one of {", ".join(BOS_RULES)}')
     presets_lib.check(self.preset)
+    quantize_lib.check(self.quantize)
     text_lib.ScoreWeights(*self.weights)
     prompts_lib.get_style(self.prompt_style)
     inversion.ScorerConfig(judge=self.judge, scorer=self.scorer, fidelity_k=self.fidelity_k,
@@ -232,7 +235,7 @@ def build(config: RunConfig, model_source=None) -> Experiment:
       generator=generation.Generator(
           plain_graphdef, plain_state, tokenizer, stop_strings=('\n',),
           num_devices=config.num_devices, max_batch=config.max_batch,
-          add_bos=config.bos == 'always' or tokenizer.add_bos),
+          add_bos=config.bos == 'always' or tokenizer.add_bos, quantize=config.quantize),
       trainer=training.Trainer(graphdef, base, train_config, config.num_devices,
                                pad_id=tokenizer.pad_id),
       style=prompts_lib.get_style(config.prompt_style),

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from inversion_jax import model as model_lib
 from inversion_jax import parallel
+from inversion_jax import quantize as quantize_lib
 from inversion_jax import sampling as sampling_lib
 from inversion_jax.errors import UserError
 
@@ -44,7 +45,10 @@ class Generator:
 
   def __init__(self, graphdef, state, tokenizer, *, stop_strings=('\n',), num_devices=1,
                max_batch=64, batch_multiple=8, length_multiple=16, add_bos=True,
-               show_progress=True, compact_every=8):
+               show_progress=True, compact_every=8, quantize='none'):
+    # The weights as given; `quantize='int8'` runs int8 block projections (quantize.py).
+    self.quantize, self._plain_graphdef = quantize_lib.check(quantize), graphdef
+    graphdef, state = quantize_lib.apply(quantize, graphdef, state)
     self.graphdef, self.state, self.tokenizer = graphdef, state, tokenizer
     self.config = model_lib.model_config(graphdef, state)
     self.stop_strings = tuple(stop_strings)
@@ -68,6 +72,7 @@ class Generator:
     """The same generator for new weights (e.g. after training); prefix caches are redone."""
     clone = object.__new__(Generator)
     clone.__dict__.update(self.__dict__)
+    _, state = quantize_lib.apply(self.quantize, self._plain_graphdef, state)
     clone.state, clone._prefix_caches = state, {}
     clone._device_state = (parallel.replicate(state, self.num_devices)
                            if self.num_devices > 1 else state)

@@ -82,16 +82,25 @@ class LoRA(nnx.Module):
     return (x @ self.a[...] @ self.b[...]) * jnp.asarray(self.scale, x.dtype)
 
 
+class QuantScale(nnx.Variable):
+  """Per-output-channel scales of an int8 kernel (not trained: not an `nnx.Param`)."""
+
+
 class Linear(nnx.Module):
-  """A bias-free projection with an optional LoRA adapter (set by `add_lora`)."""
+  """A bias-free projection with an optional LoRA adapter (set by `add_lora`) and an
+  optional int8 weight-only kernel (set by `quantize.int8_weight_only`)."""
 
   def __init__(self, in_dim, out_dim, *, rngs: nnx.Rngs, dtype):
     init = nnx.initializers.lecun_normal()
     self.kernel = nnx.Param(init(rngs.params(), (in_dim, out_dim), dtype))
     self.lora: LoRA | None = nnx.data(None)
+    self.scale: QuantScale | None = nnx.data(None)
 
   def __call__(self, x, dropout_key=None):
-    y = x @ self.kernel[...]
+    if self.scale is None:
+      y = x @ self.kernel[...]
+    else:  # x @ (q * s) = (x @ q) * s: the int8 -> compute-dtype convert feeds the matmul.
+      y = (x @ self.kernel[...].astype(x.dtype)) * self.scale[...].astype(x.dtype)
     if self.lora is not None:
       y = y + self.lora(x, dropout_key)
     return y

@@ -256,6 +256,7 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
     (dict(lora_init='xavier'), 'lora_init'), (dict(command_cleaning='tidy'), 'command_cleaning'),
     (dict(lr=float('nan')), 'finite'), (dict(temperature=float('inf')), 'finite'),
     (dict(name='../../etc'), 'plain name'), (dict(name='a/b'), 'plain name'),
+    (dict(quantize='int4'), 'quantize'),
 ])
 def test_bad_settings_are_user_errors(tiny_gguf, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):
