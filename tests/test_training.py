@@ -110,3 +110,17 @@ def test_merged_adapters_equal_base_plus_lora():
   untouched, _, _ = model_lib.forward(plain_graphdef, plain_state, tokens, positions)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
   assert np.abs(np.asarray(untouched) - np.asarray(expected)).max() > 1e-3
+
+
+def test_bfloat16_training_keeps_float32_master_adapters():
+  """Like HF's mixed precision: bf16 base and compute, f32 adapters and loss."""
+  graphdef, state = model_lib.create(ModelConfig.tiny(dtype='bfloat16'), seed=0)
+  graphdef, state = lora_lib.add_lora(graphdef, state, lora_lib.LoRAConfig(rank=4, dropout=0.0))
+  graphdef, lora, base = lora_lib.split_lora(graphdef, state)
+  assert training.compute_dtype(base) == jnp.bfloat16
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(lora))
+  trainer = training.Trainer(graphdef, base, training.TrainConfig(learning_rate=1e-2),
+                             show_progress=False)
+  result = trainer.run(lora, trainer.init_opt_state(lora), examples(8), seed=0)
+  assert all(np.isfinite(result.losses)) and result.losses[-1] < result.losses[0]
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(result.lora))
