@@ -93,3 +93,21 @@ def test_early_warning_precision_recall_and_lead_time(tmp_path):
   assert result['early_alarms'] == 2 and result['precision'] == 0.5
   assert result['runs_with_gold_alarm'] == 2 and result['recall'] == 0.5
   assert result['lead_time_rounds'] == [1]
+
+
+def test_results_section_reads_the_numbers_and_replaces_the_block(tmp_path):
+  import results_section  # noqa: E402 (experiments/ is on the path above)
+  dirs = [make_run(tmp_path, f'v1_{s}', s, q) for s, q in ((0, 0.36), (1, 0.38))]
+  groups = compare_runs.group_runs(dirs)
+  result = {'groups': compare_runs.table(groups),
+            'early_warning': compare_runs.early_warning_evaluation(groups)}
+  (tmp_path / 'compare.json').write_text(json.dumps(result))
+  readme = tmp_path / 'README.md'
+  readme.write_text(f'top\n{results_section.START}\nSTALE\n{results_section.END}\nbottom\n')
+  script = ROOT / 'experiments' / 'results_section.py'
+  done = subprocess.run([sys.executable, str(script), str(tmp_path / 'compare.json'),
+                         f'--readme={readme}'], capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  text = readme.read_text()
+  assert 'STALE' not in text and text.startswith('top\n') and text.endswith('bottom\n')
+  assert '| graded quality change (%) | -7.50 [' in text and '(n=2)' in text  # (-10 - 5) / 2.
