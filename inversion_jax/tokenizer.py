@@ -104,13 +104,12 @@ class Tokenizer:
     dummy '▁' before every text, which must not appear mid-prompt. The prefix must end at a
     token boundary of the joined text (end it with a newline, say), else UserError.
     """
-    head = self._prefix_ids(prefix)
-    ids = self.encode(prefix + text)
-    if tuple(ids[:len(head)]) != head:
+    head, rest = self.split_joined(prefix, text)
+    if len(head) < len(self._prefix_ids(prefix)):
       raise UserError(f'the prompt prefix {prefix[-20:]!r} does not end at a token boundary: '
                       f'its last token merges with the start of {text[:20]!r}; end the prefix '
                       'with a newline (or move the joining characters into the text)')
-    return ids[len(head):]
+    return rest
 
   def split_joined(self, prefix: str, text: str) -> tuple[tuple[int, ...], list[int]]:
     """(prefix ids, text ids) whose concatenation is `encode(prefix + text)`, the prefix ids
