@@ -21,7 +21,9 @@
 #   --max_new_tokens=100        the original's budget (flag spam needs room to show).
 #   --eval_split=small          36 held-out tasks (4 per tool) every round, greedy.
 #   --on_goodhart=warn          the gold monitor marks, never changes, a study run; the extra
-#                               run study_threshold_s0_rollback is seed 0's V1 with rollback.
+#                               run study_threshold_s${ROLLBACK_SEED}_rollback is that seed's V1
+#                               with rollback (seed 1: the committed seed 0 runs were made on an
+#                               earlier machine whose float rounding differs, BUILD_NOTES).
 #   V2 at the author's settings (m=2, similarity 0.6, weights 0.6/0.4).
 #   LANES=2                     runs go in two parallel lanes, each pinned to one core when
 #                               `taskset` exists: 1.38x the throughput of one two-thread process
@@ -33,6 +35,7 @@ PY=${PYTHON:-.venv/bin/python}
 THRESHOLD=${THRESHOLD:-0.16}
 SEEDS=(${SEEDS:-0 1 2})
 CYCLES=${CYCLES:-8}
+ROLLBACK_SEED=${ROLLBACK_SEED:-1}
 LANES=${LANES:-2}
 COMMON=(--cycles="$CYCLES" --tasks=8 --candidates=3 --threshold="$THRESHOLD"
         --max_new_tokens=100 --eval_split=small --resume)
@@ -44,7 +47,7 @@ for seed in "${SEEDS[@]}"; do
   if (( seed % 2 )); then order=(reproducibility threshold); else order=(threshold reproducibility); fi
   for filter in "${order[@]}"; do runs+=("$filter $seed warn"); done
 done
-runs+=("threshold ${SEEDS[0]} rollback")
+runs+=("threshold $ROLLBACK_SEED rollback")
 
 run_one() {  # filter seed on_goodhart
   local filter=$1 seed=$2 action=$3 name="study_$1_s$2"
@@ -74,7 +77,7 @@ rounds_done() {  # run dir -> completed rounds (0 when none)
 }
 
 collect() {  # compare_runs over the runs that finished, small files of every run
-  local finished=() rollback="runs/study_threshold_s${SEEDS[0]}_rollback" d
+  local finished=() rollback="runs/study_threshold_s${ROLLBACK_SEED}_rollback" d
   mkdir -p benchmarks/study
   for seed in "${SEEDS[@]}"; do
     for d in "runs/study_threshold_s$seed" "runs/study_reproducibility_s$seed"; do
@@ -84,7 +87,7 @@ collect() {  # compare_runs over the runs that finished, small files of every ru
   (( ${#finished[@]} )) && "$PY" experiments/compare_runs.py "${finished[@]}" \
       --output=benchmarks/study/compare
   if (( $(rounds_done "$rollback") >= CYCLES )); then
-    "$PY" experiments/compare_runs.py "runs/study_threshold_s${SEEDS[0]}" "$rollback" \
+    "$PY" experiments/compare_runs.py "runs/study_threshold_s$ROLLBACK_SEED" "$rollback" \
         --differ=on_goodhart --output=benchmarks/study/monitored
   fi
   for d in runs/study_*/; do  # Small files only: no checkpoints.
