@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import compile_cache, experiment, history, presets  # noqa: E402
+from inversion_jax import compile_cache, experiment, history, parallel, presets  # noqa: E402
+from inversion_jax.parallel import distributed  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 DEFAULTS = experiment.RunConfig()
@@ -54,7 +55,19 @@ flags.DEFINE_float('lora_alpha', DEFAULTS.lora_alpha, 'LoRA alpha.')
 flags.DEFINE_float('lora_dropout', DEFAULTS.lora_dropout, 'LoRA dropout.')
 flags.DEFINE_enum('dtype', DEFAULTS.dtype, ['float32', 'bfloat16'], 'Parameter/compute dtype.')
 flags.DEFINE_integer('seed', DEFAULTS.seed, 'Seed of every random choice in the run.')
-flags.DEFINE_integer('num_devices', DEFAULTS.num_devices, 'Local devices for pmap.')
+flags.DEFINE_integer('num_devices', DEFAULTS.num_devices, 'Devices per process.')
+flags.DEFINE_enum('parallel', DEFAULTS.parallel, list(parallel.BACKENDS),
+                  'pmap (replicated weights, rows split) or mesh (jit over a data x model mesh).')
+flags.DEFINE_bool('shard_params', DEFAULTS.shard_params,
+                  'mesh: tensor-parallel weights on the model axis (models too big to replicate).')
+flags.DEFINE_integer('model_axis', DEFAULTS.model_axis,
+                     'With --shard_params: devices sharing the weights (0 = all).')
+flags.DEFINE_string('coordinator_address', None,
+                    'Multi-process: HOST:PORT of process 0 (with --num_processes, --process_id).')
+flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes run this job.')
+flags.DEFINE_integer('process_id', None, 'Multi-process: this process (0 = the coordinator).')
+flags.DEFINE_bool('distributed', False,
+                  'Multi-process with JAX\'s auto-detection (Cloud TPU VMs, SLURM).')
 flags.DEFINE_integer('max_batch', DEFAULTS.max_batch, 'Rows per sampler call.')
 flags.DEFINE_integer('eval_every', DEFAULTS.eval_every,
                      'Evaluate real quality on the held-out set every N rounds (0 = never).')
@@ -120,9 +133,13 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; all settings are --flags')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                         auto=FLAGS.distributed)  # Before anything starts a JAX backend.
   config = config_from_flags()
   compile_cache.enable()
   result = experiment.run(config, resume=FLAGS.resume)
+  if not distributed.is_main():
+    return
   print(history.format_summary(result))
   print(f'results: {config.run_dir / history.RESULTS_FILE}')
   print(f'checkpoints: {config.run_dir / "checkpoints"} (one per round)')

@@ -52,7 +52,8 @@ class RoundCheckpointer:
       raise UserError(
           f'cannot write the output directory {self.directory} ({error.strerror or error});'
           ' choose a writable --output') from error
-    self._sweep_unfinished_steps()
+    if jax.process_index() == 0:  # Other processes of a multi-process run only read.
+      self._sweep_unfinished_steps()
     self._manager = ocp.CheckpointManager(
         self._checkpoint_dir.absolute(),
         options=ocp.CheckpointManagerOptions(
@@ -98,15 +99,16 @@ class RoundCheckpointer:
       raise UserError(
           f'round {round_index} already has a checkpoint in {self._checkpoint_dir};'
           ' use --resume to continue this run or a new --output')
-    args = ocp.args.Composite(
-        lora=ocp.args.StandardSave(lora),
-        opt_state=ocp.args.StandardSave(opt_state),
+    args = ocp.args.Composite(  # As host NumPy: one writer, any number of processes.
+        lora=ocp.args.StandardSave(_on_host(lora)),
+        opt_state=ocp.args.StandardSave(_on_host(opt_state)),
         rng=ocp.args.StandardSave(_raw_key_data(rng)),
         meta=ocp.args.JsonSave(jsonable(meta)))
     if not self._manager.save(round_index, args=args):
       raise RuntimeError(f'Orbax declined to save step {round_index}')
     self._manager.wait_until_finished()
-    if round_index == 1 or not (self.directory / RUN_CONFIG_FILE).exists():
+    if jax.process_index() == 0 and (
+        round_index == 1 or not (self.directory / RUN_CONFIG_FILE).exists()):
       # Written when the first round commits: a start that fails (a mistyped --model, a
       # kill in round 1) leaves no configuration for a later --resume to be held to.
       write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)
@@ -114,8 +116,8 @@ class RoundCheckpointer:
   def restore(self, round_index: int, lora_like, opt_state_like):
     """Returns `(lora, opt_state, rng, meta)` of a saved round, shaped like *_like."""
     restored = self._restore_items(round_index, ocp.args.Composite(
-        lora=ocp.args.StandardRestore(lora_like),
-        opt_state=ocp.args.StandardRestore(opt_state_like),
+        lora=ocp.args.StandardRestore(_on_host(lora_like)),
+        opt_state=ocp.args.StandardRestore(_on_host(opt_state_like)),
         rng=ocp.args.StandardRestore(),  # Key size depends on the PRNG impl.
         meta=ocp.args.JsonRestore()))
     rng = np.asarray(restored['rng'], np.uint32)
@@ -163,6 +165,12 @@ class RoundCheckpointer:
       raise UserError(
           '--resume on a run made with a different configuration: ' + ', '.join(changes)
           + '; use the same flags or a new --output')
+
+
+def _on_host(tree):
+  """NumPy copies: Orbax refuses process-local jax.Arrays in a multi-process run, and the
+  adapters and optimizer state are small and the same on every process."""
+  return jax.tree.map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)
 
 
 def _raw_key_data(rng) -> np.ndarray:

@@ -10,7 +10,6 @@ import dataclasses
 import math
 import pathlib
 import re
-import time
 
 import jax
 
@@ -20,13 +19,13 @@ from inversion_jax import history as history_lib
 from inversion_jax import lora as lora_lib
 from inversion_jax import metrics as metrics_lib
 from inversion_jax import monitor as monitor_lib
-from inversion_jax import report as report_lib
 from inversion_jax import model as model_lib
 from inversion_jax import parallel
 from inversion_jax import presets as presets_lib
 from inversion_jax import prompts as prompts_lib
 from inversion_jax import quantize as quantize_lib
 from inversion_jax import rounds
+from inversion_jax import run_dir as run_dir_lib
 from inversion_jax import selection
 from inversion_jax import training
 from inversion_jax.errors import UserError
@@ -73,7 +72,10 @@ class RunConfig:
   lora_dropout: float = 0.05
   dtype: str = 'float32'
   seed: int = 0
-  num_devices: int = 1
+  num_devices: int = 1  # Devices per process.
+  parallel: str = 'pmap'  # pmap | mesh (parallel/); one device runs plain jit either way.
+  shard_params: bool = False  # mesh: tensor-parallel weights on the 'model' axis.
+  model_axis: int = 0  # Devices sharing the weights with --shard_params; 0 = all.
   max_batch: int = 64
   eval_every: int = 1  # Held-out evaluation every N rounds (and the last); 0 = never.
   eval_tasks: int = 0  # A stratified subset of the held-out split; 0 = all of it.
@@ -108,7 +110,7 @@ class RunConfig:
                   'max_new_tokens', 'num_devices', 'max_batch'):
       if getattr(self, field) < 1:
         raise UserError(f'--{field} must be a positive integer, got {getattr(self, field)}')
-    for field in ('eval_every', 'eval_tasks'):
+    for field in ('eval_every', 'eval_tasks', 'model_axis'):
       if getattr(self, field) < 0:
         raise UserError(f'--{field} must be >= 0, got {getattr(self, field)}')
     monitor_lib.GoodhartMonitor(self.on_goodhart, self.goodhart_tolerance)
@@ -126,9 +128,14 @@ class RunConfig:
     if self.num_devices > jax.local_device_count():
       raise UserError(f'--num_devices={self.num_devices} but only {jax.local_device_count()} '
                       'local devices are visible')
-    if self.batch_size % self.num_devices:
-      raise UserError(f'--batch_size={self.batch_size} must be a multiple of --num_devices='
-                      f'{self.num_devices}')
+    if self.parallel not in parallel.BACKENDS:
+      raise UserError(f'unknown --parallel {self.parallel!r}; choose one of '
+                      f'{", ".join(parallel.BACKENDS)}')
+    if self.shard_params and self.parallel != 'mesh':
+      raise UserError('--shard_params needs --parallel=mesh (pmap replicates the weights)')
+    if self.model_axis and not self.shard_params:
+      raise UserError('--model_axis sets how many devices share the weights: it needs '
+                      '--shard_params')
     if self.top_k is not None and self.top_k < 1:
       raise UserError(f'--top_k must be >= 1 (or unset for the whole vocabulary), got {self.top_k}')
     if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -198,6 +205,7 @@ class Experiment:
   filter: selection.Filter
   scorer: inversion.ScorerConfig
   heldout: list  # Held-out records evaluated in the loop ([] when --eval_every=0).
+  backend: parallel.Backend = None  # Where it all runs (parallel.make_backend).
 
   def count_tokens(self, text: str) -> int:
     return len(self.tokenizer.encode(text))
@@ -226,6 +234,12 @@ def build(config: RunConfig, model_source=None) -> Experiment:
                                     init=config.lora_init)
   graphdef, state = lora_lib.add_lora(plain_graphdef, plain_state, lora_config, seed=config.seed)
   graphdef, lora, base = lora_lib.split_lora(graphdef, state)
+  backend = parallel.make_backend(config.parallel, config.num_devices,
+                                  shard_params=config.shard_params,
+                                  model_axis=config.model_axis, model_config=model_config)
+  if config.batch_size % backend.data_size:
+    raise UserError(f'--batch_size={config.batch_size} must be a multiple of the '
+                    f'{backend.data_size} data-parallel devices')
   train_config = training.TrainConfig(
       learning_rate=config.lr, batch_size=config.batch_size, epochs=config.epochs,
       completion_only=config.completion_only, max_grad_norm=config.max_grad_norm)
@@ -234,10 +248,11 @@ def build(config: RunConfig, model_source=None) -> Experiment:
       lora_config=lora_config, tokenizer=tokenizer,
       generator=generation.Generator(
           plain_graphdef, plain_state, tokenizer, stop_strings=('\n',),
-          num_devices=config.num_devices, max_batch=config.max_batch,
-          add_bos=config.bos == 'always' or tokenizer.add_bos, quantize=config.quantize),
-      trainer=training.Trainer(graphdef, base, train_config, config.num_devices,
-                               pad_id=tokenizer.pad_id),
+          max_batch=config.max_batch, add_bos=config.bos == 'always' or tokenizer.add_bos,
+          quantize=config.quantize, backend=backend, show_progress=backend.is_main),
+      trainer=training.Trainer(graphdef, base, train_config, pad_id=tokenizer.pad_id,
+                               backend=backend, show_progress=backend.is_main),
+      backend=backend,
       style=prompts_lib.get_style(config.prompt_style),
       bank=bank_lib.named_bank(config.task_bank),
       filter=selection.get_filter(config.filter, **config.filter_settings()),
@@ -271,18 +286,19 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
   """Runs (or resumes) the experiment; returns the history of all completed rounds."""
   config.validate()
   exp = build(config, model_source)  # Before the run dir exists: a failed load leaves nothing.
+  run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main)
   checkpointer, history, first_round = open_run(config, resume)
   lora = exp.initial_lora
   if first_round > 1:
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
     done = first_round - 1
-    print(f'{config.run_dir} already has all {done} rounds; its results:' if done >= config.cycles
-          else f'resuming {config.run_dir} after round {done}', flush=True)
+    run_dir.say(f'{config.run_dir} already has all {done} rounds; its results:'
+                if done >= config.cycles else f'resuming {config.run_dir} after round {done}')
   monitor = monitor_lib.GoodhartMonitor(config.on_goodhart, config.goodhart_tolerance)
   base = None
   if first_round == 1 and config.eval_every:
     base = rounds.heldout_phase(exp, exp.generator, metrics_lib.BASE_PHASE)
-    history_lib.write_rows(config.run_dir, 0, metrics_lib.HELDOUT_PHASE, base.rows)
+    run_dir.write_rows(0, metrics_lib.HELDOUT_PHASE, base.rows)
   for round_index in range(first_round, config.cycles + 1):
     try:
       result = rounds.run_round(exp, lora, round_index, base if round_index == 1 else None,
@@ -293,7 +309,7 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
           f'are intact in {config.run_dir}; lower --lr and rerun with --resume') from error
     for phase in result.phases:
       if phase.rows and phase.name != metrics_lib.BASE_PHASE:
-        history_lib.write_rows(config.run_dir, round_index, phase.name, phase.rows)
+        run_dir.write_rows(round_index, phase.name, phase.rows)
     action = monitor.act(monitor.check(history.rounds + [result.record]), result.record)
     if action == 'rollback':
       result.record['goodhart']['rollback_to'] = result.record['goodhart']['best_round']
@@ -302,18 +318,18 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
     checkpointer.save(round_index, result.lora, result.opt_state, key_data,
                       {'round': round_index, 'record': result.record})
     history.add_round(result.record)
-    history.save_progress(config.run_dir)
-    print(history_lib.format_round_table(
-        history.rounds[-1], history.rounds[-2] if len(history.rounds) > 1 else None), flush=True)
-    lora = _next_adapters(exp, checkpointer, result.record, result.lora)
+    run_dir.save_progress(history)
+    run_dir.say(history_lib.format_round_table(
+        history.rounds[-1], history.rounds[-2] if len(history.rounds) > 1 else None))
+    lora = _next_adapters(exp, checkpointer, result.record, result.lora, run_dir.say)
     if action == 'stop':
-      print(f'stopping after round {round_index} (--on_goodhart=stop); every checkpoint is '
-            f'kept in {config.run_dir}', flush=True)
+      run_dir.say(f'stopping after round {round_index} (--on_goodhart=stop); every checkpoint '
+                  f'is kept in {config.run_dir}')
       break
-  history.save_results(config.run_dir)
+  run_dir.save_results(history)
   checkpointer.close()
   if history.rounds:
-    report_lib.write(config.run_dir)
+    run_dir.write_report()
   return history
 
 
@@ -326,13 +342,13 @@ def _restore(exp: Experiment, checkpointer, last_round: int, history):
   return _next_adapters(exp, checkpointer, history.rounds[-1], lora), history
 
 
-def _next_adapters(exp: Experiment, checkpointer, record: dict, lora):
+def _next_adapters(exp: Experiment, checkpointer, record: dict, lora, say=print):
   """The round's own adapters, or after a Goodhart rollback those of the best round."""
   target = (record.get('goodhart') or {}).get('rollback_to')
   if target is None:
     return lora
-  print(f'rolling back: round {record["cycle"] + 1} starts from the adapters of '
-        + ('the base model' if target == 0 else f'round {target}'), flush=True)
+  say(f'rolling back: round {record["cycle"] + 1} starts from the adapters of '
+      + ('the base model' if target == 0 else f'round {target}'))
   if target == 0:
     return exp.initial_lora
   opt_like = exp.trainer.init_opt_state(exp.initial_lora)

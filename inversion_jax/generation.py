@@ -3,12 +3,12 @@
 A prompt is a `(prefix, suffix)` pair. Rows sharing a prefix (a few-shot header) are
 decoded together against ONE prefilled prefix cache, memoised per generator; suffixes
 are left-padded to a multiple of `length_multiple` and the batch to a multiple of
-`batch_multiple` (times the device count), so a run compiles a handful of shapes, not
-one per call. With several local devices the batch is split over them with `jax.pmap`.
+`batch_multiple` (times the data-parallel shards), so a run compiles a handful of shapes,
+not one per call. Where it runs is the backend's business (`parallel`): every compiled
+call goes through `Generator._call`, its inputs through `backend.rows/shared`.
 """
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import jax
@@ -45,38 +45,46 @@ class Generator:
 
   def __init__(self, graphdef, state, tokenizer, *, stop_strings=('\n',), num_devices=1,
                max_batch=64, batch_multiple=8, length_multiple=16, add_bos=True,
-               show_progress=True, compact_every=8, quantize='none'):
+               show_progress=True, compact_every=8, quantize='none', backend=None,
+               group_rows=True):
     # The weights as given; `quantize='int8'` runs int8 block projections (quantize.py).
     self.quantize, self._plain_graphdef = quantize_lib.check(quantize), graphdef
+    self.backend = backend or parallel.make_backend('pmap', num_devices)
     graphdef, state = quantize_lib.apply(quantize, graphdef, state)
-    self.graphdef, self.state, self.tokenizer = graphdef, state, tokenizer
+    self.graphdef, self.tokenizer = graphdef, tokenizer
     self.config = model_lib.model_config(graphdef, state)
+    self.state = self.backend.params(state)  # The only copy the generator keeps: placed.
     self.stop_strings = tuple(stop_strings)
-    self.num_devices = num_devices
-    self.max_batch = parallel.round_up(max_batch, batch_multiple * num_devices)
-    self.batch_multiple = batch_multiple * num_devices
+    shards = self.backend.data_size
+    self.max_batch = parallel.round_up(max_batch, batch_multiple * shards)
+    self.batch_multiple = batch_multiple * shards
     self.length_multiple = length_multiple
     self.add_bos = add_bos and tokenizer.bos_id is not None
     self.show_progress = show_progress
     # Decode steps between checks for finished rows; 0 = one device call per batch.
     self.compact_every = compact_every
+    self.group_rows = group_rows  # False: calls take rows in order (benchmarks compare).
     self._prefix_caches = {}
-    self._device_state = parallel.replicate(state, num_devices) if num_devices > 1 else state
     stop, content = self._token_masks()
-    self.stop_mask, self.content_mask = jnp.asarray(stop), jnp.asarray(content)
     eos_only = np.zeros_like(stop)
     eos_only[list(tokenizer.eos_ids)] = True
-    self.eos_mask = jnp.asarray(eos_only)  # For SamplingConfig(stop_at_newline=False).
+    # eos_mask: for SamplingConfig(stop_at_newline=False).
+    self.stop_mask, self.content_mask, self.eos_mask = self.backend.shared(
+        (stop, content, eos_only))
 
   def with_state(self, state) -> 'Generator':
     """The same generator for new weights (e.g. after training); prefix caches are redone."""
     clone = object.__new__(Generator)
     clone.__dict__.update(self.__dict__)
     _, state = quantize_lib.apply(self.quantize, self._plain_graphdef, state)
-    clone.state, clone._prefix_caches = state, {}
-    clone._device_state = (parallel.replicate(state, self.num_devices)
-                           if self.num_devices > 1 else state)
+    clone.state, clone._prefix_caches = self.backend.params(state), {}
     return clone
+
+  def _call(self, fn, *args, donate=(), **static):
+    """fn(graphdef, placed state, *args) compiled by the backend (static: hashable);
+    `donate` = indices into args whose buffers the call may reuse."""
+    return self.backend.compile(fn, self.graphdef, donate_argnums=tuple(i + 1 for i in donate),
+                                **static)(self.state, *args)
 
   def _token_masks(self) -> tuple[np.ndarray, np.ndarray]:
     """(stop, content) masks over the vocab: tokens holding a stop string / visible text.
@@ -99,7 +107,9 @@ class Generator:
     prompts = [_as_pair(p) for p in prompts]
     texts, counts = [None] * len(prompts), [0] * len(prompts)
     key = jax.random.key(seed)
-    chunks = list(self._chunks(prompts))
+    # A row decodes about a quarter of its budget (commands end early; compaction drops
+    # finished rows): the weight of decode against prompt padding when grouping rows.
+    chunks = list(self._chunks(prompts, extra=sampling.max_new_tokens // 4))
     bar = tqdm(total=len(prompts), desc=desc, unit='row', disable=not self.show_progress,
                leave=False)
     for prefix, rows in chunks:
@@ -137,9 +147,10 @@ class Generator:
       batch = self._pad_token_rows(
           [[self.tokenizer.bos_id] * skip + self.tokenizer.encode(t) for t in rows], 0, 0)
       positions = np.maximum(np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
-      args = (batch.tokens, positions, batch.key_start, batch.key_start + skip)
-      out[start:start + len(rows)] = self._run(
-          sampling_lib.pooled_hidden, args, layer=layer)[: batch.num_rows]
+      args = self.backend.rows((batch.tokens, positions, batch.key_start,
+                                batch.key_start + skip))
+      pooled = self._call(sampling_lib.pooled_hidden, *args, layer=layer)
+      out[start:start + len(rows)] = self.backend.fetch(pooled)[: batch.num_rows]
     return out
 
   def fidelity(self, prompts: Sequence, completions: Sequence[str], layer: int, k: int,
@@ -166,10 +177,9 @@ class Generator:
         width = batch.tokens.shape[1]
         lengths = [len(t) for t in targets] + [len(targets[0])] * (len(batch.tokens) - len(part))
         target_start = np.asarray([width - n for n in lengths], np.int32)
-        values = self._run(sampling_lib.token_fidelity,
-                           (batch.tokens, positions, batch.key_start, target_start, cache),
-                           layer=layer, k=k, replicated_last=True)
-        out[part] = np.asarray(values)[: batch.num_rows]
+        args = self.backend.rows((batch.tokens, positions, batch.key_start, target_start))
+        values = self._call(sampling_lib.token_fidelity, *args, cache, layer=layer, k=k)
+        out[part] = self.backend.fetch(values)[: batch.num_rows]
         bar.update(len(part))
     bar.close()
     return out
@@ -179,25 +189,26 @@ class Generator:
       raise UserError(f'layer {layer} is outside the model: choose 0..{self.config.num_layers}'
                       f' ({self.config.num_layers} = the final norm\'s input)')
 
-  def _run(self, fn, args, replicated_last=False, **static):
-    """Runs a pure per-row function on one device (jit) or split over devices (pmap)."""
-    if self.num_devices == 1:
-      return np.asarray(_jitted(fn, self.graphdef, tuple(sorted(static.items())))(
-          self.state, *args))
-    rows, shared = (args[:-1], args[-1]) if replicated_last else (args, None)
-    sharded = parallel.shard(rows, self.num_devices)
-    mapped = _pmapped(fn, self.graphdef, tuple(sorted(static.items())))
-    extra = (shared,) if replicated_last else ()
-    return parallel.unshard(mapped(self._device_state, *sharded, *extra))
+  def _chunks(self, prompts, extra: int = 0):
+    """(prefix, row indices) groups of at most max_batch rows sharing a prefix, rows of
+    similar length together (`parallel.group_by_length`: `extra` decode steps a row).
 
-  def _chunks(self, prompts):
-    """(prefix, row indices) groups of at most max_batch rows sharing a prefix."""
+    Which rows share a call does not change a row's tokens (per-row keys, left padding
+    masked), only how much padding the calls compute.
+    """
     by_prefix: dict[str, list[int]] = {}
     for index, (prefix, _) in enumerate(prompts):
       by_prefix.setdefault(prefix, []).append(index)
     for prefix, rows in by_prefix.items():
-      for start in range(0, len(rows), self.max_batch):
-        yield prefix, rows[start:start + self.max_batch]
+      if not self.group_rows:
+        for start in range(0, len(rows), self.max_batch):
+          yield prefix, rows[start:start + self.max_batch]
+        continue
+      lengths = [len(self.tokenizer.encode(prompts[i][1])) for i in rows]
+      for group in parallel.group_by_length(
+          lengths, height_multiple=self.batch_multiple, max_rows=self.max_batch, extra=extra,
+          length_multiple=self.length_multiple):
+        yield prefix, [rows[i] for i in group]
 
   def _cut_at_stop(self, text: str) -> str:
     """Leading blank space is dropped (rows stop only after visible text), then cut."""
@@ -212,11 +223,9 @@ class Generator:
     if head not in self._prefix_caches:
       tokens = ([self.tokenizer.bos_id] if self.add_bos else []) + list(head)
       cache = None
-      if tokens:
-        cache = sampling_lib.jit_prefill_prefix(self.graphdef, self.state,
-                                                jnp.asarray(tokens, jnp.int32))
-        if self.num_devices > 1:
-          cache = parallel.replicate(cache, self.num_devices)
+      if tokens:  # Every device computes the (small) prefix whole: it is shared.
+        cache = self._call(sampling_lib.prefill_prefix,
+                           self.backend.shared(np.asarray(tokens, np.int32)))
       self._prefix_caches[head] = (len(tokens), cache)
     return self._prefix_caches[head]
 
@@ -264,77 +273,67 @@ class Generator:
 
   def _generate_rows(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
     batch = self._pad_rows(suffixes, prefix, sampling.max_new_tokens)
-    cache = batch.cache
     stop_mask = self.stop_mask if sampling.stop_at_newline else self.eos_mask
     pad_id = int(self.tokenizer.pad_id)
     padded_ids = np.concatenate([row_ids, np.full(len(batch.tokens) - len(row_ids), row_ids[0])])
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded_ids, jnp.int32))
-    if self.num_devices > 1:
-      fn = _pmapped_generate(self.graphdef, sampling, pad_id)
-      tokens, key_start, keys = parallel.shard(
-          (batch.tokens, batch.key_start, jax.random.key_data(keys)), self.num_devices)
-      gen = parallel.unshard(fn(self._device_state, tokens, key_start, keys, stop_mask,
-                                self.content_mask, cache))
-    elif self.compact_every:
-      gen = self._compacting_generate(batch, cache, keys, sampling, pad_id, stop_mask)
-    else:
-      gen = sampling_lib.jit_generate(
-          self.graphdef, self.state, batch.tokens, batch.key_start, keys, stop_mask,
-          self.content_mask, prefix=cache, sampling=sampling, pad_id=pad_id)
+    key_data = np.asarray(jax.random.key_data(
+        jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded_ids, jnp.int32))))
+    rows = self.backend.rows((batch.tokens, batch.key_start, key_data))
+    if self.compact_every and isinstance(self.backend, parallel.MeshBackend):
+      gen = self._compacting_generate(rows, batch.cache, sampling, pad_id, stop_mask)
+    else:  # pmap: one call per batch (rows finish at the longest row's pace).
+      gen = self.backend.fetch(self._call(_generate, *rows, stop_mask, self.content_mask,
+                                          batch.cache, sampling=sampling, pad_id=pad_id))
     tokens, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
     return sampling_lib.Generation(tokens[: batch.num_rows], lengths[: batch.num_rows])
 
-  def _compacting_generate(self, batch: _Batch, cache, keys, sampling, pad_id, stop_mask):
+  def _compacting_generate(self, rows, cache, sampling, pad_id, stop_mask):
     """Decodes `compact_every` steps at a time; when at most half the rows are still
     going, finished rows are collected and the batch shrinks to the next smaller bucket
     (halving, not below `batch_multiple`), so they stop costing decode steps.
 
     Same tokens as one `generate` call: every row keeps its own key and the shared step.
+    Runs on global arrays (the mesh backend): the batch may shrink to any bucket.
     """
     max_new = sampling.max_new_tokens
-    common = dict(prefix=cache, sampling=sampling, pad_id=pad_id)
-    carry = sampling_lib.jit_prefill(self.graphdef, self.state, batch.tokens, batch.key_start,
-                                     keys, stop_mask, self.content_mask, **common)
-    key_start = jnp.asarray(batch.key_start)
-    slots = np.arange(len(batch.tokens))  # Which row of the batch each slot holds (-1: copy).
-    out = np.full((len(batch.tokens), max_new), pad_id, np.int32)
-    lengths = np.zeros((len(batch.tokens),), np.int32)
+    common = dict(sampling=sampling, pad_id=pad_id)
+    carry = self._call(_prefill, *rows, stop_mask, self.content_mask, cache, **common)
+    key_start = rows[1]
+    height = rows[0].shape[0]
+    slots = np.arange(height)  # Which row of the batch each slot holds (-1: copy).
+    out = np.full((height, max_new), pad_id, np.int32)
+    lengths = np.zeros((height,), np.int32)
     step = 1
     while True:
       until = min(step + self.compact_every, max_new)
-      carry = sampling_lib.jit_decode(self.graphdef, self.state, carry, key_start,
-                                      stop_mask, self.content_mask,
-                                      until=jnp.int32(until), **common)
-      step = int(carry.step)
-      done = np.asarray(carry.done)
+      carry = self._call(_decode, carry, key_start, stop_mask, self.content_mask, cache,
+                         self.backend.shared(np.int32(until)), donate=(0,), **common)
+      step = int(self.backend.fetch_shared(carry.step))
+      done = self.backend.fetch(carry.done)
       alive = np.flatnonzero(~done & (slots >= 0))
       target = len(slots)
       while target // 2 >= max(len(alive), self.batch_multiple):
         target //= 2
       if step >= max_new or not len(alive) or target < len(slots):
-        finished = sampling_lib.finish(carry, pad_id)
+        finished = self.backend.fetch(
+            self.backend.compile(sampling_lib.finish, pad_id=pad_id)(carry))
         gone = np.flatnonzero(slots >= 0) if step >= max_new or not len(alive) else \
             np.flatnonzero(done & (slots >= 0))
         out[slots[gone]] = np.asarray(finished.tokens)[gone]
         lengths[slots[gone]] = np.asarray(finished.lengths)[gone]
         if step >= max_new or not len(alive):
           return sampling_lib.Generation(out, lengths)
-        keep = np.concatenate([alive, np.full(target - len(alive), alive[0])])
-        carry, key_start = sampling_lib.jit_take_rows(carry, key_start, jnp.asarray(keep))
+        keep = np.concatenate([alive, np.full(target - len(alive), alive[0])]).astype(np.int32)
+        carry, key_start = self.backend.compile(sampling_lib.take_rows)(
+            carry, key_start, self.backend.shared(keep))
         slots = np.concatenate([slots[alive], np.full(target - len(alive), -1)])
 
   def _forward_last(self, batch: _Batch) -> np.ndarray:
     prefix_len, cache = batch.prefix_len, batch.cache
     positions = np.maximum(
         prefix_len + np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
-    if self.num_devices == 1:
-      logits = sampling_lib.jit_forward(self.graphdef, self.state, batch.tokens, positions,
-                                        batch.key_start, cache)
-    else:
-      fn = _pmapped_forward(self.graphdef)
-      args = parallel.shard((batch.tokens, positions, batch.key_start), self.num_devices)
-      logits = parallel.unshard(fn(self._device_state, *args, cache))
-    return np.asarray(logits)[:, -1]
+    args = self.backend.rows((batch.tokens, positions, batch.key_start))
+    return self.backend.fetch(self._call(_forward_last, *args, cache))[:, -1]
 
 
 def _as_pair(prompt) -> tuple[str, str]:
@@ -342,32 +341,29 @@ def _as_pair(prompt) -> tuple[str, str]:
   return (prompt.prefix, prompt.suffix) if hasattr(prompt, 'prefix') else tuple(prompt)
 
 
-@functools.lru_cache(maxsize=16)
-def _jitted(fn, graphdef, static):
-  return jax.jit(functools.partial(fn, graphdef, **dict(static)))
+# Pure functions the backend compiles: per-row keys travel as raw key data (uint32),
+# which every backend can place and split.
+
+def _generate(graphdef, state, tokens, key_start, key_data, stop_mask, content_mask, prefix,
+              *, sampling, pad_id):
+  keys = jax.random.wrap_key_data(key_data)
+  return sampling_lib.generate(graphdef, state, tokens, key_start, keys, stop_mask,
+                               content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id)
 
 
-@functools.lru_cache(maxsize=16)
-def _pmapped(fn, graphdef, static):
-  """pmap of `fn(graphdef, state, *rows[, shared])`; a shared last argument (the prefix
-  cache) is already replicated with a leading device axis, like the state."""
-  return jax.pmap(functools.partial(fn, graphdef, **dict(static)), axis_name=parallel.AXIS)
+def _prefill(graphdef, state, tokens, key_start, key_data, stop_mask, content_mask, prefix,
+             *, sampling, pad_id):
+  keys = jax.random.wrap_key_data(key_data)
+  return sampling_lib.prefill(graphdef, state, tokens, key_start, keys, stop_mask,
+                              content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id)
 
 
-@functools.lru_cache(maxsize=16)
-def _pmapped_generate(graphdef, sampling, pad_id):
-  def run(state, tokens, key_start, key_data, stop_mask, content_mask, prefix):
-    keys = jax.random.wrap_key_data(key_data)  # Per-row keys travel as raw key data.
-    return sampling_lib.generate(graphdef, state, tokens, key_start, keys, stop_mask,
-                                 content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id)
-
-  return jax.pmap(run, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None, None, 0))
+def _decode(graphdef, state, carry, key_start, stop_mask, content_mask, prefix, until, *,
+            sampling, pad_id):
+  return sampling_lib.decode(graphdef, state, carry, key_start, stop_mask, content_mask,
+                             prefix=prefix, sampling=sampling, pad_id=pad_id, until=until)
 
 
-@functools.lru_cache(maxsize=4)
-def _pmapped_forward(graphdef):
-  def run(state, tokens, positions, key_start, prefix):
-    return model_lib.forward(graphdef, state, tokens, positions, key_start, prefix=prefix,
-                             last_only=True)[0]
-
-  return jax.pmap(run, axis_name=parallel.AXIS)
+def _forward_last(graphdef, state, tokens, positions, key_start, prefix):
+  return model_lib.forward(graphdef, state, tokens, positions, key_start, prefix=prefix,
+                           last_only=True)[0]

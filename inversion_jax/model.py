@@ -77,7 +77,10 @@ class LoRA(nnx.Module):
 
   def __call__(self, x, dropout_key):
     if dropout_key is not None and self.dropout > 0:
-      keep = jax.random.bernoulli(dropout_key, 1.0 - self.dropout, x.shape)
+      # One key per row ([B] keys): a row's mask does not depend on the rows beside it,
+      # so any split of a batch over devices or micro-batches draws the same masks.
+      keep = jax.vmap(lambda key, row: jax.random.bernoulli(key, 1.0 - self.dropout, row.shape))(
+          dropout_key, x)
       x = jnp.where(keep, x / (1.0 - self.dropout), 0).astype(x.dtype)
     return (x @ self.a[...] @ self.b[...]) * jnp.asarray(self.scale, x.dtype)
 
@@ -167,8 +170,9 @@ def einsum_f32(spec, a, b):
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
 
 
-def _fold(key, index):
-  return None if key is None else jax.random.fold_in(key, index)
+def _fold(keys, index):
+  """Per-row keys [B] folded with `index` (a layer, a projection)."""
+  return None if keys is None else jax.vmap(lambda key: jax.random.fold_in(key, index))(keys)
 
 
 class Attention(nnx.Module):

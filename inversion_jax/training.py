@@ -1,11 +1,12 @@
-"""LoRA fine-tuning: examples to padded batches, a pure pmapped train step, one epoch.
+"""LoRA fine-tuning: examples to padded batches, a pure train step, one epoch.
 
 The loss is cross-entropy summed over real target tokens only (the original also
-trained on padding: we do not), optionally only over the command tokens. Each device
-returns loss and gradient SUMS plus its token count; `pmean` of both and one division
-give exactly the single-device, token-weighted mean, whatever the split. Gradient
-accumulation scans over micro-batches inside the step, so a global batch that does not
-fit one device at once is still one optimizer update.
+trained on padding: we do not), optionally only over the command tokens. The step
+returns loss and gradient SUMS plus the token count of the rows it sees; the backend
+adds them over devices (`parallel`), and one division gives exactly the single-device,
+token-weighted mean, whatever the split. Gradient accumulation scans over micro-batches
+inside the step, so a global batch that does not fit one device at once is still one
+optimizer update.
 """
 
 import dataclasses
@@ -83,17 +84,18 @@ def batch_arrays(examples: Sequence[Example], rows: int, width: int, completion_
   return inputs, targets, weights
 
 
-def loss_sums(lora, base, graphdef, inputs, targets, weights, dropout_key):
+def loss_sums(lora, base, graphdef, inputs, targets, weights, dropout_keys):
   """(sum of weighted token losses, sum of weights) for one micro-batch.
 
-  Mixed precision like HF's AMP: the adapters are float32 masters, cast to the base
-  weights' dtype for the forward pass (a no-op in float32); the loss is float32.
+  `dropout_keys` holds one key per row ([B]) or is None (no dropout). Mixed precision
+  like HF's AMP: the adapters are float32 masters, cast to the base weights' dtype for
+  the forward pass (a no-op in float32); the loss is float32.
   """
   compute = compute_dtype(base)
   lora = jax.tree.map(lambda x: x.astype(compute), lora)
   positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
   logits, _, _ = model_lib.forward(graphdef, (lora, base), inputs, positions,
-                                dropout_key=dropout_key)
+                                dropout_key=dropout_keys)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
   return jnp.sum(losses * weights), jnp.sum(weights)
 
@@ -103,30 +105,44 @@ def compute_dtype(base):
   return next(x.dtype for x in jax.tree.leaves(base) if jnp.issubdtype(x.dtype, jnp.floating))
 
 
-def train_step(lora, opt_state, base, batch, key, *, graphdef, optimizer):
-  """One optimizer update from a device's share of a global batch.
+def gradient_sums(graphdef, lora, base, batch, extras):
+  """(gradient sums, loss sum, token count) over the rows this call sees.
 
-  `batch` holds (inputs, targets, weights) of shape [accum, micro, T]; gradients are
-  summed over the accumulation scan, averaged across devices, divided by the tokens.
+  `batch` = (inputs, targets, weights [accum, rows, T], row ids [accum, rows]); the scan
+  over the accumulation axis adds micro-batches. Row r's dropout key is
+  fold_in(key, r) for its index r in the global batch, so the sums do not depend on how
+  the rows were split over devices or micro-batches. No device axis is named here: the
+  backend adds the sums of its shards (`Backend.compile_step`).
   """
-  device_key = jax.random.fold_in(key, jax.lax.axis_index(parallel.AXIS))
+  key = jax.random.wrap_key_data(extras[0])
   grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
 
   def accumulate(carry, micro):
-    grads, loss, count, index = carry
-    inputs, targets, weights = micro
-    step_key = jax.random.fold_in(device_key, index)
+    grads, loss, count = carry
+    inputs, targets, weights, row_ids = micro
+    keys = jax.vmap(lambda row: jax.random.fold_in(key, row))(row_ids)
     (micro_loss, micro_count), micro_grads = grad_fn(lora, base, graphdef, inputs, targets,
-                                                     weights, step_key)
+                                                     weights, keys)
     grads = jax.tree.map(jnp.add, grads, micro_grads)
-    return (grads, loss + micro_loss, count + micro_count, index + 1), None
+    return (grads, loss + micro_loss, count + micro_count), None
 
   zeros = jax.tree.map(jnp.zeros_like, lora)
-  init = (zeros, jnp.float32(0), jnp.float32(0), jnp.int32(0))
-  (grads, loss, count, _), _ = jax.lax.scan(accumulate, init, batch)
-  grads, loss, count = jax.lax.pmean((grads, loss, count), parallel.AXIS)
+  init = (zeros, jnp.float32(0), jnp.float32(0))
+  return jax.lax.scan(accumulate, init, batch)[0]
+
+
+def apply_sums(lora, opt_state, sums, extras, *, optimizer):
+  """One optimizer update from the whole batch's sums: token-weighted mean gradients.
+
+  `extras[1]` is this step's learning rate (the linear decay), written into the
+  injected hyperparameters, so the schedule costs no recompilation.
+  """
+  grads, loss, count = sums
   count = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g: g / count, grads)
+  hyper = dict(opt_state.hyperparams)
+  hyper['learning_rate'] = jnp.asarray(extras[1], hyper['learning_rate'].dtype)
+  opt_state = opt_state._replace(hyperparams=hyper)
   updates, opt_state = optimizer.update(grads, opt_state, lora)
   return optax.apply_updates(lora, updates), opt_state, loss / count
 
@@ -147,13 +163,6 @@ def _clipped_adamw(learning_rate, weight_decay, max_grad_norm):
                      optax.adamw(learning_rate, weight_decay=weight_decay))
 
 
-@functools.lru_cache(maxsize=8)
-def pmapped_train_step(graphdef, optimizer):
-  step = functools.partial(train_step, graphdef=graphdef, optimizer=optimizer)
-  return jax.pmap(step, axis_name=parallel.AXIS, in_axes=(0, 0, 0, 0, None),
-                  donate_argnums=(0, 1))
-
-
 @dataclasses.dataclass
 class EpochResult:
   lora: object
@@ -162,20 +171,23 @@ class EpochResult:
 
 
 class Trainer:
-  """Runs epochs of LoRA updates for one model across `num_devices` local devices."""
+  """Runs epochs of LoRA updates for one model on a backend (`parallel.make_backend`)."""
 
   def __init__(self, graphdef, base, config: TrainConfig, num_devices: int = 1,
-               pad_id: int = 0, show_progress: bool = True):
-    self.graphdef, self.config, self.num_devices = graphdef, config, num_devices
+               pad_id: int = 0, show_progress: bool = True, backend=None):
+    self.graphdef, self.config = graphdef, config
+    self.backend = backend or parallel.make_backend('pmap', num_devices)
     self.pad_id, self.show_progress = pad_id, show_progress
     self.optimizer = make_optimizer(config)
-    self.device_base = parallel.replicate(base, num_devices)
-    self._step = pmapped_train_step(graphdef, self.optimizer)
-    per_device = config.batch_size / num_devices
-    if per_device != int(per_device):
-      raise ValueError(f'batch_size {config.batch_size} does not divide over {num_devices} devices')
-    self.micro = min(config.micro_batch_size or int(per_device), int(per_device))
-    self.accum = math.ceil(per_device / self.micro)
+    self.device_base = self.backend.params(base)
+    self._step = self.backend.compile_step(
+        gradient_sums, functools.partial(apply_sums, optimizer=self.optimizer), graphdef)
+    shards = self.backend.data_size
+    per_shard = config.batch_size / shards
+    if per_shard != int(per_shard):
+      raise ValueError(f'batch_size {config.batch_size} does not divide over {shards} devices')
+    self.micro = min(config.micro_batch_size or int(per_shard), int(per_shard))
+    self.accum = math.ceil(per_shard / self.micro)
 
   def init_opt_state(self, lora):
     return self.optimizer.init(lora)
@@ -188,36 +200,33 @@ class Trainer:
       shuffled = [examples[j] for j in rng.permutation(len(examples))]
       size = self.config.batch_size
       batches += [shuffled[i:i + size] for i in range(0, len(shuffled), size)]
-    device_lora = parallel.replicate(lora, self.num_devices)
-    device_opt = parallel.replicate(opt_state, self.num_devices)
+    # Host copies are placed: the step donates its inputs, and the caller keeps `lora`.
+    device_lora = self.backend.shared(jax.tree.map(np.array, lora))
+    device_opt = self.backend.shared(jax.tree.map(np.array, opt_state))
     losses = []
     key = jax.random.key(seed)
     for index, rows in enumerate(tqdm(batches, desc='train', unit='batch', leave=False,
                                       disable=not self.show_progress)):
-      device_opt = _set_learning_rate(
-          device_opt, self.config.learning_rate * (1 - index / len(batches)))
+      learning_rate = self.config.learning_rate * (1 - index / len(batches))
+      extras = self.backend.shared((jax.random.key_data(jax.random.fold_in(key, index)),
+                                    np.float32(learning_rate)))
       device_lora, device_opt, loss = self._step(
-          device_lora, device_opt, self.device_base, self._device_batch(rows),
-          jax.random.fold_in(key, index))
-      loss = float(loss[0])
+          device_lora, device_opt, self.device_base, self._device_batch(rows), extras)
+      loss = float(self.backend.fetch_shared(loss))
       if not math.isfinite(loss):
         raise NonFiniteLoss(f'loss became {loss} at step {index + 1}')
       losses.append(loss)
-    return EpochResult(parallel.unreplicate(device_lora), parallel.unreplicate(device_opt),
-                       losses)
+    fetch = lambda tree: jax.tree.map(jnp.asarray, self.backend.fetch_shared(tree))
+    return EpochResult(fetch(device_lora), fetch(device_opt), losses)
 
   def _device_batch(self, rows: Sequence[Example]):
-    """[devices, accum, micro, T] arrays of one global batch (short batches padded)."""
+    """(inputs, targets, weights, row ids) of one global batch, [accum, shards x micro, ...]
+    (short batches padded with weightless rows), rows placed on the backend's shards."""
     longest = max(len(e.prompt) + len(e.completion) - 1 for e in rows)
     width = parallel.length_bucket(longest, self.config.length_multiple)
-    total = self.num_devices * self.accum * self.micro
+    per_step = self.backend.data_size * self.micro
+    total = self.accum * per_step
     arrays = batch_arrays(rows, total, width, self.config.completion_only, self.pad_id)
-    shape = (self.num_devices, self.accum, self.micro, width)
-    return tuple(a.reshape(shape) for a in arrays)
-
-
-def _set_learning_rate(opt_state, learning_rate):
-  """Linear decay as in HF Trainer's default schedule, written into the injected state."""
-  hyper = opt_state.hyperparams
-  hyper['learning_rate'] = jnp.full_like(hyper['learning_rate'], learning_rate)
-  return opt_state
+    arrays = tuple(a.reshape(self.accum, per_step, width) for a in arrays)
+    row_ids = np.arange(total, dtype=np.int32).reshape(self.accum, per_step)
+    return self.backend.rows((*arrays, row_ids), axis=1)

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from inversion_jax import experiment, generation, history, training
+from inversion_jax import experiment, generation, history, parallel, training
 from inversion_jax.checkpointing import RoundCheckpointer
 from inversion_jax.config import ModelConfig
 from inversion_jax.errors import UserError
@@ -128,7 +128,25 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_gguf, tmp_path, phase, 
   assert round_metrics(broken.run_dir) == straight_run
 
 
-def test_a_round_runs_no_process(tiny_gguf, tmp_path, monkeypatch):
+def test_resume_under_the_mesh_backend_on_four_devices(tiny_gguf, tmp_path, straight_run):
+  """--parallel=mesh on 4 devices: killed mid-training and resumed equals its own
+  uninterrupted run bit for bit, and the 1-device run to float32 rounding."""
+  mesh = dict(parallel='mesh', num_devices=4)
+  straight = config_for(tiny_gguf, tmp_path / 'straight', **mesh)
+  experiment.run(straight)
+  broken = config_for(tiny_gguf, tmp_path / 'broken', **mesh)
+  killed = run_driver(flag_list(broken), crash=('train', '4'))
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  resumed = run_driver(flag_list(broken) + ['--resume'])
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert round_metrics(broken.run_dir) == round_metrics(straight.run_dir)
+  for got, expected in zip(round_metrics(straight.run_dir), straight_run):
+    for key, value in expected['metrics'].items():
+      assert got['metrics'][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+
+
+@pytest.mark.parametrize('parallel', [dict(), dict(parallel='mesh', num_devices=4)])
+def test_a_round_runs_no_process(tiny_gguf, tmp_path, monkeypatch, parallel):
   """Generated commands are text: nothing may start a process during a whole round."""
 
   def forbidden(*args, **kwargs):
@@ -144,7 +162,7 @@ def test_a_round_runs_no_process(tiny_gguf, tmp_path, monkeypatch):
   monkeypatch.setattr(pty, 'spawn', forbidden)
   # Validator, held-out evaluation, V2 embeddings, fidelity scoring and report included.
   config = config_for(tiny_gguf, tmp_path, cycles=1, eval_every=1, eval_tasks=9,
-                      filter='reproducibility', scorer='fidelity', fidelity_layer=1)
+                      filter='reproducibility', scorer='fidelity', fidelity_layer=1, **parallel)
   result = experiment.run(config)
   assert result.rounds[0]['metrics']['before/num_candidates'] == 6
   assert result.rounds[0]['metrics']['heldout/num_graded'] == 9
@@ -233,14 +251,15 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
       judge='expected', generation=SamplingConfig(0.0, 8), reconstruction=SamplingConfig(0.0, 8))
   tasks = bank_lib.sample_tasks(bank_lib.default_bank(), 4, seed=0)
   results = []
-  for devices in (1, 4):
-    gen = generation.Generator(graphdef, state, tokenizer, num_devices=devices, max_batch=8,
-                               show_progress=False)
+  for kind, devices in (('pmap', 1), ('pmap', 4), ('mesh', 4)):
+    gen = generation.Generator(graphdef, state, tokenizer, max_batch=8, show_progress=False,
+                               backend=parallel.make_backend(kind, devices))
     results.append(inversion.score_tasks(gen, prompts.get_style('fewshot'), tasks, 2, greedy, 0))
-  one, four = results
-  assert [r.command for r in one.rows] == [r.command for r in four.rows]
-  assert [r.reconstruction for r in one.rows] == [r.reconstruction for r in four.rows]
-  np.testing.assert_allclose(one.scores, four.scores, rtol=1e-5, atol=1e-6)
+  one = results[0]
+  for other in results[1:]:
+    assert [r.command for r in one.rows] == [r.command for r in other.rows]
+    assert [r.reconstruction for r in one.rows] == [r.reconstruction for r in other.rows]
+    np.testing.assert_allclose(one.scores, other.scores, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('overrides,message', [
@@ -257,6 +276,10 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
     (dict(lr=float('nan')), 'finite'), (dict(temperature=float('inf')), 'finite'),
     (dict(name='../../etc'), 'plain name'), (dict(name='a/b'), 'plain name'),
     (dict(quantize='int4'), 'quantize'),
+    (dict(parallel='ring'), 'unknown --parallel'), (dict(shard_params=True), 'needs --parallel=mesh'),
+    (dict(parallel='mesh', num_devices=4, shard_params=True), 'num_heads=6 is not divisible'),
+    (dict(parallel='mesh', num_devices=4, model_axis=2), 'needs --shard_params'),
+    (dict(parallel='mesh', num_devices=4, batch_size=2), 'multiple of the 4 data-parallel'),
 ])
 def test_bad_settings_are_user_errors(tiny_gguf, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):
@@ -282,6 +305,9 @@ def test_cli_errors_are_one_line(tiny_gguf, tmp_path):
       flag_list(config) + ['--resume', '--lr=0.001', '--tasks=4'],  # different configuration
       flag_list(config) + ['--threshold=2'],
       ['--model=no-such-model', f'--output={tmp_path}', '--name=x'],
+      flag_list(config) + ['--num_processes=2', '--process_id=0'],  # no coordinator
+      flag_list(config) + ['--coordinator_address=127.0.0.1:1', '--num_processes=2',
+                           '--process_id=5'],
   ]
   for args in cases:
     result = run_driver(args)
@@ -289,6 +315,8 @@ def test_cli_errors_are_one_line(tiny_gguf, tmp_path):
     assert 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith('error: ')
   assert 'lr 0.0002 -> 0.001' in run_driver(cases[0]).stderr
+  assert 'needs --coordinator_address' in run_driver(cases[3]).stderr
+  assert '--process_id=5 is out of range' in run_driver(cases[4]).stderr
 
 
 def test_corrupt_checkpoint_is_a_user_error(tiny_gguf, tmp_path):

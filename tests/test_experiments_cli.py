@@ -20,6 +20,7 @@ from tokenizers import decoders, models, pre_tokenizers
 import tiny_checkpoints as tc
 from inversion_jax import model as model_lib
 from inversion_jax.config import ModelConfig
+from tests.test_experiment import tiny_gguf  # noqa: F401 (fixture: 2,048-token context)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GENERATE = ROOT / 'experiments' / 'generate.py'
@@ -179,3 +180,19 @@ def test_decode_rates_from_the_two_timings(bench):
   assert rate['tok_s'] == pytest.approx(8 * 10 / 2.0)
   assert rate['ms_per_step'] == pytest.approx(200.0)
   assert bench.decode_rates(8, 10, 1.0, 1.5)['tok_s'] is None  # Noise swamped the gap.
+
+
+@pytest.mark.parametrize('call', ['generate', 'rate'])
+def test_compaction_benchmark_checks_its_peers_agree(tiny_gguf, tmp_path, call):  # noqa: F811
+  """benchmark_compaction.py on the tiny model: the one-call loop, compaction and length
+  grouping give the same texts (it exits 2 when they do not) and it writes its figures."""
+  out = tmp_path / 'compaction.json'
+  result = subprocess.run(
+      [sys.executable, str(ROOT / 'experiments' / 'benchmark_compaction.py'),
+       f'--model={tiny_gguf}', '--tasks=5', '--candidates=2', '--max_new_tokens=12',
+       '--repeats=1', '--max_batch=8', f'--call={call}', f'--output_json={out}'],
+      capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert result.returncode == 0, result.stderr[-2000:]
+  figures = json.loads(out.read_text())
+  assert figures['same_texts'] and figures['rows'] == 10
+  assert set(figures['steady_seconds']) == {'one_call', 'compacting', 'compacting_grouped'}

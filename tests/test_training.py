@@ -12,8 +12,8 @@ from inversion_jax.config import ModelConfig
 from tests.tiny import ByteTokenizer
 
 
-def tiny_lora(dropout=0.0):
-  graphdef, state = model_lib.create(ModelConfig.tiny(), seed=0)
+def tiny_lora(dropout=0.0, config=None):
+  graphdef, state = model_lib.create(config or ModelConfig.tiny(), seed=0)
   graphdef, state = lora_lib.add_lora(graphdef, state, lora_lib.LoRAConfig(rank=4, dropout=dropout))
   return lora_lib.split_lora(graphdef, state)
 

@@ -1,0 +1,44 @@
+"""Padding to a few shapes: every distinct shape is a compilation."""
+
+
+def round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def length_bucket(n: int, minimum: int = 16) -> int:
+  """Pads lengths to a few shapes: powers of two up to 256, then multiples of 128.
+
+  Each distinct shape costs a compilation (seconds for a 30-layer decode loop), so a
+  run should see a handful of them; padding wastes at most half a short row.
+  """
+  if n <= 256:
+    return max(minimum, 1 << max(0, (n - 1).bit_length()))
+  return round_up(n, 128)
+
+
+def group_by_length(lengths, *, height_multiple: int, max_rows: int, extra: int = 0,
+                    length_multiple: int = 16) -> list[list[int]]:
+  """Splits rows into calls so that little compute goes to padding.
+
+  A call of n rows whose longest is L costs about round_up(n, height_multiple) x
+  (length_bucket(L) + extra) token-steps: left padding to the bucket, padding rows to the
+  height, and `extra` decode steps a row (0 for a forward pass). Rows sorted by length are
+  cut into contiguous groups of at most `max_rows` minimising the sum (dynamic programming
+  over the cut points; n is a few hundred at most). Returns indices into `lengths`, each
+  group in ascending index order.
+  """
+  order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+  n = len(order)
+  best = [0.0] + [float('inf')] * n
+  cut = [0] * (n + 1)
+  for end in range(1, n + 1):
+    width = length_bucket(lengths[order[end - 1]], length_multiple) + extra  # Longest: last.
+    for start in range(max(0, end - max_rows), end):
+      cost = best[start] + round_up(end - start, height_multiple) * width
+      if cost < best[end]:
+        best[end], cut[end] = cost, start
+  groups, end = [], n
+  while end:
+    groups.append(sorted(order[cut[end]:end]))
+    end = cut[end]
+  return groups[::-1]
