@@ -128,13 +128,14 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_gguf, tmp_path, phase, 
   assert round_metrics(broken.run_dir) == straight_run
 
 
-def test_resume_under_the_mesh_backend_on_four_devices(tiny_gguf, tmp_path, straight_run):
-  """--parallel=mesh on 4 devices: killed mid-training and resumed equals its own
+@pytest.mark.parametrize('parallel', ['mesh', 'pmap'])
+def test_resume_on_four_devices(tiny_gguf, tmp_path, straight_run, parallel):
+  """--parallel=mesh|pmap on 4 devices: killed mid-training and resumed equals its own
   uninterrupted run bit for bit, and the 1-device run to float32 rounding."""
-  mesh = dict(parallel='mesh', num_devices=4)
-  straight = config_for(tiny_gguf, tmp_path / 'straight', **mesh)
+  devices = dict(parallel=parallel, num_devices=4)
+  straight = config_for(tiny_gguf, tmp_path / 'straight', **devices)
   experiment.run(straight)
-  broken = config_for(tiny_gguf, tmp_path / 'broken', **mesh)
+  broken = config_for(tiny_gguf, tmp_path / 'broken', **devices)
   killed = run_driver(flag_list(broken), crash=('train', '4'))
   assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
   resumed = run_driver(flag_list(broken) + ['--resume'])
