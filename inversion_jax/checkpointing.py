@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 from inversion_jax.errors import UserError
 from inversion_jax.history import jsonable
 from inversion_jax.history import write_json_atomic
+from inversion_jax.parallel import distributed
 
 RUN_CONFIG_FILE = 'run_config.json'
 CHECKPOINT_SUBDIR = 'checkpoints'
@@ -52,7 +53,7 @@ class RoundCheckpointer:
       raise UserError(
           f'cannot write the output directory {self.directory} ({error.strerror or error});'
           ' choose a writable --output') from error
-    if jax.process_index() == 0:  # Other processes of a multi-process run only read.
+    if distributed.is_main():  # Other processes of a multi-process run only read.
       self._sweep_unfinished_steps()
     self._manager = ocp.CheckpointManager(
         self._checkpoint_dir.absolute(),
@@ -107,7 +108,7 @@ class RoundCheckpointer:
     if not self._manager.save(round_index, args=args):
       raise RuntimeError(f'Orbax declined to save step {round_index}')
     self._manager.wait_until_finished()
-    if jax.process_index() == 0 and (
+    if distributed.is_main() and (
         round_index == 1 or not (self.directory / RUN_CONFIG_FILE).exists()):
       # Written when the first round commits: a start that fails (a mistyped --model, a
       # kill in round 1) leaves no configuration for a later --resume to be held to.

@@ -128,14 +128,7 @@ class RunConfig:
     if self.num_devices > jax.local_device_count():
       raise UserError(f'--num_devices={self.num_devices} but only {jax.local_device_count()} '
                       'local devices are visible')
-    if self.parallel not in parallel.BACKENDS:
-      raise UserError(f'unknown --parallel {self.parallel!r}; choose one of '
-                      f'{", ".join(parallel.BACKENDS)}')
-    if self.shard_params and self.parallel != 'mesh':
-      raise UserError('--shard_params needs --parallel=mesh (pmap replicates the weights)')
-    if self.model_axis and not self.shard_params:
-      raise UserError('--model_axis sets how many devices share the weights: it needs '
-                      '--shard_params')
+    parallel.check_settings(self.parallel, self.shard_params, self.model_axis)
     if self.top_k is not None and self.top_k < 1:
       raise UserError(f'--top_k must be >= 1 (or unset for the whole vocabulary), got {self.top_k}')
     if self.top_p is not None and not 0 < self.top_p <= 1:

@@ -8,10 +8,9 @@ configuration is written when round 1 commits (`checkpointing.RoundCheckpointer`
 
 import pathlib
 
-import jax
-
 from inversion_jax import history as history_lib
 from inversion_jax import report as report_lib
+from inversion_jax.parallel import distributed
 
 
 class RunDir:
@@ -19,7 +18,7 @@ class RunDir:
 
   def __init__(self, path: str | pathlib.Path, is_main: bool | None = None):
     self.path = pathlib.Path(path)
-    self.is_main = jax.process_index() == 0 if is_main is None else is_main
+    self.is_main = distributed.is_main() if is_main is None else is_main
 
   def say(self, text: str) -> None:
     if self.is_main:

@@ -14,8 +14,8 @@ One device (and one process) is the mesh backend on a 1 x 1 mesh: plain `jit`.
 """
 
 from inversion_jax.parallel.backends import AXIS, BACKENDS, Backend, MeshBackend, PmapBackend
-from inversion_jax.parallel.backends import make_backend
+from inversion_jax.parallel.backends import check_settings, make_backend
 from inversion_jax.parallel.shapes import group_by_length, length_bucket, round_up
 
-__all__ = ['AXIS', 'BACKENDS', 'Backend', 'MeshBackend', 'PmapBackend', 'make_backend',
+__all__ = ['AXIS', 'BACKENDS', 'Backend', 'MeshBackend', 'PmapBackend', 'check_settings', 'make_backend',
            'group_by_length', 'length_bucket', 'round_up']

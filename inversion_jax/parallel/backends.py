@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from inversion_jax.errors import UserError
+from inversion_jax.parallel import distributed
 from inversion_jax.parallel import sharding as sharding_lib
 
 AXIS = 'devices'  # pmap's device axis.
@@ -34,7 +35,7 @@ class Backend(abc.ABC):
   @property
   def is_main(self) -> bool:
     """Process 0: the only one that prints and writes files."""
-    return jax.process_index() == 0
+    return distributed.is_main()
 
   @abc.abstractmethod
   def params(self, tree): ...
@@ -197,6 +198,17 @@ def global_devices(num_devices: int):
           [:num_devices]]
 
 
+def check_settings(kind: str, shard_params: bool = False, model_axis: int = 0) -> None:
+  """UserError for flag combinations no backend runs (before any model is loaded)."""
+  if kind not in BACKENDS:
+    raise UserError(f'unknown --parallel {kind!r}; choose one of {", ".join(BACKENDS)}')
+  if shard_params and kind != 'mesh':
+    raise UserError('--shard_params needs --parallel=mesh (pmap replicates the weights)')
+  if model_axis and not shard_params:
+    raise UserError('--model_axis sets how many devices share the weights: it needs '
+                    '--shard_params')
+
+
 def make_backend(kind: str = 'pmap', num_devices: int = 1, *, shard_params: bool = False,
                  model_axis: int = 0, model_config=None) -> Backend:
   """The backend for `--parallel=kind` over `num_devices` devices per process.
@@ -205,15 +217,9 @@ def make_backend(kind: str = 'pmap', num_devices: int = 1, *, shard_params: bool
   one device would only add an axis. `model_axis` (with `shard_params`; 0 = all devices)
   sets the mesh's 'model' size; the rest is 'data'.
   """
-  if kind not in BACKENDS:
-    raise UserError(f'unknown --parallel {kind!r}; choose one of {", ".join(BACKENDS)}')
+  check_settings(kind, shard_params, model_axis)
   if num_devices < 1:
     raise UserError(f'--num_devices must be a positive integer, got {num_devices}')
-  if shard_params and kind != 'mesh':
-    raise UserError('--shard_params needs --parallel=mesh (pmap replicates the weights)')
-  if model_axis and not shard_params:
-    raise UserError('--model_axis sets how many devices share the weights: it needs '
-                    '--shard_params')
   devices = global_devices(num_devices)
   if kind == 'pmap' and jax.process_count() > 1:
     raise UserError('a multi-process run needs --parallel=mesh (pmap spans one process)')
