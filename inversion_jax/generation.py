@@ -36,6 +36,7 @@ class _Batch:
   tokens: np.ndarray  # [B, Tp] left-padded
   key_start: np.ndarray  # [B]
   num_rows: int  # Real rows; the rest are padding copies.
+  cache_width: int  # Prompt slots of the decode cache (a coarse bucket >= the width).
   prefix_len: int = 0  # Tokens in the shared prefix cache (BOS included).
   cache: object = None  # The shared prefix's cache, or None.
 
@@ -260,7 +261,9 @@ class Generator:
           'max_new_tokens')
     if longest == 0:
       raise UserError('a prompt is empty; give the model some text to continue')
-    width = parallel.length_bucket(longest, self.length_multiple)
+    # Prefill at a fine width (rows grouped by length pad little); decode at a coarse one
+    # (each width is a compiled decode loop, and its attention reads every cache slot).
+    width = parallel.round_up(longest, self.length_multiple)
     height = parallel.round_up(len(rows), self.batch_multiple)
     num_rows = len(rows)
     rows = rows + [rows[0]] * (height - len(rows))
@@ -269,7 +272,8 @@ class Generator:
     for index, row in enumerate(rows):
       tokens[index, width - len(row):] = row
       key_start[index] = width - len(row)
-    return _Batch(tokens, key_start, num_rows)
+    return _Batch(tokens, key_start, num_rows,
+                  cache_width=parallel.length_bucket(longest, self.length_multiple))
 
   def _generate_rows(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
     batch = self._pad_rows(suffixes, prefix, sampling.max_new_tokens)
@@ -280,14 +284,16 @@ class Generator:
         jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded_ids, jnp.int32))))
     rows = self.backend.rows((batch.tokens, batch.key_start, key_data))
     if self.compact_every and isinstance(self.backend, parallel.MeshBackend):
-      gen = self._compacting_generate(rows, batch.cache, sampling, pad_id, stop_mask)
+      gen = self._compacting_generate(rows, batch.cache, batch.cache_width, sampling, pad_id,
+                                      stop_mask)
     else:  # pmap: one call per batch (rows finish at the longest row's pace).
       gen = self.backend.fetch(self._call(_generate, *rows, stop_mask, self.content_mask,
-                                          batch.cache, sampling=sampling, pad_id=pad_id))
+                                          batch.cache, sampling=sampling, pad_id=pad_id,
+                                          cache_prompt_len=batch.cache_width))
     tokens, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
     return sampling_lib.Generation(tokens[: batch.num_rows], lengths[: batch.num_rows])
 
-  def _compacting_generate(self, rows, cache, sampling, pad_id, stop_mask):
+  def _compacting_generate(self, rows, cache, cache_width, sampling, pad_id, stop_mask):
     """Decodes `compact_every` steps at a time; when at most half the rows are still
     going, finished rows are collected and the batch shrinks to the next smaller bucket
     (halving, not below `batch_multiple`), so they stop costing decode steps.
@@ -297,8 +303,8 @@ class Generator:
     """
     max_new = sampling.max_new_tokens
     common = dict(sampling=sampling, pad_id=pad_id)
-    carry = self._call(_prefill, *rows, stop_mask, self.content_mask, cache, **common)
-    key_start = rows[1]
+    carry = self._call(_prefill, *rows, stop_mask, self.content_mask, cache,
+                       cache_prompt_len=cache_width, **common)
     height = rows[0].shape[0]
     slots = np.arange(height)  # Which row of the batch each slot holds (-1: copy).
     out = np.full((height, max_new), pad_id, np.int32)
@@ -306,7 +312,7 @@ class Generator:
     step = 1
     while True:
       until = min(step + self.compact_every, max_new)
-      carry = self._call(_decode, carry, key_start, stop_mask, self.content_mask, cache,
+      carry = self._call(_decode, carry, stop_mask, self.content_mask, cache,
                          self.backend.shared(np.int32(until)), donate=(0,), **common)
       step = int(self.backend.fetch_shared(carry.step))
       done = self.backend.fetch(carry.done)
@@ -324,8 +330,7 @@ class Generator:
         if step >= max_new or not len(alive):
           return sampling_lib.Generation(out, lengths)
         keep = np.concatenate([alive, np.full(target - len(alive), alive[0])]).astype(np.int32)
-        carry, key_start = self.backend.compile(sampling_lib.take_rows)(
-            carry, key_start, self.backend.shared(keep))
+        carry = self.backend.compile(sampling_lib.take_rows)(carry, self.backend.shared(keep))
         slots = np.concatenate([slots[alive], np.full(target - len(alive), -1)])
 
   def _forward_last(self, batch: _Batch) -> np.ndarray:
@@ -345,23 +350,25 @@ def _as_pair(prompt) -> tuple[str, str]:
 # which every backend can place and split.
 
 def _generate(graphdef, state, tokens, key_start, key_data, stop_mask, content_mask, prefix,
-              *, sampling, pad_id):
+              *, sampling, pad_id, cache_prompt_len):
   keys = jax.random.wrap_key_data(key_data)
   return sampling_lib.generate(graphdef, state, tokens, key_start, keys, stop_mask,
-                               content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id)
+                               content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id,
+                               cache_prompt_len=cache_prompt_len)
 
 
 def _prefill(graphdef, state, tokens, key_start, key_data, stop_mask, content_mask, prefix,
-             *, sampling, pad_id):
+             *, sampling, pad_id, cache_prompt_len):
   keys = jax.random.wrap_key_data(key_data)
   return sampling_lib.prefill(graphdef, state, tokens, key_start, keys, stop_mask,
-                              content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id)
+                              content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id,
+                              cache_prompt_len=cache_prompt_len)
 
 
-def _decode(graphdef, state, carry, key_start, stop_mask, content_mask, prefix, until, *,
-            sampling, pad_id):
-  return sampling_lib.decode(graphdef, state, carry, key_start, stop_mask, content_mask,
-                             prefix=prefix, sampling=sampling, pad_id=pad_id, until=until)
+def _decode(graphdef, state, carry, stop_mask, content_mask, prefix, until, *, sampling,
+            pad_id):
+  return sampling_lib.decode(graphdef, state, carry, stop_mask, content_mask, prefix=prefix,
+                             sampling=sampling, pad_id=pad_id, until=until)
 
 
 def _forward_last(graphdef, state, tokens, positions, key_start, prefix):

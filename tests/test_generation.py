@@ -154,3 +154,39 @@ def test_samples_do_not_depend_on_max_batch_or_devices(tiny_model):
     other = make_generator(tiny_model, **kwargs).generate(prompts, SAMPLED, seed=5)
     assert other.texts == reference.texts, kwargs
   assert make_generator(tiny_model).generate(prompts, SAMPLED, seed=6).texts != reference.texts
+
+
+@pytest.mark.parametrize('vocab, chunk', [(1024, 256), (300, 16), (2000, 128)])
+def test_inverse_cdf_draws_follow_the_softmax(vocab, chunk):
+  """40k draws are as close to softmax(logits) as `jax.random.categorical`'s; masked
+  (-inf) tokens and chunks never come up. A 10 % temperature error fails this test."""
+  logits = jax.random.normal(jax.random.key(vocab), (vocab,)) * 2.0
+  logits = logits.at[::3].set(-jnp.inf)  # Zero mass, inside and across chunks.
+  logits = logits.at[: 2 * chunk].set(-jnp.inf)  # Whole chunks without mass.
+  draws = 40_000
+  keys = sampling.row_keys(jax.random.key(3), draws)
+  many = lambda l: jnp.broadcast_to(l, (draws, vocab))
+  ours = jax.jit(lambda l, k: sampling.sample_categorical(many(l), k, chunk))(logits, keys)
+  theirs = jax.jit(lambda l, k: jax.vmap(jax.random.categorical)(k, many(l)))(logits, keys)
+  probs = np.asarray(jax.nn.softmax(logits))
+  distance = lambda picks: 0.5 * np.abs(np.bincount(picks, minlength=vocab) / draws - probs).sum()
+  assert np.bincount(np.asarray(ours), minlength=vocab)[probs == 0].sum() == 0
+  assert distance(np.asarray(ours)) < 1.25 * distance(np.asarray(theirs)) + 0.005
+
+
+@pytest.mark.parametrize('config', [GREEDY, SAMPLED])
+def test_a_wider_decode_cache_gives_the_same_tokens(tiny_model, config):
+  """Prompts prefilled at their own width, then placed at the end of a wider cache
+  (`cache_prompt_len`, one decode program for many widths), decode the same tokens."""
+  graphdef, state = tiny_model
+  tokens = jnp.asarray([[0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 9, 10]], jnp.int32)
+  key_start = jnp.asarray([2, 0, 4], jnp.int32)
+  prefix = sampling.jit_prefill_prefix(graphdef, state, jnp.asarray([1, 40, 41, 42], jnp.int32))
+  stop = jnp.zeros((ModelConfig.tiny().vocab_size,), bool).at[ord('e')].set(True)
+  run = lambda width: sampling.jit_generate(
+      graphdef, state, tokens, key_start, jax.random.key(4), stop, prefix=prefix,
+      sampling=config, pad_id=0, cache_prompt_len=width)
+  same, wider = run(None), run(6 + 13)
+  np.testing.assert_array_equal(same.tokens, wider.tokens)
+  np.testing.assert_array_equal(same.lengths, wider.lengths)
+  assert int(same.lengths.sum()) > 6  # Rows did decode several tokens.
