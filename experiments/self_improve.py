@@ -68,7 +68,8 @@ flags.DEFINE_integer('num_processes', None, 'Multi-process: how many processes r
 flags.DEFINE_integer('process_id', None, 'Multi-process: this process (0 = the coordinator).')
 flags.DEFINE_bool('distributed', False,
                   'Multi-process with JAX\'s auto-detection (Cloud TPU VMs, SLURM).')
-flags.DEFINE_integer('max_batch', DEFAULTS.max_batch, 'Rows per sampler call.')
+flags.DEFINE_integer('max_batch', DEFAULTS.max_batch,
+                     'Rows decoded together (one wave, one decode loop; memory grows with it).')
 flags.DEFINE_integer('eval_every', DEFAULTS.eval_every,
                      'Evaluate real quality on the held-out set every N rounds (0 = never).')
 flags.DEFINE_integer('eval_tasks', DEFAULTS.eval_tasks,

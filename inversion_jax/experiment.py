@@ -76,7 +76,7 @@ class RunConfig:
   parallel: str = 'pmap'  # pmap | mesh (parallel/); one device runs plain jit either way.
   shard_params: bool = False  # mesh: tensor-parallel weights on the 'model' axis.
   model_axis: int = 0  # Devices sharing the weights with --shard_params; 0 = all.
-  max_batch: int = 64
+  max_batch: int = 256
   eval_every: int = 1  # Held-out evaluation every N rounds (and the last); 0 = never.
   eval_tasks: int = 0  # A stratified subset of the held-out split; 0 = all of it.
   eval_split: str = 'test'

@@ -1,11 +1,13 @@
 """Text in, text out: tokenises prompts, pads them to shape buckets, runs the jitted sampler.
 
 A prompt is a `(prefix, suffix)` pair. Rows sharing a prefix (a few-shot header) are
-decoded together against ONE prefilled prefix cache, memoised per generator; suffixes
-are left-padded to a multiple of `length_multiple` and the batch to a multiple of
-`batch_multiple` (times the data-parallel shards), so a run compiles a handful of shapes,
-not one per call. Where it runs is the backend's business (`parallel`): every compiled
-call goes through `Generator._call`, its inputs through `backend.rows/shared`.
+decoded together against ONE prefilled prefix cache, memoised per generator. They are
+sorted by length and cut into waves of at most `max_batch` rows; a wave is prefilled in
+parts of `prefill_rows` rows (each left-padded to a multiple of `length_multiple`, the
+part to a multiple of `batch_multiple` times the data-parallel shards) written into one
+decode carry, then decoded in one loop that drops finished rows. Where it runs is the
+backend's business (`parallel`): every compiled call goes through `Generator._call`, its
+inputs through `backend.rows/shared`.
 """
 
 import dataclasses
@@ -45,9 +47,9 @@ class Generator:
   """Generates text for many prompts with one model state."""
 
   def __init__(self, graphdef, state, tokenizer, *, stop_strings=('\n',), num_devices=1,
-               max_batch=64, batch_multiple=8, length_multiple=16, add_bos=True,
+               max_batch=256, batch_multiple=8, length_multiple=16, add_bos=True,
                show_progress=True, compact_every=8, quantize='none', backend=None,
-               group_rows=True):
+               group_rows=True, prefill_rows=32):
     # The weights as given; `quantize='int8'` runs int8 block projections (quantize.py).
     self.quantize, self._plain_graphdef = quantize_lib.check(quantize), graphdef
     self.backend = backend or parallel.make_backend('pmap', num_devices)
@@ -64,6 +66,9 @@ class Generator:
     self.show_progress = show_progress
     # Decode steps between checks for finished rows; 0 = one device call per batch.
     self.compact_every = compact_every
+    # Rows a prefill call takes: a prefill costs the same per token from 8 rows up, and
+    # parts of few rows, sorted by length, pad each prompt to little more than its own.
+    self.prefill_rows = parallel.round_up(prefill_rows, self.batch_multiple)
     self.group_rows = group_rows  # False: calls take rows in order (benchmarks compare).
     self._prefix_caches = {}
     stop, content = self._token_masks()
@@ -108,16 +113,13 @@ class Generator:
     prompts = [_as_pair(p) for p in prompts]
     texts, counts = [None] * len(prompts), [0] * len(prompts)
     key = jax.random.key(seed)
-    # A row decodes about a quarter of its budget (commands end early; compaction drops
-    # finished rows): the weight of decode against prompt padding when grouping rows.
-    chunks = list(self._chunks(prompts, extra=sampling.max_new_tokens // 4))
     bar = tqdm(total=len(prompts), desc=desc, unit='row', disable=not self.show_progress,
                leave=False)
-    for prefix, rows in chunks:
+    for prefix, rows in self._waves(prompts):
       suffixes = [prompts[i][1] for i in rows]
       # Row i of the call samples with fold_in(key, i): its tokens do not depend on which
       # rows share its batch, on --max_batch or on the device count.
-      gen = self._generate_rows(prefix, suffixes, sampling, key, np.asarray(rows))
+      gen = self._generate_wave(prefix, suffixes, sampling, key, np.asarray(rows))
       for row, tokens, length in zip(rows, gen.tokens, gen.lengths):
         text = self.tokenizer.decode(tokens[:length].tolist())
         texts[row] = self._cut_at_stop(text) if sampling.stop_at_newline else text
@@ -190,26 +192,41 @@ class Generator:
       raise UserError(f'layer {layer} is outside the model: choose 0..{self.config.num_layers}'
                       f' ({self.config.num_layers} = the final norm\'s input)')
 
-  def _chunks(self, prompts, extra: int = 0):
+  def _chunks(self, prompts):
     """(prefix, row indices) groups of at most max_batch rows sharing a prefix, rows of
-    similar length together (`parallel.group_by_length`: `extra` decode steps a row).
+    similar length together (`parallel.group_by_length`), for forward passes.
 
     Which rows share a call does not change a row's tokens (per-row keys, left padding
     masked), only how much padding the calls compute.
     """
-    by_prefix: dict[str, list[int]] = {}
-    for index, (prefix, _) in enumerate(prompts):
-      by_prefix.setdefault(prefix, []).append(index)
-    for prefix, rows in by_prefix.items():
+    for prefix, rows in _by_prefix(prompts):
       if not self.group_rows:
         for start in range(0, len(rows), self.max_batch):
           yield prefix, rows[start:start + self.max_batch]
         continue
       lengths = [len(self.tokenizer.encode(prompts[i][1])) for i in rows]
       for group in parallel.group_by_length(
-          lengths, height_multiple=self.batch_multiple, max_rows=self.max_batch, extra=extra,
+          lengths, height_multiple=self.batch_multiple, max_rows=self.max_batch,
           length_multiple=self.length_multiple):
         yield prefix, [rows[i] for i in group]
+
+  def _waves(self, prompts):
+    """(prefix, row indices): the rows sharing a prefix, shortest prompt first (unless
+    `group_rows` is off), cut into near-equal waves of at most max_batch rows.
+
+    A wave is one decode loop. Its rows stop at their own pace, but a step costs a fixed
+    ~45 ms (the weights are read whatever the batch) on this CPU plus ~2 ms a row, so the
+    few long rows of a wave (flag spam runs the whole budget) are the expensive part:
+    one wave pays for that tail once, where batches of 64 paid for it once each
+    (BUILD_NOTES "Waves").
+    """
+    for prefix, rows in _by_prefix(prompts):
+      if self.group_rows:
+        lengths = {i: len(self.tokenizer.encode(prompts[i][1])) for i in rows}
+        rows = sorted(rows, key=lambda i: (lengths[i], i))
+      size = -(-len(rows) // -(-len(rows) // self.max_batch))
+      for start in range(0, len(rows), size):
+        yield prefix, rows[start:start + size]
 
   def _cut_at_stop(self, text: str) -> str:
     """Leading blank space is dropped (rows stop only after visible text), then cut."""
@@ -252,7 +269,7 @@ class Generator:
     batch.prefix_len, batch.cache = prefix_len, cache
     return batch
 
-  def _pad_token_rows(self, rows, prefix_len, max_new) -> _Batch:
+  def _pad_token_rows(self, rows, prefix_len, max_new, cache_width=None) -> _Batch:
     longest = max(len(r) for r in rows)
     if prefix_len + longest + max_new > self.config.max_seq_len:
       raise UserError(
@@ -273,42 +290,71 @@ class Generator:
       tokens[index, width - len(row):] = row
       key_start[index] = width - len(row)
     return _Batch(tokens, key_start, num_rows,
-                  cache_width=parallel.length_bucket(longest, self.length_multiple))
+                  cache_width=cache_width or parallel.length_bucket(longest, self.length_multiple))
 
-  def _generate_rows(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
-    batch = self._pad_rows(suffixes, prefix, sampling.max_new_tokens)
+  def _generate_wave(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
+    """Generation of one wave: prefilled in parts of `prefill_rows` rows (each at its own
+    fine width), decoded together in one compacting loop on a cache of the wave's coarse
+    width. Without compaction (pmap, or compact_every=0) each part is one device call."""
+    head, token_rows = self._split_rows(prefix, suffixes)
+    prefix_len, cache = self._prefix_cache(head) if prefix else (0, None)
+    if not prefix_len:  # Without a prefix the BOS token starts each row.
+      token_rows = [([self.tokenizer.bos_id] if self.add_bos else []) + r for r in token_rows]
+    max_new = sampling.max_new_tokens
+    # The decode reads every cache slot each step: a width of a few buckets, not a power of 2.
+    cache_width = parallel.round_up(max(len(r) for r in token_rows), 2 * self.length_multiple)
     stop_mask = self.stop_mask if sampling.stop_at_newline else self.eos_mask
-    pad_id = int(self.tokenizer.pad_id)
-    padded_ids = np.concatenate([row_ids, np.full(len(batch.tokens) - len(row_ids), row_ids[0])])
-    key_data = np.asarray(jax.random.key_data(
-        jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.asarray(padded_ids, jnp.int32))))
-    rows = self.backend.rows((batch.tokens, batch.key_start, key_data))
-    if self.compact_every and isinstance(self.backend, parallel.MeshBackend):
-      gen = self._compacting_generate(rows, batch.cache, batch.cache_width, sampling, pad_id,
-                                      stop_mask)
-    else:  # pmap: one call per batch (rows finish at the longest row's pace).
-      gen = self.backend.fetch(self._call(_generate, *rows, stop_mask, self.content_mask,
-                                          batch.cache, sampling=sampling, pad_id=pad_id,
-                                          cache_prompt_len=batch.cache_width))
-    tokens, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
-    return sampling_lib.Generation(tokens[: batch.num_rows], lengths[: batch.num_rows])
+    common = dict(sampling=sampling, pad_id=int(self.tokenizer.pad_id),
+                  cache_prompt_len=cache_width)
+    compacting = self.compact_every and isinstance(self.backend, parallel.MeshBackend)
+    tokens = np.full((len(token_rows), max_new), self.tokenizer.pad_id, np.int32)
+    lengths = np.zeros((len(token_rows),), np.int32)
+    parts, slots = [], []
+    for start in range(0, len(token_rows), self.prefill_rows):
+      part = np.arange(start, min(start + self.prefill_rows, len(token_rows)))
+      batch = self._pad_token_rows([token_rows[i] for i in part], prefix_len, max_new,
+                                   cache_width)
+      padded = np.concatenate([part, np.full(len(batch.tokens) - len(part), part[0])])
+      key_data = np.asarray(jax.random.key_data(jax.vmap(lambda i: jax.random.fold_in(key, i))(
+          jnp.asarray(row_ids[padded], jnp.int32))))
+      parts.append((part, self.backend.rows((batch.tokens, batch.key_start, key_data))))
+      slots.append(np.where(np.arange(len(padded)) < len(part), padded, -1))
+    if not compacting:  # One call per part: rows finish at the longest row's pace.
+      for part, rows in parts:
+        gen = self.backend.fetch(self._call(_generate, *rows, stop_mask, self.content_mask,
+                                            cache, **common))
+        tokens[part] = np.asarray(gen.tokens)[:len(part)]
+        lengths[part] = np.asarray(gen.lengths)[:len(part)]
+      return sampling_lib.Generation(tokens, lengths)
+    # Every part writes its rows into one carry in place (concatenating the parts'
+    # caches copied ~1 GB per 50 x 3 stage, 0.9 s each).
+    slots = np.concatenate(slots)
+    carry, row = None, 0
+    for _, rows in parts:
+      if carry is None:
+        carry = self._call(_prefill, *rows, stop_mask, self.content_mask, cache,
+                           batch=len(slots), **common)
+      else:
+        carry = self._call(_prefill_into, carry, self.backend.shared(np.int32(row)), *rows,
+                           stop_mask, self.content_mask, cache, donate=(0,), **common)
+      row += rows[0].shape[0]  # The part's height.
+    self._compacting_decode(carry, slots, cache, stop_mask, tokens, lengths, **common)
+    return sampling_lib.Generation(tokens, lengths)
 
-  def _compacting_generate(self, rows, cache, cache_width, sampling, pad_id, stop_mask):
+  def _compacting_decode(self, carry, slots, cache, stop_mask, out, lengths, *, sampling,
+                         pad_id, cache_prompt_len):
     """Decodes `compact_every` steps at a time; when at most half the rows are still
     going, finished rows are collected and the batch shrinks to the next smaller bucket
     (halving, not below `batch_multiple`), so they stop costing decode steps.
 
-    Same tokens as one `generate` call: every row keeps its own key and the shared step.
-    Runs on global arrays (the mesh backend): the batch may shrink to any bucket.
+    `slots[i]` is the row of `out`/`lengths` that carry row i holds (-1: a padding copy);
+    each row's tokens and length are written there when it leaves the batch. Same tokens
+    as one `generate` call: every row keeps its own key and the shared step. Runs on
+    global arrays (the mesh backend): the batch may shrink to any bucket.
     """
+    del cache_prompt_len  # Fixed by the prefill.
     max_new = sampling.max_new_tokens
     common = dict(sampling=sampling, pad_id=pad_id)
-    carry = self._call(_prefill, *rows, stop_mask, self.content_mask, cache,
-                       cache_prompt_len=cache_width, **common)
-    height = rows[0].shape[0]
-    slots = np.arange(height)  # Which row of the batch each slot holds (-1: copy).
-    out = np.full((height, max_new), pad_id, np.int32)
-    lengths = np.zeros((height,), np.int32)
     step = 1
     while True:
       until = min(step + self.compact_every, max_new)
@@ -328,7 +374,7 @@ class Generator:
         out[slots[gone]] = np.asarray(finished.tokens)[gone]
         lengths[slots[gone]] = np.asarray(finished.lengths)[gone]
         if step >= max_new or not len(alive):
-          return sampling_lib.Generation(out, lengths)
+          return
         keep = np.concatenate([alive, np.full(target - len(alive), alive[0])]).astype(np.int32)
         carry = self.backend.compile(sampling_lib.take_rows)(carry, self.backend.shared(keep))
         slots = np.concatenate([slots[alive], np.full(target - len(alive), -1)])
@@ -339,6 +385,14 @@ class Generator:
         prefix_len + np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
     args = self.backend.rows((batch.tokens, positions, batch.key_start))
     return self.backend.fetch(self._call(_forward_last, *args, cache))[:, -1]
+
+
+def _by_prefix(prompts) -> list[tuple[str, list[int]]]:
+  """(prefix, indices of the prompts with it), prefixes in order of first use."""
+  groups: dict[str, list[int]] = {}
+  for index, (prefix, _) in enumerate(prompts):
+    groups.setdefault(prefix, []).append(index)
+  return list(groups.items())
 
 
 def _as_pair(prompt) -> tuple[str, str]:
@@ -358,11 +412,20 @@ def _generate(graphdef, state, tokens, key_start, key_data, stop_mask, content_m
 
 
 def _prefill(graphdef, state, tokens, key_start, key_data, stop_mask, content_mask, prefix,
-             *, sampling, pad_id, cache_prompt_len):
+             *, sampling, pad_id, cache_prompt_len, batch):
   keys = jax.random.wrap_key_data(key_data)
   return sampling_lib.prefill(graphdef, state, tokens, key_start, keys, stop_mask,
                               content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id,
-                              cache_prompt_len=cache_prompt_len)
+                              cache_prompt_len=cache_prompt_len, batch=batch)
+
+
+def _prefill_into(graphdef, state, carry, row, tokens, key_start, key_data, stop_mask,
+                  content_mask, prefix, *, sampling, pad_id, cache_prompt_len):
+  del cache_prompt_len  # The carry's.
+  keys = jax.random.wrap_key_data(key_data)
+  return sampling_lib.prefill(graphdef, state, tokens, key_start, keys, stop_mask,
+                              content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id,
+                              carry=carry, row=row)
 
 
 def _decode(graphdef, state, carry, stop_mask, content_mask, prefix, until, *, sampling,

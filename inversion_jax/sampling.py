@@ -207,39 +207,59 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
 
 def prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask=None, *,
             prefix=None, sampling: SamplingConfig, pad_id: int,
-            cache_prompt_len: int | None = None) -> DecodeState:
+            cache_prompt_len: int | None = None, carry: DecodeState | None = None,
+            row=0, batch: int | None = None) -> DecodeState:
   """Runs the prompts and picks each row's first token; returns the decode carry.
 
   The prompts attend only to each other (a [Tp, Tp] block, not the whole cache), and
-  their keys and values are then placed at the end of `cache_prompt_len` (default Tp)
+  their keys and values are then written at the end of `cache_prompt_len` (default Tp)
   slots, before `max_new_tokens` empty ones: prompts padded to a fine width (little
   wasted prefill) share a decode program, and its cache, with any width up to
   `cache_prompt_len` (one compiled decode loop per coarse width).
+
+  A wave of rows is prefilled in parts: `carry` (donate it) receives this part's rows
+  at row `row`, in place; without one a blank carry of `batch` (default B) rows is made.
   """
   config = model_lib.model_config(graphdef, state)
-  batch, prompt_len = prompt_tokens.shape
+  rows, prompt_len = prompt_tokens.shape
   max_new = sampling.max_new_tokens
-  shift = (cache_prompt_len or prompt_len) - prompt_len
+  if carry is None:
+    carry = blank_state(config, batch or rows, cache_prompt_len or prompt_len, max_new, pad_id)
+  shift = carry.cache[0].k.shape[-1] - max_new - prompt_len
   if shift < 0:
-    raise ValueError(f'cache_prompt_len {cache_prompt_len} < prompt width {prompt_len}')
+    raise ValueError(f'cache_prompt_len < prompt width {prompt_len}')
   offset = 0 if prefix is None else prefix.length
   slots = jnp.arange(prompt_len)[None]
   positions = jnp.maximum(offset + slots - key_start[:, None], 0)
   logits, cache, _ = model_lib.forward(
       graphdef, state, prompt_tokens, positions, key_start,
-      model_lib.init_cache(config, batch, prompt_len), 0, prefix, last_only=True)
-  cache = tuple(model_lib.LayerCache(  # k [B, K, H, S], v [B, K, S, H].
-      jnp.pad(c.k, ((0, 0), (0, 0), (0, 0), (shift, max_new))),
-      jnp.pad(c.v, ((0, 0), (0, 0), (shift, max_new), (0, 0)))) for c in cache)
-  keys = row_keys(key, batch) if jnp.ndim(key) == 0 else key
+      model_lib.init_cache(config, rows, prompt_len), 0, prefix, last_only=True)
+  keys = row_keys(key, rows) if jnp.ndim(key) == 0 else key
   if content_mask is None:
     content_mask = jnp.ones_like(stop_mask)
   token = pick_tokens(logits[:, -1], _step_keys(keys, 0), sampling)
   done = stop_mask[token] & content_mask[token]  # A stop token with text (e.g. 'a\n').
-  out = jnp.full((batch, max_new), pad_id, jnp.int32).at[:, 0].set(token)
+  out = jnp.full((rows, max_new), pad_id, jnp.int32).at[:, 0].set(token)
   lengths = jnp.where(done, 0, 1).astype(jnp.int32)
-  return DecodeState(jnp.int32(1), token, out, done, lengths, cache, keys, content_mask[token],
-                     key_start + shift)
+  put = lambda whole, part, *at: jax.lax.dynamic_update_slice(
+      whole, part, (row, *at, *[0] * (whole.ndim - 1 - len(at))))
+  layers = tuple(model_lib.LayerCache(  # k [B, K, H, S], v [B, K, S, H].
+      put(whole.k, part.k, 0, 0, shift), put(whole.v, part.v, 0, shift))
+      for whole, part in zip(carry.cache, cache))
+  return carry._replace(
+      token=put(carry.token, token), out=put(carry.out, out), done=put(carry.done, done),
+      lengths=put(carry.lengths, lengths), cache=layers, key=put(carry.key, keys),
+      seen=put(carry.seen, content_mask[token]), key_start=put(carry.key_start, key_start + shift))
+
+
+def blank_state(config, batch: int, prompt_slots: int, max_new: int, pad_id: int) -> DecodeState:
+  """A decode carry of `batch` rows to be filled by `prefill` parts (keys are dummies)."""
+  zeros = lambda dtype: jnp.zeros((batch,), dtype)
+  return DecodeState(
+      step=jnp.int32(1), token=zeros(jnp.int32), out=jnp.full((batch, max_new), pad_id, jnp.int32),
+      done=zeros(bool), lengths=zeros(jnp.int32),
+      cache=model_lib.init_cache(config, batch, prompt_slots + max_new),
+      key=row_keys(jax.random.key(0), batch), seen=zeros(bool), key_start=zeros(jnp.int32))
 
 
 def decode(graphdef, state, carry: DecodeState, stop_mask, content_mask=None, *,
@@ -296,7 +316,7 @@ def jit_forward(graphdef, state, tokens, positions, key_start, prefix=None, last
 jit_generate = jax.jit(generate, static_argnames=('graphdef', 'sampling', 'pad_id',
                                                  'cache_prompt_len'))
 jit_prefill = jax.jit(prefill, static_argnames=('graphdef', 'sampling', 'pad_id',
-                                               'cache_prompt_len'))
+                                               'cache_prompt_len', 'batch'))
 jit_decode = jax.jit(decode, static_argnames=('graphdef', 'sampling', 'pad_id'),
                      donate_argnames=('carry',))
 jit_take_rows = jax.jit(take_rows)  # Outputs are smaller: nothing to donate into.

@@ -139,9 +139,9 @@ def test_compacting_decode_gives_the_plain_loop_tokens(tiny_model, config):
   stops = tuple('h+_bQ')  # Bytes this random model emits now and then: rows end at different steps.
   plain = make_generator(tiny_model, compact_every=0, stop_strings=stops).generate(
       prompts, config, seed=3)
-  for every in (1, 3, 8):
+  for every, rows in ((1, 32), (3, 8), (8, 32), (8, 8)):  # prefill_rows=8: parts of a wave.
     compact = make_generator(tiny_model, compact_every=every, stop_strings=stops,
-                             max_batch=32).generate(prompts, config, seed=3)
+                             max_batch=32, prefill_rows=rows).generate(prompts, config, seed=3)
     assert compact.texts == plain.texts and compact.num_tokens == plain.num_tokens
   assert len(set(plain.num_tokens)) > 1  # Rows stopped at different steps.
 
@@ -150,6 +150,7 @@ def test_samples_do_not_depend_on_max_batch_or_devices(tiny_model):
   prompts = [('', f'prompt {i}') for i in range(19)]
   reference = make_generator(tiny_model, max_batch=64).generate(prompts, SAMPLED, seed=5)
   for kwargs in (dict(max_batch=8), dict(max_batch=16, compact_every=0),
+                 dict(max_batch=16, prefill_rows=8),
                  dict(num_devices=min(4, jax.local_device_count()), max_batch=16)):
     other = make_generator(tiny_model, **kwargs).generate(prompts, SAMPLED, seed=5)
     assert other.texts == reference.texts, kwargs
