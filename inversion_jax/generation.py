@@ -223,7 +223,7 @@ class Generator:
     ~45 ms (the weights are read whatever the batch) on this CPU plus ~2 ms a row, so the
     few long rows of a wave (flag spam runs the whole budget) are the expensive part:
     one wave pays for that tail once, where batches of 64 paid for it once each
-    (BUILD_NOTES "Waves").
+    (BUILD_NOTES "Sampling, prefill widths and waves").
     """
     for prefix, rows in _by_prefix(prompts):
       if self.group_rows:
