@@ -38,7 +38,6 @@ class _Batch:
   tokens: np.ndarray  # [B, Tp] left-padded
   key_start: np.ndarray  # [B]
   num_rows: int  # Real rows; the rest are padding copies.
-  cache_width: int  # Prompt slots of the decode cache (a coarse bucket >= the width).
   prefix_len: int = 0  # Tokens in the shared prefix cache (BOS included).
   cache: object = None  # The shared prefix's cache, or None.
 
@@ -261,12 +260,17 @@ class Generator:
     keep = min(len(head) for head, _ in splits)
     return splits[0][0][:keep], [list(head[keep:]) + list(rest) for head, rest in splits]
 
-  def _pad_rows(self, suffixes, prefix, max_new, completions=None) -> _Batch:
-    """Left-padded rows; `completions` (token lists) are appended to the suffixes."""
+  def _prompt_rows(self, prefix, suffixes) -> tuple[int, object, list[list[int]]]:
+    """(prefix length, prefix cache or None, each row's own token ids)."""
     head, rows = self._split_rows(prefix, suffixes)
     prefix_len, cache = self._prefix_cache(head) if prefix else (0, None)
     if not prefix_len:  # Without a prefix the BOS token starts each row.
       rows = [([self.tokenizer.bos_id] if self.add_bos else []) + r for r in rows]
+    return prefix_len, cache, rows
+
+  def _pad_rows(self, suffixes, prefix, max_new, completions=None) -> _Batch:
+    """Left-padded rows; `completions` (token lists) are appended to the suffixes."""
+    prefix_len, cache, rows = self._prompt_rows(prefix, suffixes)
     if completions is not None:
       rows = [r + list(c) for r, c in zip(rows, completions)]
       max_new = 0
@@ -274,7 +278,7 @@ class Generator:
     batch.prefix_len, batch.cache = prefix_len, cache
     return batch
 
-  def _pad_token_rows(self, rows, prefix_len, max_new, cache_width=None) -> _Batch:
+  def _pad_token_rows(self, rows, prefix_len, max_new) -> _Batch:
     longest = max(len(r) for r in rows)
     if prefix_len + longest + max_new > self.config.max_seq_len:
       raise UserError(
@@ -283,8 +287,7 @@ class Generator:
           'max_new_tokens')
     if longest == 0:
       raise UserError('a prompt is empty; give the model some text to continue')
-    # Prefill at a fine width (rows grouped by length pad little); decode at a coarse one
-    # (each width is a compiled decode loop, and its attention reads every cache slot).
+    # A fine width: rows grouped by length pad little (a wave's decode cache is coarser).
     width = parallel.round_up(longest, self.length_multiple)
     height = parallel.round_up(len(rows), self.batch_multiple)
     num_rows = len(rows)
@@ -294,40 +297,34 @@ class Generator:
     for index, row in enumerate(rows):
       tokens[index, width - len(row):] = row
       key_start[index] = width - len(row)
-    return _Batch(tokens, key_start, num_rows,
-                  cache_width=cache_width or parallel.length_bucket(longest, self.length_multiple))
+    return _Batch(tokens, key_start, num_rows)
 
   def _generate_wave(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
     """Generation of one wave: prefilled in parts of `prefill_rows` rows (each at its own
     fine width), decoded together in one compacting loop on a cache of the wave's coarse
     width. Without compaction (pmap, or compact_every=0) each part is one device call."""
-    head, token_rows = self._split_rows(prefix, suffixes)
-    prefix_len, cache = self._prefix_cache(head) if prefix else (0, None)
-    if not prefix_len:  # Without a prefix the BOS token starts each row.
-      token_rows = [([self.tokenizer.bos_id] if self.add_bos else []) + r for r in token_rows]
+    prefix_len, cache, token_rows = self._prompt_rows(prefix, suffixes)
     max_new = sampling.max_new_tokens
     # The decode reads every cache slot each step: a width of a few buckets, not a power of 2.
     cache_width = parallel.round_up(max(len(r) for r in token_rows), 2 * self.length_multiple)
     stop_mask = self.stop_mask if sampling.stop_at_newline else self.eos_mask
-    common = dict(sampling=sampling, pad_id=int(self.tokenizer.pad_id),
-                  cache_prompt_len=cache_width)
+    common = dict(sampling=sampling, pad_id=int(self.tokenizer.pad_id))
     compacting = self.compact_every and isinstance(self.backend, parallel.MeshBackend)
     tokens = np.full((len(token_rows), max_new), self.tokenizer.pad_id, np.int32)
     lengths = np.zeros((len(token_rows),), np.int32)
+    key_data = np.asarray(jax.random.key_data(jax.vmap(lambda i: jax.random.fold_in(key, i))(
+        jnp.asarray(row_ids, jnp.int32))))  # Row i of the wave: fold_in(key, row_ids[i]).
     parts, slots = [], []
     for start in range(0, len(token_rows), self.prefill_rows):
       part = np.arange(start, min(start + self.prefill_rows, len(token_rows)))
-      batch = self._pad_token_rows([token_rows[i] for i in part], prefix_len, max_new,
-                                   cache_width)
+      batch = self._pad_token_rows([token_rows[i] for i in part], prefix_len, max_new)
       padded = np.concatenate([part, np.full(len(batch.tokens) - len(part), part[0])])
-      key_data = np.asarray(jax.random.key_data(jax.vmap(lambda i: jax.random.fold_in(key, i))(
-          jnp.asarray(row_ids[padded], jnp.int32))))
-      parts.append((part, self.backend.rows((batch.tokens, batch.key_start, key_data))))
+      parts.append((part, self.backend.rows((batch.tokens, batch.key_start, key_data[padded]))))
       slots.append(np.where(np.arange(len(padded)) < len(part), padded, -1))
     if not compacting:  # One call per part: rows finish at the longest row's pace.
       for part, rows in parts:
         gen = self.backend.fetch(self._call(_generate, *rows, stop_mask, self.content_mask,
-                                            cache, **common))
+                                            cache, cache_prompt_len=cache_width, **common))
         tokens[part] = np.asarray(gen.tokens)[:len(part)]
         lengths[part] = np.asarray(gen.lengths)[:len(part)]
       return sampling_lib.Generation(tokens, lengths)
@@ -338,7 +335,7 @@ class Generator:
     for _, rows in parts:
       if carry is None:
         carry = self._call(_prefill, *rows, stop_mask, self.content_mask, cache,
-                           batch=len(slots), **common)
+                           cache_prompt_len=cache_width, batch=len(slots), **common)
       else:
         carry = self._call(_prefill_into, carry, self.backend.shared(np.int32(row)), *rows,
                            stop_mask, self.content_mask, cache, donate=(0,), **common)
@@ -347,7 +344,7 @@ class Generator:
     return sampling_lib.Generation(tokens, lengths)
 
   def _compacting_decode(self, carry, slots, cache, stop_mask, out, lengths, *, sampling,
-                         pad_id, cache_prompt_len):
+                         pad_id):
     """Decodes `compact_every` steps at a time; when at most half the rows are still
     going, finished rows are collected and the batch shrinks to the next smaller bucket
     (halving, not below `batch_multiple`), so they stop costing decode steps.
@@ -357,7 +354,6 @@ class Generator:
     as one `generate` call: every row keeps its own key and the shared step. Runs on
     global arrays (the mesh backend): the batch may shrink to any bucket.
     """
-    del cache_prompt_len  # Fixed by the prefill.
     max_new = sampling.max_new_tokens
     common = dict(sampling=sampling, pad_id=pad_id)
     step = 1
@@ -425,8 +421,7 @@ def _prefill(graphdef, state, tokens, key_start, key_data, stop_mask, content_ma
 
 
 def _prefill_into(graphdef, state, carry, row, tokens, key_start, key_data, stop_mask,
-                  content_mask, prefix, *, sampling, pad_id, cache_prompt_len):
-  del cache_prompt_len  # The carry's.
+                  content_mask, prefix, *, sampling, pad_id):
   keys = jax.random.wrap_key_data(key_data)
   return sampling_lib.prefill(graphdef, state, tokens, key_start, keys, stop_mask,
                               content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id,
