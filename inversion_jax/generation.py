@@ -3,9 +3,9 @@
 A prompt is a `(prefix, suffix)` pair. Rows sharing a prefix (a few-shot header) are
 decoded together against ONE prefilled prefix cache, memoised per generator. They are
 sorted by length and cut into waves of at most `max_batch` rows; a wave is prefilled in
-parts of `prefill_rows` rows (each left-padded to a multiple of `length_multiple`, the
-part to a multiple of `batch_multiple` times the data-parallel shards) written into one
-decode carry, then decoded in one loop that drops finished rows. Where it runs is the
+parts of at most `prefill_rows` rows of similar length (each left-padded to a multiple of
+`length_multiple`, the part to a multiple of `batch_multiple` times the data-parallel
+shards, cut where padding is least) written into one decode carry, then decoded in one loop that drops finished rows. Where it runs is the
 backend's business (`parallel`): every compiled call goes through `Generator._call`, its
 inputs through `backend.rows/shared`.
 """
@@ -23,6 +23,12 @@ from inversion_jax import parallel
 from inversion_jax import quantize as quantize_lib
 from inversion_jax import sampling as sampling_lib
 from inversion_jax.errors import UserError
+
+
+# A wave's prompt slots in the decode cache: coarser than the prefill widths, since each
+# width is another compiled decode loop, and finer than powers of two, since every step
+# reads every slot (BUILD_NOTES "Sampling, prefill widths and waves").
+DECODE_WIDTH_MULTIPLE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Generator:
   """Generates text for many prompts with one model state."""
 
   def __init__(self, graphdef, state, tokenizer, *, stop_strings=('\n',), num_devices=1,
-               max_batch=256, batch_multiple=8, length_multiple=16, add_bos=True,
+               max_batch=256, batch_multiple=8, length_multiple=8, add_bos=True,
                show_progress=True, compact_every=8, quantize='none', backend=None,
                group_rows=True, prefill_rows=32):
     # The weights as given; `quantize='int8'` runs int8 block projections (quantize.py).
@@ -60,13 +66,15 @@ class Generator:
     shards = self.backend.data_size
     self.max_batch = parallel.round_up(max_batch, batch_multiple * shards)
     self.batch_multiple = batch_multiple * shards
+    # Prompts pad to a multiple of 8 tokens: 15 % fewer prefill slots than 16 in a 50 x 3
+    # phase, for more compiled prefill shapes (BUILD_NOTES "Prefill parts cut by length").
     self.length_multiple = length_multiple
     self.add_bos = add_bos and tokenizer.bos_id is not None
     self.show_progress = show_progress
     # Decode steps between checks for finished rows; 0 = one device call per batch.
     self.compact_every = compact_every
-    # Rows a prefill call takes: a prefill costs the same per token from 8 rows up, and
-    # parts of few rows, sorted by length, pad each prompt to little more than its own.
+    # Most rows a prefill call takes: a prefill costs the same per token from 8 rows up,
+    # and parts of few rows of similar length pad each prompt to little more than its own.
     self.prefill_rows = parallel.round_up(prefill_rows, self.batch_multiple)
     self.group_rows = group_rows  # False: calls take rows in order (benchmarks compare).
     self._prefix_caches = {}
@@ -141,17 +149,15 @@ class Generator:
     """float32 [len(texts), D]: layer `layer`'s hidden states mean-pooled over each text's
     own tokens (BOS and padding excluded), texts of similar length batched together.
 
-    Sorted by length and cut into parts like a wave's prompts (`batch_size` rows, default
-    `prefill_rows`; few shapes, so few compilations): a round's commands run from 5 to
-    100 tokens, and one batch padded to the longest spent ~17 s a 50 x 3 phase on padding
-    (BUILD_NOTES "Sampling, prefill widths and waves")."""
+    Cut into parts by length like a wave's prompts (`_parts`, at most `batch_size` rows,
+    default `prefill_rows`): a round's commands run from 5 to 100 tokens, and one batch
+    padded to the longest spent ~17 s a 50 x 3 phase on padding (BUILD_NOTES "Sampling,
+    prefill widths and waves")."""
     self._check_layer(layer)
     out = np.zeros((len(texts), self.config.embed_dim), np.float32)
     skip = 1 if self.add_bos else 0
     ids = [[self.tokenizer.bos_id] * skip + self.tokenizer.encode(t) for t in texts]
-    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-    size = batch_size or self.prefill_rows
-    for group in (order[start:start + size] for start in range(0, len(order), size)):
+    for group in self._parts([len(i) for i in ids], batch_size or self.prefill_rows):
       batch = self._pad_token_rows([ids[i] for i in group], 0, 0)
       positions = np.maximum(np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
       args = self.backend.rows((batch.tokens, positions, batch.key_start,
@@ -204,15 +210,19 @@ class Generator:
     masked), only how much padding the calls compute.
     """
     for prefix, rows in _by_prefix(prompts):
-      if not self.group_rows:
-        for start in range(0, len(rows), self.max_batch):
-          yield prefix, rows[start:start + self.max_batch]
-        continue
       lengths = [len(self.tokenizer.encode(prompts[i][1])) for i in rows]
-      for group in parallel.group_by_length(
-          lengths, height_multiple=self.batch_multiple, max_rows=self.max_batch,
-          length_multiple=self.length_multiple):
+      for group in self._parts(lengths, self.max_batch):
         yield prefix, [rows[i] for i in group]
+
+  def _parts(self, lengths, max_rows: int) -> list[list[int]]:
+    """Index groups of at most `max_rows` rows for forward calls: rows of similar length
+    together, cut where padding is least (`parallel.group_by_length`; every group but the
+    last a multiple of `batch_multiple` rows), or in order when `group_rows` is off."""
+    if not self.group_rows:
+      return [list(range(start, min(start + max_rows, len(lengths))))
+              for start in range(0, len(lengths), max_rows)]
+    return parallel.group_by_length(lengths, height_multiple=self.batch_multiple,
+                                    max_rows=max_rows, length_multiple=self.length_multiple)
 
   def _waves(self, prompts):
     """(prefix, row indices): the rows sharing a prefix, shortest prompt first (unless
@@ -300,13 +310,12 @@ class Generator:
     return _Batch(tokens, key_start, num_rows)
 
   def _generate_wave(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
-    """Generation of one wave: prefilled in parts of `prefill_rows` rows (each at its own
-    fine width), decoded together in one compacting loop on a cache of the wave's coarse
+    """Generation of one wave: prefilled in parts (`_parts`, each at its own fine width), decoded together in one compacting loop on a cache of the wave's coarse
     width. Without compaction (pmap, or compact_every=0) each part is one device call."""
     prefix_len, cache, token_rows = self._prompt_rows(prefix, suffixes)
     max_new = sampling.max_new_tokens
     # The decode reads every cache slot each step: a width of a few buckets, not a power of 2.
-    cache_width = parallel.round_up(max(len(r) for r in token_rows), 2 * self.length_multiple)
+    cache_width = parallel.round_up(max(len(r) for r in token_rows), DECODE_WIDTH_MULTIPLE)
     stop_mask = self.stop_mask if sampling.stop_at_newline else self.eos_mask
     common = dict(sampling=sampling, pad_id=int(self.tokenizer.pad_id))
     compacting = self.compact_every and isinstance(self.backend, parallel.MeshBackend)
@@ -315,8 +324,7 @@ class Generator:
     key_data = np.asarray(jax.random.key_data(jax.vmap(lambda i: jax.random.fold_in(key, i))(
         jnp.asarray(row_ids, jnp.int32))))  # Row i of the wave: fold_in(key, row_ids[i]).
     parts, slots = [], []
-    for start in range(0, len(token_rows), self.prefill_rows):
-      part = np.arange(start, min(start + self.prefill_rows, len(token_rows)))
+    for part in map(np.asarray, self._parts([len(r) for r in token_rows], self.prefill_rows)):
       batch = self._pad_token_rows([token_rows[i] for i in part], prefix_len, max_new)
       padded = np.concatenate([part, np.full(len(batch.tokens) - len(part), part[0])])
       parts.append((part, self.backend.rows((batch.tokens, batch.key_start, key_data[padded]))))

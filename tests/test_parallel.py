@@ -176,12 +176,14 @@ def test_group_by_length_is_an_optimal_partition():
     groups = parallel.group_by_length(lengths, height_multiple=2, max_rows=4, extra=3)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     assert all(1 <= len(g) <= 4 for g in groups)
+    assert all(len(g) % 2 == 0 for g in groups[:-1])  # Only the last group is not full.
     cost = lambda gs: sum(parallel.round_up(len(g), 2) * (
-        parallel.length_bucket(max(lengths[i] for i in g)) + 3) for g in gs)
+        parallel.round_up(max(lengths[i] for i in g), 16) + 3) for g in gs)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    best = min(  # Every contiguous cut of the sorted rows.
+    best = min(  # Every cut of the sorted rows at even positions.
         cost([order[a:b] for a, b in zip((0,) + cuts, cuts + (len(order),))])
-        for k in range(len(order)) for cuts in itertools.combinations(range(1, len(order)), k)
+        for k in range(len(order))
+        for cuts in itertools.combinations(range(2, len(order), 2), k)
         if all(b - a <= 4 for a, b in zip((0,) + cuts, cuts + (len(order),))))
     assert cost(groups) == best
 
@@ -189,5 +191,12 @@ def test_group_by_length_is_an_optimal_partition():
 def test_short_and_long_prompts_go_to_separate_calls():
   groups = parallel.group_by_length([20] * 16 + [100] * 16, height_multiple=8, max_rows=64)
   assert [len(g) for g in groups] == [16, 16] and groups[0] == list(range(16))
-  assert parallel.group_by_length([20] * 3 + [100], height_multiple=8, max_rows=64) == [
-      [0, 1, 2, 3]]  # Splitting would pad two calls to 8 rows: one call is cheaper.
+  # 8 short rows and one long: 8 x 32 + 8 x 112 slots beat 16 x 112 in one call.
+  assert parallel.group_by_length([20] * 8 + [100], height_multiple=8, max_rows=64) == [
+      list(range(8)), [8]]
+  # 9 short rows and one long: cuts fall at multiples of 8, so the 9th short row rides
+  # with the long one (8 x 32 + 8 x 112 < 16 x 112).
+  assert parallel.group_by_length([20] * 9 + [100], height_multiple=8, max_rows=64) == [
+      list(range(8)), [8, 9]]
+  with pytest.raises(ValueError, match='max_rows'):
+    parallel.group_by_length([20], height_multiple=8, max_rows=4)

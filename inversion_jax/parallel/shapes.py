@@ -20,20 +20,27 @@ def group_by_length(lengths, *, height_multiple: int, max_rows: int, extra: int 
                     length_multiple: int = 16) -> list[list[int]]:
   """Splits rows into calls so that little compute goes to padding.
 
-  A call of n rows whose longest is L costs about round_up(n, height_multiple) x
-  (length_bucket(L) + extra) token-steps: left padding to the bucket, padding rows to the
-  height, and `extra` decode steps a row (0 for a forward pass). Rows sorted by length are
-  cut into contiguous groups of at most `max_rows` minimising the sum (dynamic programming
-  over the cut points; n is a few hundred at most). Returns indices into `lengths`, each
-  group in ascending index order.
+  A call of n rows whose longest is L costs round_up(n, height_multiple) x
+  (round_up(L, length_multiple) + extra) token-steps: left padding to the call's width
+  (as `Generator` pads), padding rows to the height, and `extra` decode steps a row (0 for
+  a forward pass). Rows sorted by length are cut into contiguous groups of at most
+  `max_rows` minimising the sum (dynamic programming over the cut points; n is a few
+  hundred at most). Cuts fall at multiples of `height_multiple`, so every group but the
+  last is full: groups written one after another fill a batch without gaps. Returns
+  indices into `lengths`, each group in ascending index order.
   """
+  if max_rows < height_multiple:
+    raise ValueError(f'max_rows {max_rows} < height_multiple {height_multiple}')
   order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
   n = len(order)
   best = [0.0] + [float('inf')] * n
   cut = [0] * (n + 1)
   for end in range(1, n + 1):
-    width = length_bucket(lengths[order[end - 1]], length_multiple) + extra  # Longest: last.
-    for start in range(max(0, end - max_rows), end):
+    if end % height_multiple and end != n:
+      continue  # Not a cut point.
+    width = round_up(lengths[order[end - 1]], length_multiple) + extra  # Longest: last.
+    first = round_up(max(0, end - max_rows), height_multiple)
+    for start in range(first, end, height_multiple):
       cost = best[start] + round_up(end - start, height_multiple) * width
       if cost < best[end]:
         best[end], cut[end] = cost, start
