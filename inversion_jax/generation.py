@@ -340,22 +340,30 @@ class Generator:
     # caches copied ~1 GB per 50 x 3 stage, 0.9 s each).
     slots = np.concatenate(slots)
     carry, row = None, 0
+    generated = _generated_slots(self.compact_every, max_new)  # The first call's steps.
     for _, rows in parts:
       if carry is None:
         carry = self._call(_prefill, *rows, stop_mask, self.content_mask, cache,
-                           cache_prompt_len=cache_width, batch=len(slots), **common)
+                           cache_prompt_len=cache_width, batch=len(slots),
+                           generated_slots=generated, **common)
       else:
         carry = self._call(_prefill_into, carry, self.backend.shared(np.int32(row)), *rows,
-                           stop_mask, self.content_mask, cache, donate=(0,), **common)
+                           stop_mask, self.content_mask, cache, donate=(0,),
+                           cache_prompt_len=cache_width, **common)
       row += rows[0].shape[0]  # The part's height.
-    self._compacting_decode(carry, slots, cache, stop_mask, tokens, lengths, **common)
+    self._compacting_decode(carry, slots, cache, stop_mask, tokens, lengths,
+                            prompt_slots=cache_width, generated=generated, **common)
     return sampling_lib.Generation(tokens, lengths)
 
   def _compacting_decode(self, carry, slots, cache, stop_mask, out, lengths, *, sampling,
-                         pad_id):
+                         pad_id, prompt_slots, generated):
     """Decodes `compact_every` steps at a time; when at most half the rows are still
     going, finished rows are collected and the batch shrinks to the next smaller bucket
     (halving, not below `batch_multiple`), so they stop costing decode steps.
+
+    The cache starts with `generated` empty slots after the prompts and grows (in the
+    shrinking copy when there is one) before the next call would run out: every step
+    reads every slot, and the first steps, at the full batch, need few.
 
     `slots[i]` is the row of `out`/`lengths` that carry row i holds (-1: a padding copy);
     each row's tokens and length are written there when it leaves the batch. Same tokens
@@ -368,9 +376,12 @@ class Generator:
     while True:
       until = min(step + self.compact_every, max_new)
       carry = self._call(_decode, carry, stop_mask, self.content_mask, cache,
-                         self.backend.shared(np.int32(until)), donate=(0,), **common)
-      step = int(self.backend.fetch_shared(carry.step))
+                         self.backend.shared(np.int32(until)), donate=(0,),
+                         prompt_slots=prompt_slots, **common)
+      before, step = step, int(self.backend.fetch_shared(carry.step))
       done = self.backend.fetch(carry.done)
+      if step == before and not done.all():  # A cache too short for the call's steps.
+        raise RuntimeError(f'decode made no progress at step {step}: no empty cache slot')
       alive = np.flatnonzero(~done & (slots >= 0))
       target = len(slots)
       while target // 2 >= max(len(alive), self.batch_multiple):
@@ -384,9 +395,16 @@ class Generator:
         lengths[slots[gone]] = np.asarray(finished.lengths)[gone]
         if step >= max_new or not len(alive):
           return
-        keep = np.concatenate([alive, np.full(target - len(alive), alive[0])]).astype(np.int32)
-        carry = self.backend.compile(sampling_lib.take_rows)(carry, self.backend.shared(keep))
-        slots = np.concatenate([slots[alive], np.full(target - len(alive), -1)])
+      # The next call runs steps up to min(step + compact_every, max_new) - 1.
+      grow = _generated_slots(min(step + self.compact_every, max_new) - 1, max_new) - generated
+      if target < len(slots) or grow > 0:
+        keep = np.arange(len(slots)) if target == len(slots) else np.concatenate(
+            [alive, np.full(target - len(alive), alive[0])])
+        carry = self.backend.compile(sampling_lib.take_rows, extra_slots=max(grow, 0))(
+            carry, self.backend.shared(keep.astype(np.int32)))
+        if target < len(slots):
+          slots = np.concatenate([slots[alive], np.full(target - len(alive), -1)])
+        generated += max(grow, 0)
 
   def _forward_last(self, batch: _Batch) -> np.ndarray:
     prefix_len, cache = batch.prefix_len, batch.cache
@@ -394,6 +412,13 @@ class Generator:
         prefix_len + np.arange(batch.tokens.shape[1])[None] - batch.key_start[:, None], 0)
     args = self.backend.rows((batch.tokens, positions, batch.key_start))
     return self.backend.fetch(self._call(_forward_last, *args, cache))[:, -1]
+
+
+def _generated_slots(steps: int, max_new: int) -> int:
+  """Empty decode cache slots for `steps` steps: a multiple of DECODE_WIDTH_MULTIPLE (each
+  is a compiled decode loop per batch bucket), or the whole budget when that is near."""
+  slots = parallel.round_up(max(steps, 1), DECODE_WIDTH_MULTIPLE)
+  return max_new if slots + DECODE_WIDTH_MULTIPLE > max_new else slots
 
 
 def _by_prefix(prompts) -> list[tuple[str, list[int]]]:
@@ -421,25 +446,27 @@ def _generate(graphdef, state, tokens, key_start, key_data, stop_mask, content_m
 
 
 def _prefill(graphdef, state, tokens, key_start, key_data, stop_mask, content_mask, prefix,
-             *, sampling, pad_id, cache_prompt_len, batch):
+             *, sampling, pad_id, cache_prompt_len, batch, generated_slots):
   keys = jax.random.wrap_key_data(key_data)
   return sampling_lib.prefill(graphdef, state, tokens, key_start, keys, stop_mask,
                               content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id,
-                              cache_prompt_len=cache_prompt_len, batch=batch)
+                              cache_prompt_len=cache_prompt_len, batch=batch,
+                              generated_slots=generated_slots)
 
 
 def _prefill_into(graphdef, state, carry, row, tokens, key_start, key_data, stop_mask,
-                  content_mask, prefix, *, sampling, pad_id):
+                  content_mask, prefix, *, sampling, pad_id, cache_prompt_len):
   keys = jax.random.wrap_key_data(key_data)
   return sampling_lib.prefill(graphdef, state, tokens, key_start, keys, stop_mask,
                               content_mask, prefix=prefix, sampling=sampling, pad_id=pad_id,
-                              carry=carry, row=row)
+                              carry=carry, row=row, cache_prompt_len=cache_prompt_len)
 
 
 def _decode(graphdef, state, carry, stop_mask, content_mask, prefix, until, *, sampling,
-            pad_id):
+            pad_id, prompt_slots):
   return sampling_lib.decode(graphdef, state, carry, stop_mask, content_mask, prefix=prefix,
-                             sampling=sampling, pad_id=pad_id, until=until)
+                             sampling=sampling, pad_id=pad_id, until=until,
+                             prompt_slots=prompt_slots)
 
 
 def _forward_last(graphdef, state, tokens, positions, key_start, prefix):

@@ -6,9 +6,9 @@ stop token or a step bound is reached, `finish` pads after each row's stop. Noth
 returns to the host between tokens inside `decode`, the cache is a loop carry (updated
 in place by XLA), and a shared prefix is attended from its own cache (`PrefixCache`),
 so a few-shot header is prefilled once per run, not once per row. Every row samples
-with its own key (`fold_in(row_key, step)`), so `take_rows` can drop finished rows
-between `decode` calls without changing any row's tokens: `generation.py` uses that to
-shrink a batch whose rows have mostly stopped. Host-side text handling lives there too.
+with its own key (`fold_in(row_key, step)`), so `take_rows` can drop finished rows (and
+add empty cache slots) between `decode` calls without changing any row's tokens:
+`generation.py` uses that to shrink a batch whose rows have mostly stopped. Host-side text handling lives there too.
 """
 
 import dataclasses
@@ -201,14 +201,16 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
                   prefix=prefix, sampling=sampling, pad_id=pad_id,
                   cache_prompt_len=cache_prompt_len)
   carry = decode(graphdef, state, carry, stop_mask, content_mask, prefix=prefix,
-                 sampling=sampling, pad_id=pad_id, until=sampling.max_new_tokens)
+                 sampling=sampling, pad_id=pad_id, until=sampling.max_new_tokens,
+                 prompt_slots=cache_prompt_len or prompt_tokens.shape[1])
   return finish(carry, pad_id)
 
 
 def prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask=None, *,
             prefix=None, sampling: SamplingConfig, pad_id: int,
             cache_prompt_len: int | None = None, carry: DecodeState | None = None,
-            row=0, batch: int | None = None) -> DecodeState:
+            row=0, batch: int | None = None,
+            generated_slots: int | None = None) -> DecodeState:
   """Runs the prompts and picks each row's first token; returns the decode carry.
 
   The prompts attend only to each other (a [Tp, Tp] block, not the whole cache), and
@@ -218,14 +220,19 @@ def prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_m
   `cache_prompt_len` (one compiled decode loop per coarse width).
 
   A wave of rows is prefilled in parts: `carry` (donate it) receives this part's rows
-  at row `row`, in place; without one a blank carry of `batch` (default B) rows is made.
+  at row `row`, in place (pass the `cache_prompt_len` it was made with); without one a
+  blank carry of `batch` (default B) rows is made, with `generated_slots` (default
+  max_new_tokens) empty slots after the prompts: `decode` stops where they run out and
+  `take_rows` adds more, so early steps, when most rows are still going, read a short cache.
   """
   config = model_lib.model_config(graphdef, state)
   rows, prompt_len = prompt_tokens.shape
   max_new = sampling.max_new_tokens
+  prompt_slots = cache_prompt_len or prompt_len
   if carry is None:
-    carry = blank_state(config, batch or rows, cache_prompt_len or prompt_len, max_new, pad_id)
-  shift = carry.cache[0].k.shape[-1] - max_new - prompt_len
+    carry = blank_state(config, batch or rows, prompt_slots, generated_slots or max_new, pad_id,
+                        max_new=max_new)
+  shift = prompt_slots - prompt_len
   if shift < 0:
     raise ValueError(f'cache_prompt_len < prompt width {prompt_len}')
   offset = 0 if prefix is None else prefix.length
@@ -252,32 +259,35 @@ def prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_m
       seen=put(carry.seen, content_mask[token]), key_start=put(carry.key_start, key_start + shift))
 
 
-def blank_state(config, batch: int, prompt_slots: int, max_new: int, pad_id: int) -> DecodeState:
+def blank_state(config, batch: int, prompt_slots: int, generated_slots: int, pad_id: int, *,
+                max_new: int) -> DecodeState:
   """A decode carry of `batch` rows to be filled by `prefill` parts (keys are dummies)."""
   zeros = lambda dtype: jnp.zeros((batch,), dtype)
   return DecodeState(
       step=jnp.int32(1), token=zeros(jnp.int32), out=jnp.full((batch, max_new), pad_id, jnp.int32),
       done=zeros(bool), lengths=zeros(jnp.int32),
-      cache=model_lib.init_cache(config, batch, prompt_slots + max_new),
+      cache=model_lib.init_cache(config, batch, prompt_slots + generated_slots),
       key=row_keys(jax.random.key(0), batch), seen=zeros(bool), key_start=zeros(jnp.int32))
 
 
 def decode(graphdef, state, carry: DecodeState, stop_mask, content_mask=None, *,
-           prefix=None, sampling: SamplingConfig, pad_id: int, until) -> DecodeState:
-  """Decodes while some row is unfinished and `carry.step < until` (<= max_new_tokens)."""
+           prefix=None, sampling: SamplingConfig, pad_id: int, until,
+           prompt_slots: int) -> DecodeState:
+  """Decodes while some row is unfinished and `carry.step < until` (<= max_new_tokens),
+  and while the cache has an empty slot after its `prompt_slots` prompt slots."""
   max_new = sampling.max_new_tokens
-  prompt_len = carry.cache[0].k.shape[-1] - max_new
   offset = 0 if prefix is None else prefix.length
   if content_mask is None:
     content_mask = jnp.ones_like(stop_mask)
-  until = jnp.minimum(until, max_new)
+  # Step t writes slot prompt_slots + t - 1: a cache of G generated slots holds steps <= G.
+  until = jnp.minimum(until, min(max_new, carry.cache[0].k.shape[-1] - prompt_slots + 1))
 
   def keep_going(carry: DecodeState):
     return (carry.step < until) & ~jnp.all(carry.done)
 
   def decode_one(carry: DecodeState) -> DecodeState:
-    # The token chosen at step-1 sits in slot prompt_len + step - 1.
-    write_index = prompt_len + carry.step - 1
+    # The token chosen at step-1 sits in slot prompt_slots + step - 1.
+    write_index = prompt_slots + carry.step - 1
     positions = (offset + write_index - carry.key_start)[:, None]
     logits, cache, _ = model_lib.forward(graphdef, state, carry.token[:, None], positions,
                                          carry.key_start, carry.cache, write_index, prefix)
@@ -299,10 +309,15 @@ def finish(carry: DecodeState, pad_id: int) -> Generation:
   return Generation(out, carry.lengths)
 
 
-def take_rows(carry: DecodeState, rows) -> DecodeState:
-  """The carry of the given rows only: a smaller batch, same step."""
+def take_rows(carry: DecodeState, rows, extra_slots: int = 0) -> DecodeState:
+  """The carry of the given rows only (a smaller batch, same step), its cache grown by
+  `extra_slots` empty slots (static) in the same copy."""
   step = carry.step
   carry = jax.tree.map(lambda x: jnp.take(x, rows, axis=0), carry._replace(step=None))
+  if extra_slots:  # k [B, K, H, S], v [B, K, S, H].
+    pad = lambda x, axis: jnp.pad(x, [(0, extra_slots if a == axis else 0) for a in range(4)])
+    carry = carry._replace(cache=tuple(model_lib.LayerCache(pad(c.k, 3), pad(c.v, 2))
+                                       for c in carry.cache))
   return carry._replace(step=step)
 
 
@@ -316,10 +331,11 @@ def jit_forward(graphdef, state, tokens, positions, key_start, prefix=None, last
 jit_generate = jax.jit(generate, static_argnames=('graphdef', 'sampling', 'pad_id',
                                                  'cache_prompt_len'))
 jit_prefill = jax.jit(prefill, static_argnames=('graphdef', 'sampling', 'pad_id',
-                                               'cache_prompt_len', 'batch'))
-jit_decode = jax.jit(decode, static_argnames=('graphdef', 'sampling', 'pad_id'),
+                                               'cache_prompt_len', 'batch', 'generated_slots'))
+jit_decode = jax.jit(decode, static_argnames=('graphdef', 'sampling', 'pad_id', 'prompt_slots'),
                      donate_argnames=('carry',))
-jit_take_rows = jax.jit(take_rows)  # Outputs are smaller: nothing to donate into.
+# Outputs are another shape: nothing to donate into.
+jit_take_rows = jax.jit(take_rows, static_argnames=('extra_slots',))
 jit_prefill_prefix = jax.jit(prefill_prefix, static_argnames=('graphdef',))
 
 

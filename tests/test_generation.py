@@ -131,10 +131,14 @@ def test_prompt_longer_than_context_is_a_user_error(tiny_model):
 SAMPLED = sampling.SamplingConfig(temperature=1.0, max_new_tokens=24)
 
 
+LONG = sampling.SamplingConfig(temperature=1.0, max_new_tokens=100)  # The cache grows twice.
+
+
 @pytest.mark.parametrize('config', [GREEDY, SAMPLED, sampling.SamplingConfig(
-    temperature=0.8, max_new_tokens=40, top_k=20)])
+    temperature=0.8, max_new_tokens=40, top_k=20), LONG])
 def test_compacting_decode_gives_the_plain_loop_tokens(tiny_model, config):
-  """Row compaction (finished rows dropped every k steps) changes cost, not tokens."""
+  """Row compaction (finished rows dropped every k steps, the cache grown from 32 empty
+  slots as the steps need them) changes cost, not tokens."""
   prompts = [('Head: ', f'row {i} ' + 'x' * (i % 5)) for i in range(21)]
   stops = tuple('h+_bQ')  # Bytes this random model emits now and then: rows end at different steps.
   plain = make_generator(tiny_model, compact_every=0, stop_strings=stops).generate(
@@ -144,6 +148,8 @@ def test_compacting_decode_gives_the_plain_loop_tokens(tiny_model, config):
                              max_batch=32, prefill_rows=rows).generate(prompts, config, seed=3)
     assert compact.texts == plain.texts and compact.num_tokens == plain.num_tokens
   assert len(set(plain.num_tokens)) > 1  # Rows stopped at different steps.
+  if config is LONG:
+    assert max(plain.num_tokens) > 64  # Rows ran past two growths of the cache.
 
 
 def test_samples_do_not_depend_on_max_batch_or_devices(tiny_model):
