@@ -5,9 +5,10 @@ decoded together against ONE prefilled prefix cache, memoised per generator. The
 sorted by length and cut into waves of at most `max_batch` rows; a wave is prefilled in
 parts of at most `prefill_rows` rows of similar length (each left-padded to a multiple of
 `length_multiple`, the part to a multiple of `batch_multiple` times the data-parallel
-shards, cut where padding is least) written into one decode carry, then decoded in one loop that drops finished rows. Where it runs is the
-backend's business (`parallel`): every compiled call goes through `Generator._call`, its
-inputs through `backend.rows/shared`.
+shards, cut where padding is least) written into one decode carry, then decoded in one
+loop that drops finished rows. Where it runs is the backend's business (`parallel`):
+every compiled call goes through `Generator._call`, its inputs through
+`backend.rows/shared`.
 """
 
 import dataclasses
@@ -122,11 +123,10 @@ class Generator:
     key = jax.random.key(seed)
     bar = tqdm(total=len(prompts), desc=desc, unit='row', disable=not self.show_progress,
                leave=False)
-    for prefix, rows in self._waves(prompts):
-      suffixes = [prompts[i][1] for i in rows]
+    for prefix_len, cache, rows, token_rows in self._waves(prompts):
       # Row i of the call samples with fold_in(key, i): its tokens do not depend on which
       # rows share its batch, on --max_batch or on the device count.
-      gen = self._generate_wave(prefix, suffixes, sampling, key, np.asarray(rows))
+      gen = self._generate_wave(prefix_len, cache, token_rows, sampling, key, np.asarray(rows))
       for row, tokens, length in zip(rows, gen.tokens, gen.lengths):
         text = self.tokenizer.decode(tokens[:length].tolist())
         texts[row] = self._cut_at_stop(text) if sampling.stop_at_newline else text
@@ -225,8 +225,9 @@ class Generator:
                                     max_rows=max_rows, length_multiple=self.length_multiple)
 
   def _waves(self, prompts):
-    """(prefix, row indices): the rows sharing a prefix, shortest prompt first (unless
-    `group_rows` is off), cut into near-equal waves of at most max_batch rows.
+    """(prefix length, prefix cache, row indices, their token ids): the rows sharing a
+    prefix, shortest prompt first (unless `group_rows` is off), cut into near-equal waves
+    of at most max_batch rows.
 
     A wave is one decode loop. Its rows stop at their own pace, but a step costs a fixed
     ~45 ms (the weights are read whatever the batch) on this CPU plus ~2 ms a row, so the
@@ -235,12 +236,14 @@ class Generator:
     (BUILD_NOTES "Sampling, prefill widths and waves").
     """
     for prefix, rows in _by_prefix(prompts):
+      prefix_len, cache, token_rows = self._prompt_rows(prefix, [prompts[i][1] for i in rows])
+      order = list(range(len(rows)))
       if self.group_rows:
-        lengths = {i: len(self.tokenizer.encode(prompts[i][1])) for i in rows}
-        rows = sorted(rows, key=lambda i: (lengths[i], i))
+        order.sort(key=lambda j: (len(token_rows[j]), rows[j]))
       size = -(-len(rows) // -(-len(rows) // self.max_batch))
       for start in range(0, len(rows), size):
-        yield prefix, rows[start:start + size]
+        wave = order[start:start + size]
+        yield prefix_len, cache, [rows[j] for j in wave], [token_rows[j] for j in wave]
 
   def _cut_at_stop(self, text: str) -> str:
     """Leading blank space is dropped (rows stop only after visible text), then cut."""
@@ -309,10 +312,11 @@ class Generator:
       key_start[index] = width - len(row)
     return _Batch(tokens, key_start, num_rows)
 
-  def _generate_wave(self, prefix, suffixes, sampling, key, row_ids) -> sampling_lib.Generation:
-    """Generation of one wave: prefilled in parts (`_parts`, each at its own fine width), decoded together in one compacting loop on a cache of the wave's coarse
-    width. Without compaction (pmap, or compact_every=0) each part is one device call."""
-    prefix_len, cache, token_rows = self._prompt_rows(prefix, suffixes)
+  def _generate_wave(self, prefix_len, cache, token_rows, sampling, key,
+                     row_ids) -> sampling_lib.Generation:
+    """Generation of one wave: prefilled in parts (`_parts`, each at its own fine width),
+    decoded together in one compacting loop on a cache of the wave's coarse width.
+    Without compaction (pmap, or compact_every=0) each part is one device call."""
     max_new = sampling.max_new_tokens
     # The decode reads every cache slot each step: a width of a few buckets, not a power of 2.
     cache_width = parallel.round_up(max(len(r) for r in token_rows), DECODE_WIDTH_MULTIPLE)

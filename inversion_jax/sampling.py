@@ -234,7 +234,7 @@ def prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_m
                         max_new=max_new)
   shift = prompt_slots - prompt_len
   if shift < 0:
-    raise ValueError(f'cache_prompt_len < prompt width {prompt_len}')
+    raise ValueError(f'cache_prompt_len {prompt_slots} < prompt width {prompt_len}')
   offset = 0 if prefix is None else prefix.length
   slots = jnp.arange(prompt_len)[None]
   positions = jnp.maximum(offset + slots - key_start[:, None], 0)
@@ -330,12 +330,6 @@ def jit_forward(graphdef, state, tokens, positions, key_start, prefix=None, last
 
 jit_generate = jax.jit(generate, static_argnames=('graphdef', 'sampling', 'pad_id',
                                                  'cache_prompt_len'))
-jit_prefill = jax.jit(prefill, static_argnames=('graphdef', 'sampling', 'pad_id',
-                                               'cache_prompt_len', 'batch', 'generated_slots'))
-jit_decode = jax.jit(decode, static_argnames=('graphdef', 'sampling', 'pad_id', 'prompt_slots'),
-                     donate_argnames=('carry',))
-# Outputs are another shape: nothing to donate into.
-jit_take_rows = jax.jit(take_rows, static_argnames=('extra_slots',))
 jit_prefill_prefix = jax.jit(prefill_prefix, static_argnames=('graphdef',))
 
 

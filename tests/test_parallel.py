@@ -173,12 +173,12 @@ def test_group_by_length_is_an_optimal_partition():
   rng = np.random.default_rng(0)
   for _ in range(20):
     lengths = [int(n) for n in rng.integers(1, 150, size=int(rng.integers(1, 9)))]
-    groups = parallel.group_by_length(lengths, height_multiple=2, max_rows=4, extra=3)
+    groups = parallel.group_by_length(lengths, height_multiple=2, max_rows=4)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     assert all(1 <= len(g) <= 4 for g in groups)
     assert all(len(g) % 2 == 0 for g in groups[:-1])  # Only the last group is not full.
     cost = lambda gs: sum(parallel.round_up(len(g), 2) * (
-        parallel.round_up(max(lengths[i] for i in g), 16) + 3) for g in gs)
+        parallel.round_up(max(lengths[i] for i in g), 16)) for g in gs)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     best = min(  # Every cut of the sorted rows at even positions.
         cost([order[a:b] for a, b in zip((0,) + cuts, cuts + (len(order),))])

@@ -16,14 +16,13 @@ def length_bucket(n: int, minimum: int = 16) -> int:
   return round_up(n, 128)
 
 
-def group_by_length(lengths, *, height_multiple: int, max_rows: int, extra: int = 0,
+def group_by_length(lengths, *, height_multiple: int, max_rows: int,
                     length_multiple: int = 16) -> list[list[int]]:
   """Splits rows into calls so that little compute goes to padding.
 
   A call of n rows whose longest is L costs round_up(n, height_multiple) x
-  (round_up(L, length_multiple) + extra) token-steps: left padding to the call's width
-  (as `Generator` pads), padding rows to the height, and `extra` decode steps a row (0 for
-  a forward pass). Rows sorted by length are cut into contiguous groups of at most
+  round_up(L, length_multiple) token slots: left padding to the call's width (as
+  `Generator` pads) and padding rows to the height. Rows sorted by length are cut into contiguous groups of at most
   `max_rows` minimising the sum (dynamic programming over the cut points; n is a few
   hundred at most). Cuts fall at multiples of `height_multiple`, so every group but the
   last is full: groups written one after another fill a batch without gaps. Returns
@@ -38,7 +37,7 @@ def group_by_length(lengths, *, height_multiple: int, max_rows: int, extra: int 
   for end in range(1, n + 1):
     if end % height_multiple and end != n:
       continue  # Not a cut point.
-    width = round_up(lengths[order[end - 1]], length_multiple) + extra  # Longest: last.
+    width = round_up(lengths[order[end - 1]], length_multiple)  # Longest: last.
     first = round_up(max(0, end - max_rows), height_multiple)
     for start in range(first, end, height_multiple):
       cost = best[start] + round_up(end - start, height_multiple) * width
