@@ -8,7 +8,8 @@ by these documented rules, applied to the text as written:
   host       an IPv4 address not inside a URL or CIDR; a dotted name ending in a network
              suffix (HOST_SUFFIXES: .local .lan .com .corp ...), not inside a URL
   ports      the numbers after "port"/"ports" ("ports 22, 80 and 443", "port 8443"),
-             and host:port
+             ranges in words ("ports 1 to 1024", "ports from 0 to 65535" = 1-1024,
+             0-65535), and host:port
   wordlist / userlist / passlist / path
              an absolute path, or a file name ending .txt/.lst/.dic; the role comes
              from the word before it (user(name)s -> userlist, password(s) -> passlist,
@@ -56,8 +57,9 @@ _HOSTNAME = re.compile(
 _FILE = re.compile(r'\bfile\s+([\w.\-/]+\.[a-z0-9]{1,5})\b', re.IGNORECASE)
 _PATH = re.compile(r'(?<![\w:/])(?:/[\w.+\-]+)+/?|(?<![\w/.-])[\w.\-]+\.(?:txt|lst|dic|csv|xml|'
                    r'json|log|gnmap|nmap|req)\b')
-_PORTS = re.compile(r'\bports?\s+((?:\d{1,5})(?:\s*(?:,|-|and|&|or)\s*\d{1,5})*)',
-                    re.IGNORECASE)
+_PORTS = re.compile(r'\bports?\s+(?:from\s+)?((?:\d{1,5})(?:\s*(?:,|-|and|&|or|to|through|thru)'
+                    r'\s*\d{1,5}(?![\d.]))*)', re.IGNORECASE)
+_RANGE_WORDS = re.compile(r'(\d{1,5})\s*(?:to|through|thru)\s*(\d{1,5})', re.IGNORECASE)
 _HOST_PORT = re.compile(rf'(?:{_IPV4}|[a-z][\w.-]*\.[a-z]+):(\d{{1,5}})\b', re.IGNORECASE)
 _USER = re.compile(r'\b(?:user(?:name)?|login|account)\s+["\']?([\w.\-@]+)', re.IGNORECASE)
 _VERSION = re.compile(r'(?<![\w.])([a-z][\w\-]*)\s+(?:version\s+)?v?(\d+(?:\.\d+)+[a-z]?\d*|\d+[a-z]\d*)'
@@ -87,7 +89,8 @@ NOT_USER = {'list', 'lists', 'names', 'name', 'from', 'in', 'file', 'with', 'on'
             'page', 'form', 'prompt', 'service', 'credentials', 'password', 'passwords', 'as',
             'that', 'this', 'which', 'who', 'is', 'account', 'accounts', 'enumeration', 'by',
             'into', 'is', 'it', 'its', 'their', 'each', 'every', 'any', 'all', 'pairs',
-            'combinations', 'and', 'table', 'tables', 'database', 'databases', 'privileges'}
+            'combinations', 'and', 'table', 'tables', 'database', 'databases', 'privileges',
+            'agent', 'agents'}  # "user agent Mozilla/5.0" names a header, not a user.
 NOT_SOFTWARE = {'version', 'port', 'ports', 'ip', 'on', 'of', 'for', 'at', 'v', 'the', 'and',
                 'tls', 'http', 'https', 'top'}
 
@@ -127,7 +130,8 @@ def extract(task: str) -> dict[str, list[str]]:
     if not any(match.group(1) in v for vs in values.values() for v in vs):
       add('input', match.group(1))
   for match in _PORTS.finditer(task):
-    for port in re.findall(r'\d{1,5}-\d{1,5}|\d{1,5}', re.sub(r'\s*-\s*', '-', match.group(1))):
+    listed = _RANGE_WORDS.sub(r'\1-\2', match.group(1))  # "ports 1 to 1024" = 1-1024.
+    for port in re.findall(r'\d{1,5}-\d{1,5}|\d{1,5}', re.sub(r'\s*-\s*', '-', listed)):
       add('port', port)
   for match in _HOST_PORT.finditer(task):
     if not inside(match):
