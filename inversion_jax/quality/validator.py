@@ -303,8 +303,10 @@ def _check(spec, task, segments, syntax_ok, syntax_detail, intent_options, wante
   checks['task_values'] = found_others == len(others) if others else None
   values = ((found_targets + found_others) / (len(targets) + len(others))
             if targets or others else None)
+  redirected = any(task_values.present('output', v, context) for v in wanted.get('output', ()))
   if alternatives:
-    intent = max(_coverage(spec, parsed, alt) for alt in alternatives for parsed in parsed_all)
+    intent = max(_coverage(spec, parsed, alt, redirected) for alt in alternatives
+                 for parsed in parsed_all)
     checks['intent'] = intent == 1
     if not checks['intent']:
       details.append('intent options missing: ' + ' or '.join(' '.join(a) for a in alternatives))
@@ -323,9 +325,19 @@ def _check(spec, task, segments, syntax_ok, syntax_detail, intent_options, wante
   return _verdict(reasons, checks, details, spec.variant, stats, (values, intent))
 
 
-def _coverage(spec, parsed, alternative) -> float:
-  """The fraction of an intent's option set the parsed command has."""
-  return sum(_has_option(spec, parsed, word) for word in alternative) / len(alternative)
+def _coverage(spec, parsed, alternative, redirected=False) -> float:
+  """The fraction of an intent's option set the parsed command has.
+
+  When the line writes the task's output file by a redirection (`> scan.txt`, `| tee`),
+  an output option of the set counts as present: the tool's standard output is its
+  report, so the shell does what the option would.
+  """
+  table = options_lib.OptionTable(spec, parsed.mode)
+  def has(word):
+    option = table.exact(word)
+    return _has_option(spec, parsed, word) or (
+        redirected and option is not None and option.role == 'output')
+  return sum(has(word) for word in alternative) / len(alternative)
 
 
 def _excess(spec, parsed_all, alternatives, wanted) -> int:
