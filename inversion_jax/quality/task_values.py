@@ -31,8 +31,9 @@ by these documented rules, applied to the text as written:
              ("top", "rate", "threads", "seconds", "packets", ...)
 
 A value is present in a command when it occurs in one of its words: hosts, URLs and
-paths as substrings (a URL also without its scheme), numbers and ports as whole
-numbers (`-p5432`, `22,5432`, `host:5432`), names case-insensitively.
+paths as substrings (a URL also without its scheme, or as its host and path in separate
+words), an IPv4 address also inside an octet range (`192.168.1.1-254`), numbers and ports
+as whole numbers (`-p5432`, `22,5432`, `host:5432`), names case-insensitively.
 """
 
 import re
@@ -229,13 +230,34 @@ def present(role: str, value: str, words) -> bool:
     return any(pattern.search(w) for w in words)
   if role in ('url',):
     bare = re.sub(r'^https?://', '', value, flags=re.I).rstrip('/')
-    return any(value.rstrip('/').lower() in w.lower() or bare.lower() in w.lower()
-               for w in words)
+    if any(value.rstrip('/').lower() in w.lower() or bare.lower() in w.lower() for w in words):
+      return True
+    # A tool that takes the host and the path apart (hydra's `host http-post-form
+    # "/login.php:..."`) carries the URL when both pieces are there.
+    host, _, path = bare.partition('/')
+    return bool(path) and any(host.lower() == host_of(w) for w in words) and any(
+        ('/' + path).lower() in w.lower() for w in words)
+  if role == 'host' and re.fullmatch(_IPV4, value):
+    return any(value.lower() in w.lower() or _octets_cover(w, value) for w in words)
   if role in ('host', 'cidr', 'wordlist', 'userlist', 'passlist', 'output', 'input', 'path',
               'combolist', 'domain'):
     return any(value.lower() in w.lower() for w in words)
   pattern = re.compile(rf'(?<![\w.]){re.escape(value)}(?![\w]|\.\d)', re.IGNORECASE)
   return any(pattern.search(w) for w in words)
+
+
+def _octets_cover(word: str, address: str) -> bool:
+  """Whether an nmap/masscan octet range (`192.168.1.1-254`, `10.0.*.1`) holds `address`."""
+  match = re.fullmatch(r'([\d*,-]+)\.([\d*,-]+)\.([\d*,-]+)\.([\d*,-]+)', word)
+  if not match or '-' not in word and '*' not in word and ',' not in word:
+    return False
+  for spec, octet in zip(match.groups(), address.split('.')):
+    if not any(part == '*' or part == octet or (
+        re.fullmatch(r'\d+-\d+', part) and
+        int(part.split('-')[0]) <= int(octet) <= int(part.split('-')[1]))
+               for part in spec.split(',')):
+      return False
+  return True
 
 
 def _in_range(port: str, word: str) -> bool:

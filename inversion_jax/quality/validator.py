@@ -596,7 +596,8 @@ def _echoes(task, parsed, wanted, spec) -> bool:
   task words (not its values) among the positionals.
 
   An option's value is what the option asks for (`--script "default and safe"`,
-  `--data="id=7"`), so only a value holding most of a sentence of the task counts. Where
+  `--data="id=7"`, a User-Agent), so only a value that is a sentence of the task (four
+  or more words, three from the task, two of them function or request words) counts. Where
   positionals are free search terms (searchsploit), a run counts only when it is the
   request's own wording (two of its three words are function or request words).
   """
@@ -606,8 +607,9 @@ def _echoes(task, parsed, wanted, spec) -> bool:
   task_set = set(task_words) - value_words
   for word in parsed.positionals + [o.value or '' for o in parsed.options]:
     pieces = _words_of(word)
-    if len(word.split()) >= 5 and sum(p in task_set for p in pieces) >= 4:
-      return True  # The task (or most of it) pasted as one quoted argument.
+    if (len(word.split()) >= 4 and sum(p in task_set for p in pieces) >= 3 and
+        sum(p in _REQUEST_WORDS for p in pieces) >= 2):
+      return True  # A sentence of the task pasted as one quoted argument.
   free_text = 'string' in spec.positional_kinds and 'word' in spec.positional_kinds
   args = _words_of(' '.join(parsed.positionals))
   if len(args) < 3:
