@@ -12,7 +12,8 @@ to drop, no exclusive options in the tool's spec, or a result equal to the refer
   duplicate      the reference's first non-repeatable option, written twice
   contradiction  two options the spec declares mutually exclusive
   extra_command  `; rm -rf /tmp/x` appended
-  bare           the program and its positional arguments (else the target) alone
+  bare           the program and its positional arguments (else the target, else the
+                 port: `nc 9001` for a listener) alone
   flag_spam      six documented flags the task did not ask for, added
   prose          a sentence about the task instead of a command
 
@@ -191,8 +192,10 @@ def unknown_option(record, command):
 def duplicate(record, command):
   located = Located(record, command)
   parsed = options_lib.parse(located.spec, located.args)
+  repeatable = {o.canonical for spec in specs_lib.get(record['tool']) for o in spec.options
+                if o.repeatable}  # Repeatable in any variant (`nc -v -v`) is no duplicate.
   for occurrence in parsed.options:
-    if occurrence.spec.repeatable:
+    if occurrence.spec.canonical in repeatable:
       continue
     span = option_span(located, occurrence.spec.canonical)
     if span:
@@ -216,6 +219,10 @@ def contradiction(record, command):
   table = options_lib.OptionTable(spec, mode)
   have, _ = _counts(spec, located.args)
   groups = list(spec.exclusive) + (list(spec.modes[mode].exclusive) if mode in spec.modes else [])
+  # Only what every variant forbids: netcat's traditional variant has no such groups.
+  everywhere = set.intersection(*({frozenset(g.options) for g in v.exclusive}
+                                  for v in specs_lib.get(record['tool'])))
+  groups = [g for g in groups if frozenset(g.options) in everywhere or g not in spec.exclusive]
   groups.sort(key=lambda g: not any(have[table.exact(o).canonical] for o in g.options
                                     if table.exact(o)))
   for group in groups:
@@ -238,7 +245,7 @@ def extra_command(record, command):
 def bare(record, command):
   located = Located(record, command)
   positionals = options_lib.parse(located.spec, located.args).positionals
-  words = positionals or _values(record, TARGET_ROLES)
+  words = positionals or _values(record, TARGET_ROLES) or _values(record, ('port',))
   out = join([located.program] + words)
   return out if out != join(shell.split_words(command)) else None
 
@@ -283,6 +290,10 @@ CLASSES: dict[str, Callable[[dict, str], str | None]] = {
 
 
 def degrade(name: str, record: dict, command: str) -> str | None:
-  """The reference `command` degraded by class `name`; None where it does not apply."""
+  """The reference `command` degraded by class `name`; None where it does not apply or
+  where the result is one of the task's references."""
   out = CLASSES[name](record, command)
-  return None if out is None or out == command else out
+  if out is None or name == 'prose':
+    return out
+  same = {join(shell.split_words(c)) for c in record['references']}
+  return None if join(shell.split_words(out)) in same else out  # Another correct form.
