@@ -240,38 +240,6 @@ def task_table(groups, resamples: int = task_stats.RESAMPLES, references=None) -
           'confidence': task_stats.CONFIDENCE}
 
 
-def _interval(cell: dict, spec: str = '+.3f') -> str:
-  return (f'{cell["mean"]:{spec}} [{cell["low"]:{spec}}, {cell["high"]:{spec}}]')
-
-
-def task_markdown(result: dict) -> str:
-  """The per (task, seed) tables: each group, then the paired differences."""
-  if not result['arms']:
-    return ('No held-out rows past the base model in these runs: no per-task statistics '
-            '(run with --eval_every, or experiments/evaluate_quality.py).\n')
-  labels = {m.key: m.label for m in metrics.HELDOUT_ROWS}
-  lines = ['Held-out measures per (task, seed): mean [95 % paired bootstrap over tasks and '
-           'seeds], base model -> last evaluated round.', '',
-           '| group | measure | tasks x seeds | base | last | change |', '|---|---|---|---|---|---|']
-  for label, measures_ in result['arms'].items():
-    for key, parts in measures_.items():
-      change = parts['change']
-      lines.append(f'| {label} | {labels.get(key, key)} | {change["tasks"]} x {change["seeds"]}'
-                   f' | {_interval(parts["base"], ".3f")} | {_interval(parts["last"], ".3f")}'
-                   f' | {_interval(change)} |')
-  if result['differences']:
-    lines += ['', 'Differences of the change, task by task on the same seeds:', '',
-              '| difference | measure | tasks x seeds | mean [95 % CI] | sign per seed (seeds) |',
-              '|---|---|---|---|---|']
-    for name, measures_ in result['differences'].items():
-      for key, paired in measures_.items():
-        interval = paired['interval']
-        lines.append(f'| {name} | {labels.get(key, key)} | {interval["tasks"]} x '
-                     f'{interval["seeds"]} | {_interval(interval)} | {paired["signs"]} '
-                     f'({", ".join(str(s) for s in paired["seeds"])}) |')
-  return '\n'.join(lines) + '\n'
-
-
 def markdown(result: dict) -> str:
   labels = list(result)
   names = list(result[labels[0]]['measures'])
@@ -345,7 +313,7 @@ def main(argv):
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
   warning = early_warning_evaluation(groups)
-  text = task_markdown(tasks) + '\n' + markdown(result) + (
+  text = task_stats.markdown(tasks) + '\n' + markdown(result) + (
       f'\nLabel-free early warning against the gold monitor (tolerance '
       f'{warning["tolerance"]}): {warning["early_alarms"]} early alarm(s), precision '
       f'{_show(warning["precision"])}; {warning["runs_with_gold_alarm"]} run(s) with a gold '

@@ -113,6 +113,10 @@ def correlation(records, rows) -> dict:
   nlc = np.array([s['nlc2cmd'] for s in scored])
   result = {'n': len(rows), 'graded_mean': float(graded.mean()), 'nlc2cmd_mean': float(nlc.mean()),
             'strict_mean': float(np.mean([s['strict'] for s in scored]))}
+  tools = [by_id[row['id']]['tool'] for row in rows]
+  result['per_tool'] = {tool: {measure: _mean([s[measure] for s, t in zip(scored, tools)
+                                               if t == tool]) for measure in MEASURES}
+                        | {'n': tools.count(tool)} for tool in sorted(set(tools))}
   if np.ptp(graded) > 0 and np.ptp(nlc) > 0:
     test = stats.spearmanr(graded, nlc)
     result |= {'spearman_rho': float(test.statistic), 'p_value': float(test.pvalue)}
@@ -141,7 +145,12 @@ def markdown(table: dict, corr: dict | None) -> str:
     lines += ['', f'Spearman rank correlation of graded with NLC2CMD over {corr["n"]} held-out '
               f'commands: rho = {_cell(corr["spearman_rho"])} (p = {_cell(corr["p_value"], ".2g")})'
               f'; means: strict {corr["strict_mean"]:.1%}, graded {corr["graded_mean"]:.3f}, '
-              f'NLC2CMD {corr["nlc2cmd_mean"]:.3f}.']
+              f'NLC2CMD {corr["nlc2cmd_mean"]:.3f}.', '',
+              '| tool | n | ' + ' | '.join(LABELS[m] for m in MEASURES) + ' |',
+              '|---|---|' + '---|' * len(MEASURES)]
+    for tool, entry in corr['per_tool'].items():
+      lines.append(f'| {tool} | {entry["n"]} | {entry["strict"]:.1%} | {entry["graded"]:.3f} | '
+                   f'{entry["nlc2cmd"]:.3f} |')
   return '\n'.join(lines) + '\n'
 
 

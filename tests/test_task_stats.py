@@ -131,7 +131,7 @@ def test_compare_runs_task_table_pairs_the_arms(tmp_path):
   assert diff['interval']['mean'] == pytest.approx(-0.2) and diff['signs'] == '--'
   assert diff['interval']['high'] == pytest.approx(-0.2)
   assert 'nlc2cmd' in measures
-  text = compare_runs.task_markdown(result)
+  text = task_stats.markdown(result)
   assert 'NLC2CMD score' in text and '4 x 2' in text
 
 

@@ -161,3 +161,35 @@ def paired_difference(a: Mapping[object, Mapping[str, float]],
   signs = ''.join('+' if d > 0 else '-' if d < 0 else '0' for d in per_seed)
   return {'interval': bootstrap(values, resamples, seed), 'seeds': seeds,
           'per_seed': per_seed, 'signs': signs}
+
+
+def _interval(cell: dict, spec: str = '+.3f') -> str:
+  return f'{cell["mean"]:{spec}} [{cell["low"]:{spec}}, {cell["high"]:{spec}}]'
+
+
+def markdown(result: dict) -> str:
+  """Tables of a per (task, seed) comparison ({'arms', 'differences'}, JSON form)."""
+  if not result['arms']:
+    return ('No held-out rows past the base model in these runs: no per-task statistics '
+            '(run with --eval_every, or experiments/evaluate_quality.py).\n')
+  labels = {m.key: m.label for m in metrics_lib.HELDOUT_ROWS}
+  lines = ['Held-out measures per (task, seed): mean [95 % paired bootstrap over tasks and '
+           'seeds], base model -> last evaluated round.', '',
+           '| group | measure | tasks x seeds | base | last | change |', '|---|---|---|---|---|---|']
+  for label, measures in result['arms'].items():
+    for key, parts in measures.items():
+      change = parts['change']
+      lines.append(f'| {label} | {labels.get(key, key)} | {change["tasks"]} x {change["seeds"]}'
+                   f' | {_interval(parts["base"], ".3f")} | {_interval(parts["last"], ".3f")}'
+                   f' | {_interval(change)} |')
+  if result['differences']:
+    lines += ['', 'Differences of the change, task by task on the same seeds:', '',
+              '| difference | measure | tasks x seeds | mean [95 % CI] | sign per seed (seeds) |',
+              '|---|---|---|---|---|']
+    for name, measures in result['differences'].items():
+      for key, paired in measures.items():
+        interval = paired['interval']
+        lines.append(f'| {name} | {labels.get(key, key)} | {interval["tasks"]} x '
+                     f'{interval["seeds"]} | {_interval(interval)} | {paired["signs"]} '
+                     f'({", ".join(str(s) for s in paired["seeds"])}) |')
+  return '\n'.join(lines) + '\n'
