@@ -4,8 +4,9 @@ Reads `progress.json` (every round's flat metrics) and any offline held-out eval
 (`quality/round_NNN.json`, written by `experiments/evaluate_quality.py` for rounds the loop
 did not evaluate), and shows, per round, what the loop saw (intrinsic score, acceptance,
 train loss) beside what it did not (graded and strict real quality on held-out tasks, the
-reference-based NLC2CMD score, gaming indicators). The Goodhart gap = relative change of the intrinsic score minus that
-of graded real quality, base model -> last round (`metrics.goodhart_gap`).
+reference-based NLC2CMD score, gaming indicators). The Goodhart gap = relative change of
+the intrinsic score minus that of graded real quality, base model -> last round
+(`metrics.goodhart_gap`).
 """
 
 import json

@@ -31,10 +31,11 @@ def _parsed(tool, command):
 
 
 def test_drop_intent(records):
-  assert degrade.degrade('drop_intent', records['nmap-030'],
-                         'nmap -sV -p 5432,6379 -oN db_services.txt db.corp.lan') == 'nmap db.corp.lan'
+  reference = 'nmap -sV -p 5432,6379 -oN db_services.txt db.corp.lan'
+  assert degrade.degrade('drop_intent', records['nmap-030'], reference) == 'nmap db.corp.lan'
   assert degrade.degrade('drop_intent', records['netcat-006'], 'nc -lvnp 9001') == 'nc -vnp 9001'
-  assert degrade.degrade('drop_intent', records['nikto-004'], 'nikto -h 10.66.12.7 -p 8081') == 'nikto'
+  assert degrade.degrade('drop_intent', records['nikto-004'],
+                         'nikto -h 10.66.12.7 -p 8081') == 'nikto'
 
 
 def test_drop_target_takes_the_option_that_carries_it(records):

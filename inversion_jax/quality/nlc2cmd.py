@@ -14,13 +14,15 @@ one reference c, with T = max(n_p, n_c) and the shorter side padded with "no uti
   S^i   = 1[U(p_i) = U(c_i)] * (1 + S_F^i) / 2  -  1[U(p_i) != U(c_i)]
   S(p, c) = (1/T) sum_i S^i
 
-S_F lies in [-2, 1] (disjoint flag sets count both sides in the union), so a matched utility
-scores in [-1/2, 1] and S in [-1, 1]; a task's score is the best over its references, max_c S(p, c). The competition also
-weighted each prediction by the model's confidence delta and took the best of up to five
-predictions; here there is one greedy prediction per task and delta = 1. Worked examples
-of the reference README reproduce exactly (tests/test_nlc2cmd.py): identical -> 1; a wrong
-utility -> -1; `find . -type f -ctime -3 | tail -n 5` against `find . -type f | tail -n 5`
--> 0.75; order of utilities matters; unrequested flags are penalised.
+S_F lies in [-2, 1] (disjoint flag sets count both sides in the union), so a matched
+utility scores in [-1/2, 1] and S in [-1, 1]. A task's score is the best over its
+references, max_c S(p, c), as the competition scored a prediction against its references.
+The competition also weighted each prediction by the model's confidence delta and took the
+best of up to five predictions; here there is one greedy prediction per task, delta = 1.
+The worked examples of the reference README reproduce (tests/test_nlc2cmd.py): identical
+-> 1; a wrong utility -> -1; `find . -type f -ctime -3 | tail -n 5` against
+`find . -type f | tail -n 5` -> 0.75; the order of utilities matters; unrequested flags
+are penalised.
 
 Parsing differs from the original in how words are read, not in what is scored:
   - Segments come from the project's shell reader (`shell.segments`): `|`, `&&`, `||`, `;`

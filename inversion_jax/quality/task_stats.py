@@ -31,6 +31,7 @@ from scipy import stats
 from inversion_jax import history
 from inversion_jax import metrics as metrics_lib
 from inversion_jax.errors import UserError
+from inversion_jax.quality import nlc2cmd
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -58,7 +59,6 @@ def row_value(row: dict, key: str, references: Mapping[str, Sequence[str]] | Non
   if key in row:
     return float(row[key])
   if key == 'nlc2cmd' and references and row.get('id') in references:
-    from inversion_jax.quality import nlc2cmd  # pylint: disable=g-import-not-at-top
     return nlc2cmd.score(row.get('command') or '', references[row['id']])
   return None
 
@@ -175,7 +175,8 @@ def markdown(result: dict) -> str:
   labels = {m.key: m.label for m in metrics_lib.HELDOUT_ROWS}
   lines = ['Held-out measures per (task, seed): mean [95 % paired bootstrap over tasks and '
            'seeds], base model -> last evaluated round.', '',
-           '| group | measure | tasks x seeds | base | last | change |', '|---|---|---|---|---|---|']
+           '| group | measure | tasks x seeds | base | last | change |',
+           '|---|---|---|---|---|---|']
   for label, measures in result['arms'].items():
     for key, parts in measures.items():
       change = parts['change']
