@@ -8,12 +8,10 @@ import sys
 
 import pytest
 
-from inversion_jax.quality import degrade, options, specs
+from inversion_jax.quality import degrade, measure_check, options, specs
 from inversion_jax.quality.heldout import builder
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / 'experiments'))
-import validate_measures  # noqa: E402
 
 TASKS = ('nmap-030', 'netcat-006', 'nikto-004', 'gobuster-004', 'searchsploit-007')
 
@@ -92,18 +90,18 @@ def test_a_degradation_equal_to_a_reference_does_not_count(records):
 
 def test_every_class_on_every_reference_of_a_few_tasks(records, no_process):
   del no_process
-  table = validate_measures.degradations(list(records.values()))
+  table = measure_check.degradations(list(records.values()))
   assert list(table) == ['reference', *degrade.CLASSES]
   references = sum(len(r['references']) for r in records.values())
   assert table['reference']['n'] == references
   assert table['reference']['nlc2cmd'] == 1.0
   for name in degrade.CLASSES:
     assert 0 < table[name]['n'] <= references, name
-    for measure in validate_measures.MEASURES:
+    for measure in measure_check.MEASURES:
       assert 0.0 <= table[name][f'below/{measure}'] <= 1.0
   assert table['prose'] == table['prose'] | {'strict': 0.0, 'graded': 0.0, 'nlc2cmd': -1.0}
   assert table['wrong_value']['nlc2cmd'] == 1.0  # NLC2CMD ignores values, by definition.
-  text = validate_measures.markdown(table, None)
+  text = measure_check.markdown(table, None)
   assert len([line for line in text.splitlines() if line.startswith('| ')]) == 12
 
 
@@ -117,13 +115,13 @@ def test_rank_correlation_on_a_tiny_rows_fixture(tmp_path, no_process):
   del no_process
   path = tmp_path / 'rows.jsonl'
   path.write_text(''.join(json.dumps(r) + '\n' for r in ROWS), encoding='utf-8')
-  rows = validate_measures.read_rows(path)
-  result = validate_measures.correlation(builder.read_source(), rows)
+  rows = measure_check.read_rows(path)
+  result = measure_check.correlation(builder.read_source(), rows)
   assert result['n'] == 4 and -1.0 <= result['spearman_rho'] <= 1.0
   assert result['spearman_rho'] > 0  # Right commands rank high on both, prose low on both.
   wrapped = tmp_path / 'base.json'
   wrapped.write_text(json.dumps({'rows': ROWS}), encoding='utf-8')
-  assert validate_measures.read_rows(wrapped) == rows
+  assert measure_check.read_rows(wrapped) == rows
 
 
 def run_cli(*args):
