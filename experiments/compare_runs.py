@@ -269,10 +269,11 @@ def plot(groups, path):
   from matplotlib import pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  panels = (('intrinsic score (AFTER)', lambda rs: [(int(r['cycle']), metrics.get(
-      r, 'after', 'mean_score')) for r in rs]),
-            ('held-out graded quality', lambda rs: metrics.heldout_series(rs, 'quality')))
+  panels = [('intrinsic score (AFTER)', lambda rs: [(int(r['cycle']), metrics.get(
+      r, 'after', 'mean_score')) for r in rs])]
+  panels += [(f'held-out {m.label}', lambda rs, key=m.key: metrics.heldout_series(rs, key))
+             for m in metrics.HELDOUT_ROWS]
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
   for ax, (title, series_of) in zip(axes, panels):
     for label, runs in groups.items():
       curves = [dict(series_of(rounds)) for _, _, rounds in runs]
