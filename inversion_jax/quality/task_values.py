@@ -237,8 +237,10 @@ def present(role: str, value: str, words) -> bool:
     host, _, path = bare.partition('/')
     return bool(path) and any(host.lower() == host_of(w) for w in words) and any(
         ('/' + path).lower() in w.lower() for w in words)
-  if role == 'host' and re.fullmatch(_IPV4, value):
-    return any(value.lower() in w.lower() or _octets_cover(w, value) for w in words)
+  if role == 'host':  # Whole names only: `mail.lan` is not in `other-mail.lan`.
+    pattern = re.compile(rf'(?<![\w.])(?<![a-z]-){re.escape(value)}(?![\w]|-[a-z]|\.[\w])',
+                         re.IGNORECASE)  # An address range a-b holds its ends.
+    return any(pattern.search(w) or _octets_cover(w, value) for w in words)
   if role in ('host', 'cidr', 'wordlist', 'userlist', 'passlist', 'output', 'input', 'path',
               'combolist', 'domain'):
     return any(value.lower() in w.lower() for w in words)
@@ -270,10 +272,15 @@ def _in_range(port: str, word: str) -> bool:
   return False
 
 
+_SCHEME_HOST = re.compile(r'\b[a-z][\w+.-]*://\[?([^/:\s\]]+)', re.IGNORECASE)
+
+
 def hosts_in(word: str) -> list[str]:
   """Network targets written in one command word (IPs, CIDRs, URLs, host names)."""
   found = [m.group(0).rstrip('/.,') for m in URL.finditer(word)]
   rest = URL.sub(' ', word)
+  found += [m.group(1) for m in _SCHEME_HOST.finditer(rest)]  # imap://host, ssh://host:22
+  rest = _SCHEME_HOST.sub(' ', rest)
   found += [m.group(0) for m in _CIDR.finditer(rest)]
   rest = _CIDR.sub(' ', rest)
   found += [m.group(0) for m in _IP.finditer(rest)]
