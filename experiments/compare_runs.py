@@ -37,6 +37,8 @@ FLAGS = flags.FLAGS
 DEFAULTS = experiment.RunConfig().as_dict()
 flags.DEFINE_string('output', 'compare', 'Path prefix of the .md, .json and .png written.')
 flags.DEFINE_integer('resamples', task_stats.RESAMPLES, 'Bootstrap resamples.')
+flags.DEFINE_integer('last_rounds', 1, 'Per task, average the last K evaluated rounds (the '
+                     'study\'s primary outcome: 3) before comparing with the base model.')
 flags.DEFINE_list('differ', [], 'Settings besides the filter the groups may differ in, e.g. '
                   'on_goodhart to compare a monitored rerun with the same seed unmonitored.')
 
@@ -210,14 +212,16 @@ def heldout_references() -> dict[str, list[str]]:
   return {r['id']: r['references'] for r in builder.read_source()}
 
 
-def task_table(groups, resamples: int = task_stats.RESAMPLES, references=None) -> dict:
+def task_table(groups, resamples: int = task_stats.RESAMPLES, references=None,
+               last_rounds: int = 1) -> dict:
   """Per (task, seed) held-out measures: each group's intervals, then the paired
   differences of every other group from the first."""
   keys = [m.key for m in metrics.HELDOUT_ROWS]
   data = {}  # label -> key -> part -> {seed: {task: value}}
   for label, runs in groups.items():
     for run_dir, config, _ in runs:
-      for key, parts in task_stats.run_changes(run_dir, keys, references).items():
+      for key, parts in task_stats.run_changes(run_dir, keys, references,
+                                               last_rounds).items():
         for part in ('base', 'last', 'change'):
           data.setdefault(label, {}).setdefault(key, {}).setdefault(part, {})[
               config.get('seed')] = parts[part]
@@ -237,7 +241,7 @@ def task_table(groups, resamples: int = task_stats.RESAMPLES, references=None) -
         differences.setdefault(f'{label} - {labels[0]}', {})[key] = paired | {
             'interval': paired['interval'].to_json()}
   return {'arms': arms, 'differences': differences, 'resamples': resamples,
-          'confidence': task_stats.CONFIDENCE}
+          'confidence': task_stats.CONFIDENCE, 'last_rounds': last_rounds}
 
 
 def markdown(result: dict) -> str:
@@ -310,7 +314,7 @@ def main(argv):
       raise UserError(f'{run_dir} is not a run directory')
   groups = group_runs(run_dirs, FLAGS.differ)
   result = table(groups)
-  tasks = task_table(groups, FLAGS.resamples, heldout_references())
+  tasks = task_table(groups, FLAGS.resamples, heldout_references(), FLAGS.last_rounds)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
   warning = early_warning_evaluation(groups)

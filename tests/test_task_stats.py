@@ -108,6 +108,17 @@ def test_run_changes_use_round_zero_and_the_last_round(tmp_path):
   assert changes['strict']['base'] == {'nmap-001': 0.0, 'nmap-002': 0.0, 'nmap-003': 1.0}
 
 
+def test_run_changes_average_the_last_rounds_per_task(tmp_path):
+  run = make_run(tmp_path, 'r', 0, [0.5, 0.5, 1.0], [0.75, 0.25, 1.0], last_round=3)
+  changes = task_stats.run_changes(run, ['quality'], last_rounds=2)
+  assert changes['quality']['rounds'] == [1, 3]  # Round 1's rows are all 0.
+  assert changes['quality']['last'] == {'nmap-001': 0.375, 'nmap-002': 0.125, 'nmap-003': 0.5}
+  assert changes['quality']['change'] == {'nmap-001': -0.125, 'nmap-002': -0.375,
+                                          'nmap-003': -0.5}
+  with pytest.raises(UserError, match='last_rounds'):
+    task_stats.run_changes(run, ['quality'], last_rounds=0)
+
+
 def test_nlc2cmd_is_recomputed_for_rows_that_predate_it(tmp_path):
   run = make_run(tmp_path, 'old', 0, [0.5, 0.5], [0.5, 0.5], nlc=False)
   assert 'nlc2cmd' not in task_stats.run_changes(run, ['quality', 'nlc2cmd'])

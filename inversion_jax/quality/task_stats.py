@@ -88,22 +88,27 @@ def per_task(run_dir, round_index: int, keys: Sequence[str],
 
 
 def run_changes(run_dir, keys: Sequence[str],
-                references: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict]:
-  """{measure: {'base', 'last', 'change': {task: value}}}: base model -> last evaluated
-  round, on the tasks both evaluated; {} when the run kept no held-out rows past round 0."""
+                references: Mapping[str, Sequence[str]] | None = None,
+                last_rounds: int = 1) -> dict[str, dict]:
+  """{measure: {'base', 'last', 'change': {task: value}}}: base model -> the last evaluated
+  round (or, per task, the mean of the last `last_rounds` evaluated rounds: a late effect
+  averaged over several evaluations), on the tasks all of them evaluated; {} when the run
+  kept no held-out rows past round 0."""
+  if last_rounds < 1:
+    raise UserError(f'last_rounds must be at least 1, got {last_rounds}')
   found = heldout_rounds(run_dir)
   if len(found) < 2 or found[0] != 0:
     return {}
   base = per_task(run_dir, 0, keys, references)
-  last = per_task(run_dir, found[-1], keys, references)
+  lasts = [per_task(run_dir, r, keys, references) for r in found[1:][-last_rounds:]]
   out = {}
   for key in keys:
-    if key in base and key in last:
-      tasks = sorted(set(base[key]) & set(last[key]))
-      out[key] = {'base': {t: base[key][t] for t in tasks},
-                  'last': {t: last[key][t] for t in tasks},
-                  'change': {t: last[key][t] - base[key][t] for t in tasks},
-                  'round': found[-1]}
+    if key in base and all(key in last for last in lasts):
+      tasks = sorted(set(base[key]).intersection(*(set(last[key]) for last in lasts)))
+      late = {t: float(np.mean([last[key][t] for last in lasts])) for t in tasks}
+      out[key] = {'base': {t: base[key][t] for t in tasks}, 'last': late,
+                  'change': {t: late[t] - base[key][t] for t in tasks},
+                  'round': found[-1], 'rounds': found[1:][-last_rounds:]}
   return out
 
 
