@@ -61,8 +61,8 @@ def markdown(config: dict, rounds: list[dict]) -> str:
   get, fmt = metrics_lib.get, metrics_lib.fmt
   summary = history_lib.summarize(rounds)
   lines = [f'# Goodhart report: {config.get("name", "run")}', '',
-           f'Model `{config.get("model")}`, filter `{config.get("filter")}` ({_threshold(rounds, config)}'
-           f'), {config.get("tasks")} tasks x {config.get("candidates")}'
+           f'Model `{config.get("model")}`, filter `{config.get("filter")}` '
+           f'({_threshold(rounds, config)}), {config.get("tasks")} tasks x {config.get("candidates")}'
            f' candidates per phase, seed {config.get("seed")}, {len(rounds)} round(s). '
            'Real quality: greedy commands for the held-out tasks, graded by the static '
            'validator (never executed); the loop never sees it.', '',

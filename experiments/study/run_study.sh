@@ -33,8 +33,10 @@ mode=${2:-}
 short=${commit:0:10}
 root=${STUDY_ROOT:-$(dirname "$checkout")/study-$short}
 PY=${PYTHON:-$checkout/.venv/bin/python}
-SEEDS=(${SEEDS:-0 1 2})
-ARMS=(${ARMS:-v1 r v2})
+# Plain words, not arrays: arrays are not exported, and the lanes re-read these.
+read -r -a seeds <<< "${SEEDS:-0 1 2}"
+read -r -a arms <<< "${ARMS:-v1 r v2}"
+[[ -n ${STUDY_ROOT:-} ]] || export STUDY_ROOT=$root
 LANES=${LANES:-2}
 src=$root/src
 prefix=$([[ ${SMOKE:-0} == 1 ]] && echo smoke_ || true)
@@ -44,8 +46,11 @@ SMOKE_FLAGS=(--cycles=1 --tasks=2 --candidates=2 --eval_tasks=4)
 
 # The runs in start order: the seeds in turn, each seed's arms together (paired by seed).
 runs=()
-for seed in "${SEEDS[@]}"; do
-  for arm in "${ARMS[@]}"; do runs+=("$arm $seed"); done
+for seed in "${seeds[@]}"; do
+  for arm in "${arms[@]}"; do
+    [[ -f $here/$arm.flags ]] || die "no settings for arm $arm ($here/$arm.flags)"
+    runs+=("$arm $seed")
+  done
 done
 
 rounds_done() {  # run dir -> completed rounds (0 when none)
@@ -110,14 +115,14 @@ echo "study of $commit in $root: ${#runs[@]} runs in $LANES lane(s) (python $PY)
 if [[ $mode == --foreground ]]; then
   status=0
   for (( lane_index = 0; lane_index < LANES; lane_index++ )); do
-    taskset -c $(( lane_index % $(nproc) )) bash "$0" "$1" --lane "$lane_index" & pids+=($!)
+    taskset -c $(( lane_index % $(nproc) )) bash "$0" "$commit" --lane "$lane_index" & pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid" || status=1; done
   exit $status
 fi
 for (( lane_index = 0; lane_index < LANES; lane_index++ )); do
-  STUDY_ROOT=$root nohup taskset -c $(( lane_index % $(nproc) )) bash "$0" "$1" --lane \
+  nohup taskset -c $(( lane_index % $(nproc) )) bash "$0" "$commit" --lane \
       "$lane_index" > "$root/logs/lane$lane_index.log" 2>&1 &
   echo "lane $lane_index: pid $! on core $(( lane_index % $(nproc) )), log $root/logs/lane$lane_index.log"
 done
-echo "follow: bash $0 $1 --status"
+echo "follow: bash $0 $commit --status"
