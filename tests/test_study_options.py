@@ -120,3 +120,30 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.returncode == 2, result.stderr[-1500:]
     assert 'Traceback' not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(f'error: {message}')
+
+
+def test_study_launcher_lists_the_runs_and_rejects_bad_input(tmp_path):
+  """The launcher's --status (nothing started) and its one-line errors; no run is started."""
+  import os
+  import subprocess
+  import sys
+  from tests.test_experiment import ROOT
+  script = ROOT / 'experiments' / 'study' / 'run_study.sh'
+  env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'study'), PYTHON=sys.executable)
+
+  def launch(*args, **extra):
+    return subprocess.run(['bash', str(script), *args], capture_output=True, text=True,
+                          env=env | extra, timeout=120)
+
+  status = launch('HEAD', '--status')
+  assert status.returncode == 0, status.stderr
+  assert status.stdout.split('\n')[:4] == ['v1_s0 0/? rounds', 'r_s0 0/? rounds',
+                                           'v2_s0 0/? rounds', 'v1_s1 0/? rounds']
+  assert len(status.stdout.strip().splitlines()) == 9
+  assert launch('HEAD', '--status', SEEDS='4', ARMS='r').stdout == 'r_s4 0/? rounds\n'
+  for args, extra, message in ((('no-such-commit',), {}, 'is not a commit'),
+                               (('HEAD', '--status'), dict(ARMS='v3'), 'no settings for arm v3'),
+                               (('HEAD', '--bogus'), {}, 'unknown option --bogus')):
+    bad = launch(*args, **extra)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith('error: ') and message in bad.stderr
+  assert not (tmp_path / 'study').exists()  # Nothing made by --status or bad input.
