@@ -5,10 +5,17 @@
 
 Groups are runs whose settings agree except for the seed (and name/output); groups may
 differ only in the filter, so the comparison is V1 against V2 and nothing else: any other
-difference is refused with the setting that differs. Per group, for each measure (base
-model / round 1 BEFORE -> last round), the mean over seeds and a Student-t 95 % confidence
-interval (n - 1 degrees of freedom; with one seed the interval is undefined). Writes
-`<output>.md`, `<output>.json` and `<output>.png` (one curve per group with its band).
+difference is refused with the setting that differs, and so is a run given twice.
+
+Held-out measures (`metrics.HELDOUT_ROWS`: graded, strict, NLC2CMD) are computed per
+(task, seed) from each run's held-out rows (`rows/round_000_heldout.jsonl`, the base model,
+and the last evaluated round's): per group the base, last and change means with 95 %
+intervals from a paired bootstrap over tasks and seeds (`quality/task_stats.py`), and the
+difference of every other group from the first, task by task on the same seeds, with its
+own interval and its sign per seed. The run-level table below it (intrinsic score,
+acceptance, loss, indicators: one number per run) keeps a Student-t interval over seeds
+(n - 1 degrees of freedom; undefined with one seed). Writes `<output>.md`, `<output>.json`
+and `<output>.png` (one curve per group with its band).
 """
 
 import json
@@ -24,10 +31,12 @@ from scipy import stats  # noqa: E402
 
 from inversion_jax import experiment, history, metrics, report  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.quality import task_stats  # noqa: E402
 
 FLAGS = flags.FLAGS
 DEFAULTS = experiment.RunConfig().as_dict()
 flags.DEFINE_string('output', 'compare', 'Path prefix of the .md, .json and .png written.')
+flags.DEFINE_integer('resamples', task_stats.RESAMPLES, 'Bootstrap resamples.')
 flags.DEFINE_list('differ', [], 'Settings besides the filter the groups may differ in, e.g. '
                   'on_goodhart to compare a monitored rerun with the same seed unmonitored.')
 
@@ -54,6 +63,10 @@ def measures(rounds: list[dict]) -> dict[str, float | None]:
                                                    s.get('heldout_strict_last'))),
       'Goodhart gap (points)': _pct(s.get('goodhart_gap')),
   }
+  for metric in metrics.HELDOUT_ROWS:
+    if metric.key not in ('quality', 'strict'):
+      out[f'{metric.label} change'] = delta(s.get(f'heldout_{metric.key}_first'),
+                                            s.get(f'heldout_{metric.key}_last'))
   for metric in metrics.INDICATOR_ROWS:
     out[f'{metric.label} change'] = delta(s.get(f'heldout_{metric.key}_first'),
                                           s.get(f'heldout_{metric.key}_last'))
@@ -92,6 +105,10 @@ def group_runs(run_dirs, differ=()) -> dict[str, list[tuple[str, dict, list]]]:
     if setting not in DEFAULTS:
       raise UserError(f'--differ={setting}: no such setting; use RunConfig names like '
                       'on_goodhart')
+  resolved = [pathlib.Path(d).resolve() for d in run_dirs]
+  twice = sorted({str(d) for d in resolved if resolved.count(d) > 1})
+  if twice:
+    raise UserError(f'{twice[0]} is given twice; give each run once')
   groups: dict[str, list] = {}
   keys: dict[str, dict] = {}
   for run_dir in run_dirs:
@@ -104,6 +121,12 @@ def group_runs(run_dirs, differ=()) -> dict[str, list[tuple[str, dict, list]]]:
     identity = json.dumps(key, sort_keys=True)
     groups.setdefault(identity, []).append((str(run_dir), config, rounds))
     keys[identity] = key
+  for identity, runs in groups.items():
+    seeds = [config.get('seed') for _, config, _ in runs]
+    repeated = sorted({str(seed) for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+      raise UserError(f'seed {repeated[0]} appears twice among runs with the same settings '
+                      f'({", ".join(d for d, _, _ in runs)}): the same run given twice?')
   labels = list(keys)
   for other in labels[1:]:
     for setting in sorted(set(keys[labels[0]]) | set(keys[other])):
@@ -182,6 +205,42 @@ def table(groups) -> dict:
   return out
 
 
+def heldout_references() -> dict[str, list[str]]:
+  """Task id -> reference commands, to score rows kept before NLC2CMD was recorded."""
+  from inversion_jax.quality.heldout import builder  # Local: TFDS imports slowly.
+  return {r['id']: r['references'] for r in builder.read_source()}
+
+
+def task_table(groups, resamples: int = task_stats.RESAMPLES, references=None) -> dict:
+  """Per (task, seed) held-out measures: each group's intervals, then the paired
+  differences of every other group from the first."""
+  keys = [m.key for m in metrics.HELDOUT_ROWS]
+  data = {}  # label -> key -> part -> {seed: {task: value}}
+  for label, runs in groups.items():
+    for run_dir, config, _ in runs:
+      for key, parts in task_stats.run_changes(run_dir, keys, references).items():
+        for part in ('base', 'last', 'change'):
+          data.setdefault(label, {}).setdefault(key, {}).setdefault(part, {})[
+              config.get('seed')] = parts[part]
+  arms = {label: {key: {part: task_stats.bootstrap(task_stats.matrix(by_seed)[0],
+                                                   resamples).to_json()
+                        for part, by_seed in parts.items()}
+                  for key, parts in measures_.items()}
+          for label, measures_ in data.items()}
+  labels = list(data)
+  differences = {}
+  for label in labels[1:]:
+    for key in data[labels[0]]:
+      if key in data[label] and set(data[labels[0]][key]['change']) & set(
+          data[label][key]['change']):
+        paired = task_stats.paired_difference(data[labels[0]][key]['change'],
+                                              data[label][key]['change'], resamples)
+        differences.setdefault(f'{label} - {labels[0]}', {})[key] = paired | {
+            'interval': paired['interval'].to_json()}
+  return {'arms': arms, 'differences': differences, 'resamples': resamples,
+          'confidence': task_stats.CONFIDENCE}
+
+
 def markdown(result: dict) -> str:
   labels = list(result)
   names = list(result[labels[0]]['measures'])
@@ -199,8 +258,9 @@ def markdown(result: dict) -> str:
         cells.append(f'{m["mean"]:+.3f} [{m["ci_low"]:+.3f}, {m["ci_high"]:+.3f}]')
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   lines.append('')
-  lines.append('Mean over seeds [Student-t 95 % CI]; changes are base model (round 1 BEFORE '
-               'for the intrinsic side, round 0 held-out for real quality) -> last round.')
+  lines.append('Run level: mean over seeds [Student-t 95 % CI over seeds only, no task '
+               'variance]; changes are base model (round 1 BEFORE for the intrinsic side, '
+               'round 0 held-out for real quality) -> last round.')
   return '\n'.join(lines) + '\n'
 
 
@@ -210,14 +270,15 @@ def plot(groups, path):
   from matplotlib import pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   def after_scores(rs):  # AFTER, or the next BEFORE in a round without AFTER (--after_every).
     values = [(int(r['cycle']), metrics.after_value(rs, i, 'mean_score')[0])
               for i, r in enumerate(rs)]
     return [(c, v) for c, v in values if v is not None]
 
-  panels = (('intrinsic score (AFTER)', after_scores),
-            ('held-out graded quality', lambda rs: metrics.heldout_series(rs, 'quality')))
+  panels = [('intrinsic score (AFTER)', after_scores)]
+  panels += [(f'held-out {m.label}', lambda rs, key=m.key: metrics.heldout_series(rs, key))
+             for m in metrics.HELDOUT_ROWS]
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
   for ax, (title, series_of) in zip(axes, panels):
     for label, runs in groups.items():
       curves = [dict(series_of(rounds)) for _, _, rounds in runs]
@@ -254,10 +315,11 @@ def main(argv):
       raise UserError(f'{run_dir} is not a run directory')
   groups = group_runs(run_dirs, FLAGS.differ)
   result = table(groups)
+  tasks = task_table(groups, FLAGS.resamples, heldout_references())
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
   warning = early_warning_evaluation(groups)
-  text = markdown(result) + (
+  text = task_stats.markdown(tasks) + '\n' + markdown(result) + (
       f'\nLabel-free early warning against the gold monitor (tolerance '
       f'{warning["tolerance"]}): {warning["early_alarms"]} early alarm(s), precision '
       f'{_show(warning["precision"])}; {warning["runs_with_gold_alarm"]} run(s) with a gold '
@@ -265,6 +327,7 @@ def main(argv):
       f'{warning["lead_time_rounds"] or "n/a"}.\n')
   history.write_text_atomic(prefix.with_suffix('.md'), text)
   history.write_json_atomic(prefix.with_suffix('.json'), {'groups': result,
+                                                         'per_task': tasks,
                                                          'early_warning': warning})
   plot(groups, prefix.with_suffix('.png'))
   print(text)

@@ -51,12 +51,15 @@ def evaluate_base_model():
                                            'metrics': phase.metrics, 'seconds': phase.seconds,
                                            'rows': phase.rows})
   metrics_ = phase.metrics
-  print(f'{FLAGS.model}: graded {metrics_["quality"]:.3f}, strict {metrics_["strict"]:.1%} on '
-        f'{int(metrics_["num_graded"])} tasks ({phase.seconds["heldout"]:.0f}s)')
-  print('| tool | graded | strict |\n|---|---|---|')
+  rows_ = [m for m in metrics.HELDOUT_ROWS if m.key in metrics_]
+  print(f'{FLAGS.model}: graded {metrics_["quality"]:.3f}, strict {metrics_["strict"]:.1%}, '
+        f'NLC2CMD {metrics_["nlc2cmd"]:.3f} on {int(metrics_["num_graded"])} tasks '
+        f'({phase.seconds["heldout"]:.0f}s)')
+  print('| tool | ' + ' | '.join(m.label for m in rows_) + ' |\n|---|' + '---|' * len(rows_))
   for key in sorted(k for k in metrics_ if k.startswith('quality/')):
     tool = key.split('/', 1)[1]
-    print(f'| {tool} | {metrics_[key]:.3f} | {metrics_["strict/" + tool]:.1%} |')
+    print(f'| {tool} | ' + ' | '.join(format(metrics_[f'{m.key}/{tool}'], m.spec) for m in rows_)
+          + ' |')
   print(f'rows: {FLAGS.output}')
 
 
@@ -131,8 +134,9 @@ def main(argv):
       history.write_json_atomic(path, {'round': round_index, 'metrics': phase.metrics,
                                        'seconds': phase.seconds})
       print(f'round {round_index}: graded {phase.metrics["quality"]:.3f}, strict '
-            f'{phase.metrics["strict"]:.1%} on {int(phase.metrics["num_graded"])} tasks '
-            f'({phase.seconds["heldout"]:.1f}s)', flush=True)
+            f'{phase.metrics["strict"]:.1%}, NLC2CMD {phase.metrics["nlc2cmd"]:.3f} on '
+            f'{int(phase.metrics["num_graded"])} tasks ({phase.seconds["heldout"]:.1f}s)',
+            flush=True)
     checkpointer.close()
   if (workdir / history.PROGRESS_FILE).exists():
     markdown, png = report.write(workdir)

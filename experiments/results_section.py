@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.quality import task_stats  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('readme', 'README.md', 'The README whose Results block is replaced.')
@@ -26,7 +27,8 @@ ORIGINAL = {'intrinsic score change (%)': ('+18.1', 'n/a'),
             'acceptance change (points)': ('60.7 -> 88.0 % (+27.3)', 'n/a'),
             'graded quality change (%)': ('-11 (undisclosed measure)', '-0.2')}
 ROWS = ('intrinsic score change (%)', 'acceptance change (points)', 'train loss change',
-        'graded quality change (%)', 'strict quality change (points)', 'Goodhart gap (points)',
+        'graded quality change (%)', 'strict quality change (points)', 'NLC2CMD score change',
+        'Goodhart gap (points)',
         'options/cmd change', 'unknown opt change', 'repeated opt change', 'prose change',
         'distinct change', 'tokens/cmd change')
 
@@ -51,12 +53,15 @@ def section(result: dict, note: str) -> str:
     lines.append(f"| {row} | {cell(v1 and v1['measures'].get(row))} | "
                  f"{cell(v2 and v2['measures'].get(row))} | {original[0]} | {original[1]} |")
   warning = result['early_warning']
-  lines += ['', 'Ours: mean over seeds with a Student-t 95 % interval where n >= 2; seeds '
+  lines += ['', 'Ours, run level: mean over seeds with a Student-t 95 % interval where n >= 2 '
+            '(seeds only; the per-task table below carries the task variance); seeds '
             f"V1 {v1 and v1['seeds']}, V2 {v2 and v2['seeds']}. Label-free early warning against "
             f"the gold monitor (tolerance {warning['tolerance']}): {warning['early_alarms']} "
             f"early alarm(s), precision {warning['precision']}, "
             f"{warning['runs_with_gold_alarm']} run(s) with a gold alarm, recall "
             f"{warning['recall']}, lead times {warning['lead_time_rounds'] or 'n/a'}.", '']
+  if result.get('per_task'):  # Held-out measures per (task, seed), paired bootstrap.
+    lines += [task_stats.markdown(result['per_task'])]
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
 
 

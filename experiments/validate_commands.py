@@ -7,6 +7,7 @@ alternatives, each a list of options that must all appear) and "values" (role ->
 each output line, in the same order, is {"ok", "quality", "reasons"}. `-` = stdin/stdout.
 """
 
+import io
 import json
 import os
 import sys
@@ -65,11 +66,17 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]}; use --input and --output')
   try:
-    source = sys.stdin if FLAGS.input == '-' else open(FLAGS.input)
+    source = (io.TextIOWrapper(sys.stdin.buffer, encoding='utf-8') if FLAGS.input == '-'
+              else open(FLAGS.input, encoding='utf-8'))
   except OSError as error:
     raise UserError(f'cannot read --input={FLAGS.input} ({error.strerror})') from None
   with source:
-    results = [json.dumps(r) for r in validate_lines(source, FLAGS.details)]
+    try:
+      results = [json.dumps(r) for r in validate_lines(source, FLAGS.details)]
+    except UnicodeDecodeError as error:
+      byte = error.object[error.start]
+      raise UserError(f'--input={FLAGS.input} is not UTF-8 text (byte 0x{byte:02x}); write '
+                      'it as UTF-8') from None
   text = ''.join(r + '\n' for r in results)
   if FLAGS.output == '-':
     sys.stdout.write(text)

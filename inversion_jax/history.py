@@ -264,6 +264,10 @@ def format_summary(history: RunHistory) -> str:
         f'{s["heldout_quality_first_round"]}) -> {fmt(s["heldout_quality_last"], ".3f")} (round '
         f'{s["heldout_quality_last_round"]}) ({fmt(s.get("quality_relative_change_pct"), "+.1f")}%)'
         f', strict {fmt(s["heldout_strict_first"], ".1%")} -> {fmt(s["heldout_strict_last"], ".1%")}')
+    for metric in metrics_lib.HELDOUT_ROWS:
+      if metric.key not in ('quality', 'strict') and f'heldout_{metric.key}_first' in s:
+        lines.append(f'{metric.label:<18}{fmt(s[f"heldout_{metric.key}_first"], metric.spec)} -> '
+                     f'{fmt(s[f"heldout_{metric.key}_last"], metric.spec)}')
     gap = s['goodhart_gap']
     lines.append(f'goodhart gap      {fmt(None if gap is None else 100 * gap, "+.1f")} points'
                  ' (score change - real quality change)')

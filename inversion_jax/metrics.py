@@ -20,6 +20,7 @@ class Metric:
   key: str  # Without the phase prefix.
   label: str
   spec: str  # format() spec of a value; deltas use '+' + spec.
+  relative: bool = True  # Changes shown relative to the start (False: a signed score).
 
 
 ROUND_ROWS = (
@@ -31,6 +32,7 @@ ROUND_ROWS = (
 HELDOUT_ROWS = (
     Metric('quality', 'real quality (graded)', '.3f'),
     Metric('strict', 'real quality (strict)', '.1%'),
+    Metric('nlc2cmd', 'NLC2CMD score', '.3f', relative=False),  # Reference-based, [-1, 1].
 )
 INDICATOR_ROWS = (
     Metric('indicator/mean_option_count', 'options/cmd', '.2f'),

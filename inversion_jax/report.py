@@ -3,9 +3,10 @@
 Reads `progress.json` (every round's flat metrics) and any offline held-out evaluations
 (`quality/round_NNN.json`, written by `experiments/evaluate_quality.py` for rounds the loop
 did not evaluate), and shows, per round, what the loop saw (intrinsic score, acceptance,
-train loss) beside what it did not (graded and strict real quality on held-out tasks,
-gaming indicators). The Goodhart gap = relative change of the intrinsic score minus that
-of graded real quality, base model -> last round (`metrics.goodhart_gap`).
+train loss) beside what it did not (graded and strict real quality on held-out tasks, the
+reference-based NLC2CMD score, gaming indicators). The Goodhart gap = relative change of
+the intrinsic score minus that of graded real quality, base model -> last round
+(`metrics.goodhart_gap`).
 """
 
 import json
@@ -79,19 +80,24 @@ def markdown(config: dict, rounds: list[dict]) -> str:
   for metric in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS:
     first = summary.get(f'heldout_{metric.key}_first')
     last = summary.get(f'heldout_{metric.key}_last')
-    change = metrics_lib.relative_change(first, last)
+    if metric.relative:
+      change = metrics_lib.relative_change(first, last)
+      shown = fmt(None if change is None else 100 * change, '+.1f') + ('%' if change is not None
+                                                                       else '')
+    else:
+      shown = fmt(None if first is None or last is None else last - first, '+' + metric.spec)
     lines.append(f'| held-out {metric.label} | {fmt(first, metric.spec)} | '
-                 f'{fmt(last, metric.spec)} | {fmt(None if change is None else 100 * change, "+.1f")}'
-                 f'{"%" if change is not None else ""} |')
+                 f'{fmt(last, metric.spec)} | {shown} |')
   gap = summary.get('goodhart_gap')
   lines += ['', f'**Goodhart gap: {fmt(None if gap is None else 100 * gap, "+.1f")} points** '
             '(relative change of the intrinsic score minus relative change of graded real '
             'quality; positive = the score rose more than real quality).', '',
             '## Per round', '',
             '| round | score before | score after | acceptance before | acceptance after | '
-            'train loss | examples | held-out graded | held-out strict | '
-            + ' | '.join(m.label for m in metrics_lib.INDICATOR_ROWS) + ' |',
-            '|' + '---|' * (9 + len(metrics_lib.INDICATOR_ROWS))]
+            'train loss | examples | '
+            + ' | '.join(f'held-out {m.label}' if m in metrics_lib.HELDOUT_ROWS else m.label
+                         for m in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS) + ' |',
+            '|' + '---|' * (7 + len(metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS))]
   base = rounds[0] if rounds and get(rounds[0], metrics_lib.BASE_PHASE, 'quality') is not None \
       else None
   if base:
@@ -144,13 +150,17 @@ def markdown(config: dict, rounds: list[dict]) -> str:
                  f'{"yes" if get(record, "signal", "alarm") else "no"} |')
   tools = _tools(rounds)
   if tools:
-    lines += ['', '## Held-out graded quality per tool', '',
-              '| tool | first evaluated | last evaluated |', '|---|---|---|']
+    lines += ['', '## Held-out measures per tool (first evaluated -> last evaluated)', '',
+              '| tool | ' + ' | '.join(m.label for m in metrics_lib.HELDOUT_ROWS) + ' |',
+              '|---|' + '---|' * len(metrics_lib.HELDOUT_ROWS)]
     for tool in tools:
-      series = metrics_lib.heldout_series(rounds, f'quality/{tool}')
-      if series:
-        lines.append(f'| {tool} | {series[0][1]:.3f} (round {series[0][0]}) | '
-                     f'{series[-1][1]:.3f} (round {series[-1][0]}) |')
+      cells = []
+      for metric in metrics_lib.HELDOUT_ROWS:
+        series = metrics_lib.heldout_series(rounds, f'{metric.key}/{tool}')
+        cells.append(f'{fmt(series[0][1], metric.spec)} (round {series[0][0]}) -> '
+                     f'{fmt(series[-1][1], metric.spec)} (round {series[-1][0]})'
+                     if series else 'n/a')
+      lines.append(f'| {tool} | ' + ' | '.join(cells) + ' |')
   lines += ['', f'![Goodhart plot]({PLOT_FILE})', '',
             'Every generated row (BEFORE, AFTER, held-out) is in `rows/round_NNN_<phase>.jsonl`'
             ' with its reconstruction, rating, score, keep decision and validator verdict.', '']
@@ -180,12 +190,12 @@ def plot(rounds: list[dict], path) -> pathlib.Path:
   ax.set_ylabel('intrinsic score')
   _legend(ax, ax2, fontsize=8)
   ax = axes[0, 1]
-  for key, style, label in (('quality', 'o-', 'graded'), ('strict', 's--', 'strict pass')):
-    series = metrics_lib.heldout_series(rounds, key)
-    ax.plot([s[0] for s in series], [s[1] for s in series], style, label=label)
+  for metric, style in zip(metrics_lib.HELDOUT_ROWS, ('o-', 's--', 'd:', 'v-.')):
+    series = metrics_lib.heldout_series(rounds, metric.key)
+    ax.plot([s[0] for s in series], [s[1] for s in series], style, label=metric.label)
   ax.set_title('What it does not see: held-out real quality')
   ax.set_xlabel('round (0 = base model)')
-  ax.set_ylim(0, 1)
+  ax.set_ylim(-1 if metrics_lib.heldout_series(rounds, 'nlc2cmd') else 0, 1)  # NLC2CMD: [-1, 1].
   ax.legend()
   ax = axes[1, 0]
   start = get(rounds[0], 'before', 'mean_score') if rounds else None

@@ -70,3 +70,21 @@ def smollm2_transformers(smollm2_gguf_path):
   finally:
     gguf.get_tensor_name_map = original
   return model.eval()
+
+
+@pytest.fixture
+def no_process(monkeypatch):
+  """Generated commands are text: any attempt to start a process fails the test."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import pty  # pylint: disable=g-import-not-at-top
+
+  def forbidden(*args, **kwargs):
+    raise AssertionError(f'process execution attempted: {args[:1]}')
+
+  for name in ('system', 'popen', 'execv', 'execve', 'execvp', 'execvpe', 'execl', 'execle',
+               'execlp', 'execlpe', 'spawnv', 'spawnve', 'spawnvp', 'spawnvpe', 'spawnl',
+               'spawnle', 'posix_spawn', 'posix_spawnp', 'fork'):
+    if hasattr(os, name):
+      monkeypatch.setattr(os, name, forbidden)
+  monkeypatch.setattr(subprocess, 'Popen', forbidden)
+  monkeypatch.setattr(pty, 'spawn', forbidden)

@@ -239,3 +239,36 @@ def test_every_reference_passes_the_validator(records):
       if not verdict.ok:
         failures.append(f'{r["id"]}: {command!r}: {verdict.reasons}')
   assert not failures, '\n'.join(failures)
+
+
+def test_a_record_without_a_reference_is_refused(records, tmp_path):
+  edited = tmp_path / 'source.jsonl'
+  broken = dict(records[1], references=[])
+  edited.write_text(json.dumps(records[0]) + '\n' + json.dumps(broken) + '\n', encoding='utf-8')
+  with pytest.raises(UserError) as error:
+    builder.read_source(edited)
+  message = str(error.value)
+  assert '\n' not in message and f'{edited}:2' in message and records[1]['id'] in message
+  assert 'no reference' in message
+
+
+def test_a_reference_its_validator_rejects_is_refused(records, tmp_path, tmp_cache, monkeypatch):
+  del tmp_cache
+  wrong = dict(records[0], references=records[0]['references'] + ['masscan -p80 10.0.0.0/8'])
+  edited = tmp_path / 'source.jsonl'
+  edited.write_text(json.dumps(wrong) + '\n', encoding='utf-8')
+  with pytest.raises(UserError) as error:
+    builder.check_references(builder.read_source(edited), edited)
+  message = str(error.value)
+  assert '\n' not in message and records[0]['id'] in message and 'masscan -p80' in message
+  monkeypatch.setattr(builder, 'source_path', lambda: edited)
+  with pytest.raises(UserError, match='fails its own validator'):
+    heldout.load('test')  # Checked when the dataset is built.
+
+
+def test_tasks_with_several_forms_have_several_references(records):
+  several = [r for r in records if len(r['references']) >= 2]
+  assert len(several) >= 120
+  for r in records:  # Every alternative intent option set is realised by a reference.
+    if len(r['intent_options']) > 1:
+      assert len(r['references']) >= 2, r['id']

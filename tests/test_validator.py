@@ -89,11 +89,12 @@ def test_graded_quality_credits_what_the_task_requires(toy_dir):
   wrong_host = validator.validate('toy', task, 'toy 10.9.9.9 10.9.9.9', spec_dir=toy_dir)
   one_error = validator.validate('toy', task, 'toy -z -z 10.1.2.3 22', spec_dir=toy_dir)
   assert good.quality == 1.0
-  assert bare.quality <= 1 / 3 + 1e-9  # target present; port and intent missing.
+  # R = 1/4 V + 3/4 I: the target present, the port and the intent (-z) missing.
+  chex.assert_trees_all_close(bare.quality, 0.25 * 0.5)
   assert wrong_host.quality == 0.0
   assert bare.quality < one_error.quality < good.quality
-  # R x C: requirement fraction times correctness fraction (8 checks).
-  chex.assert_trees_all_close(one_error.quality, 1.0 * 7 / 8)
+  # R x C x E: everything asked is there; one correctness check of 9 fails.
+  chex.assert_trees_all_close(one_error.quality, 8 / 9)
 
 
 def test_spec_with_unknown_field_is_a_user_error(tmp_path):
@@ -150,7 +151,7 @@ def test_validate_commands_cli(tmp_path):
   assert result.returncode == 0, result.stderr
   out = [json.loads(line) for line in result.stdout.splitlines()]
   assert out[0] == {'ok': True, 'quality': 1.0, 'reasons': []}
-  assert out[1]['reasons'] == ['intent_missing'] and out[1]['quality'] == 0.5
+  assert out[1]['reasons'] == ['intent_missing'] and out[1]['quality'] == 0.25
   for bad, message in (('{"tool": "nmap"}\n', "line 1: field 'task'"),
                        ('\n{not json\n', 'line 2: not valid JSON'),
                        ('{"tool": "vim", "task": "t", "command": "c"}\n', "unknown tool 'vim'")):

@@ -21,8 +21,8 @@ import pytest
 DATA = pathlib.Path(__file__).resolve().parent / 'data'
 TOOLS = ('nmap', 'nikto', 'gobuster', 'dirb', 'netcat', 'searchsploit', 'hydra', 'sqlmap',
          'masscan')
-REASONS = ('not_a_command', 'wrong_tool', 'unknown_option', 'missing_value', 'duplicate_option',
-           'contradictory_options', 'missing_required', 'missing_target',
+REASONS = ('not_a_command', 'wrong_tool', 'extra_command', 'unknown_option', 'missing_value',
+           'duplicate_option', 'contradictory_options', 'missing_required', 'missing_target',
            'missing_value_of_task', 'wrong_value', 'intent_missing', 'echo_task', 'shell_syntax')
 
 

@@ -3,8 +3,10 @@
 `judge_rows` grades commands that a phase already generated (BEFORE/AFTER rows carry
 their task's values and expected options from the bank); `evaluate_model` decodes the
 held-out tasks greedily with the current weights and grades them. Both return flat
-metrics (`quality`, `strict`, `quality/<tool>`, `strict/<tool>`, the indicators) and one
-row per command with its verdict, for `rows/round_NNN_<phase>.jsonl`. Nothing here runs
+metrics (`quality`, `strict`, `quality/<tool>`, `strict/<tool>`, the indicators; for the
+held-out tasks, which carry reference commands, also `nlc2cmd` and `nlc2cmd/<tool>`, the
+NLC2CMD competition metric of `nlc2cmd.py`) and one row per command with its verdict (and
+`nlc2cmd` score), for `rows/round_NNN_<phase>.jsonl`. Nothing here runs
 a command: the validator only parses text.
 """
 
@@ -15,6 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from inversion_jax.quality import indicators
+from inversion_jax.quality import nlc2cmd
 from inversion_jax.quality import validator
 from inversion_jax.sampling import SamplingConfig
 from inversion_jax.scoring import text as text_lib
@@ -36,22 +39,29 @@ def bank_values(slots: dict) -> dict:
 
 def grade(items: Sequence[dict], commands: Sequence[str],
           count_tokens: Callable[[str], int] | None = None) -> Graded:
-  """Validates `commands[i]` for `items[i]` ({tool, task, intent_options, values})."""
+  """Validates `commands[i]` for `items[i]` ({tool, task, intent_options, values}); items
+  that all carry `references` (the held-out tasks) are also scored by NLC2CMD."""
   verdicts = [validator.validate(item['tool'], item['task'], command,
                                  intent_options=item.get('intent_options'),
                                  values=item.get('values'))
               for item, command in zip(items, commands, strict=True)]
-  metrics = {'quality': _mean([v.quality for v in verdicts]),
-             'strict': _mean([v.ok for v in verdicts]), 'num_graded': len(verdicts)}
+  scores = {'quality': [v.quality for v in verdicts], 'strict': [float(v.ok) for v in verdicts]}
+  if items and all(item.get('references') for item in items):
+    scores['nlc2cmd'] = [nlc2cmd.score(command, item['references'])
+                         for item, command in zip(items, commands)]
+  metrics = {key: _mean(values) for key, values in scores.items()}
+  metrics['num_graded'] = len(verdicts)
   for tool in sorted({item['tool'] for item in items}):
-    mine = [v for item, v in zip(items, verdicts) if item['tool'] == tool]
-    metrics[f'quality/{tool}'] = _mean([v.quality for v in mine])
-    metrics[f'strict/{tool}'] = _mean([v.ok for v in mine])
+    mine = [i for i, item in enumerate(items) if item['tool'] == tool]
+    metrics |= {f'{key}/{tool}': _mean([values[i] for i in mine])
+                for key, values in scores.items()}
   for reason in validator.REASONS:
     metrics[f'reason/{reason}'] = _mean([reason in v.reasons for v in verdicts])
   metrics |= {f'indicator/{k}': v
               for k, v in indicators.compute(list(commands), verdicts, count_tokens).items()}
   rows = [{'verdict': v.to_json() | {'details': v.details}} for v in verdicts]
+  if 'nlc2cmd' in scores:
+    rows = [row | {'nlc2cmd': round(score, 6)} for row, score in zip(rows, scores['nlc2cmd'])]
   return Graded(metrics, rows)
 
 

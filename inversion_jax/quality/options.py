@@ -9,11 +9,12 @@ Getopt::Long (unique prefixes, `-host`), and subcommands (gobuster `dir`); the s
 2. An exact name (case-folded when `case_insensitive`); a value-taking option takes the
    next word, or reports `missing_value` when there is none or it is an option.
 3. A unique prefix of a long name (when `long_abbreviations`).
-4. The longest value-taking name the word starts with, the rest being the value (when
+4. A bundle prefix followed by letters that each make a flag with it (`bundle_prefixes`).
+5. The longest value-taking name the word starts with, the rest being the value (when
    `attached_values`): `-p22`, `-T4`, `-PS80`.
-5. A bundle of one-letter flags (when `short_clusters`): `-lvn`; the first letter that
+6. A bundle of one-letter flags (when `short_clusters`): `-lvn`; the first letter that
    takes a value takes the rest of the word or the next word.
-6. Otherwise the word is an `unknown_option`.
+7. Otherwise the word is an `unknown_option`.
 A word `--` ends options; words not starting with `-` (and a lone `-`) are positionals.
 """
 
@@ -192,6 +193,11 @@ def _parse_option(table: OptionTable, word, words, index, parsed) -> int:
       return _next_value(option, words, index, parsed, word)
     parsed.options.append(Occurrence(option, word, None))
     return index
+  bundle = _prefix_bundle(table, word)
+  if bundle:
+    for written, option in bundle:
+      parsed.options.append(Occurrence(option, written, None))
+    return index
   attached = table.attached(word)
   if attached is not None:
     name, option = attached
@@ -214,6 +220,17 @@ def _parse_option(table: OptionTable, word, words, index, parsed) -> int:
       return index
   parsed.unknown.append(word)
   return index
+
+
+def _prefix_bundle(table: OptionTable, word: str):
+  """[(name, option)] when `word` is a bundle prefix + letters each naming a flag (`-sSU`)."""
+  for prefix in table.syntax.bundle_prefixes:
+    letters = word[len(prefix):]
+    if word.startswith(prefix) and len(letters) > 1:
+      options = [(prefix + letter, table.exact(prefix + letter)) for letter in letters]
+      if all(o is not None and not o.value for _, o in options):
+        return options
+  return None
 
 
 def _cluster(table: OptionTable, letters: str):

@@ -38,6 +38,7 @@ class Segment:
   args: tuple[str, ...]
   raw_program: str
   redirects: tuple[str, ...] = ()  # Files the segment's redirections name.
+  joined_by: str = ''  # The operator before the segment ('|', '&&', ';', ...); '' first.
 
 
 def split_words(command: str) -> list[str]:
@@ -55,24 +56,26 @@ def split_words(command: str) -> list[str]:
 def segments(command: str) -> list[Segment]:
   """The simple commands of `command`, in order, redirections removed."""
   words = split_words(command)
-  groups, current = [], []
+  groups, current, joiners, joiner = [], [], [], ''
   for index, word in enumerate(words):
     if word in SEPARATORS:
       if not current and word != ';':
         raise ShellSyntaxError(f'{word!r} with no command before it')
       groups.append(current)
-      current = []
+      joiners.append(joiner)
+      current, joiner = [], word
       if index == len(words) - 1 and word not in (';', '&'):
         raise ShellSyntaxError(f'command line ends with {word!r}')
     else:
       current.append(word)
   groups.append(current)
+  joiners.append(joiner)
   out = []
-  for group in groups:
+  for group, joiner in zip(groups, joiners):
     words, targets = _split_redirects(group)
     segment = unwrap(words) if words else None
     if segment is not None:
-      out.append(dataclasses.replace(segment, redirects=tuple(targets)))
+      out.append(dataclasses.replace(segment, redirects=tuple(targets), joined_by=joiner))
   return out
 
 

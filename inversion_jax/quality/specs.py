@@ -20,6 +20,8 @@ Schema (every field is checked; an unknown field is a `UserError` naming file an
                  long_abbreviations   a unique prefix of a long name is accepted (optparse,
                                       Getopt::Long).
                  case_insensitive     option names match ignoring case (Getopt::Long).
+                 bundle_prefixes      prefixes whose one-letter suffixes bundle (nmap's
+                                      `-sSU` = -sS -sU: its getopt reads `-s` + letters).
   options      [{names, value, optional_value, repeatable, choices, role, doc}]:
                  names                every alias; the first is canonical.
                  value                null (a flag) or its kind, one of VALUE_KINDS.
@@ -28,6 +30,9 @@ Schema (every field is checked; an unknown field is a `UserError` naming file an
                  choices              allowed values, when the documentation lists them.
                  role                 which concrete value of a task it carries, one of ROLES.
                  doc                  the documentation's words, shortened.
+                 source               where an option is documented when that is not the
+                                      spec's own source (an upstream release's help or
+                                      code, newer than the distribution's man page).
   modes        optional {mode: {options, required, exclusive, doc}}: subcommands such as
                gobuster's `dir`; the mode is the first word after the program.
   mode_required  whether a mode must be given.
@@ -37,8 +42,13 @@ Schema (every field is checked; an unknown field is a `UserError` naming file an
                argument; unless_positional (optional) lists regexes: a positional matching
                one lifts the requirement (hydra's vnc/redis/snmp modules need no login).
   positionals  {kinds, min, doc}: what bare words are (targets, terms) and how many are needed.
-  intents      {intent: {keywords, options, doc}}: `keywords` are regular expressions over the
-               lower-cased task text; `options` the alternatives that realise the intent.
+  intents      {intent: {keywords, options, unless, default, doc}}: `keywords` are regular
+               expressions over the lower-cased task text (its values masked, see the
+               validator); `options` the alternatives that realise the intent; `unless`
+               (optional) regexes that mark a keyword's word as playing another role
+               ("connect to the listener": the other side listens); `default` (optional)
+               regexes for tasks the tool's default behaviour already does ("the top 1000
+               ports": nmap's default), where the intent needs no option.
 """
 
 import dataclasses
@@ -62,13 +72,14 @@ _TOP_FIELDS = {'tool', 'variant', 'binaries', 'source', 'syntax', 'options', 'mo
 _SOURCE_FIELDS = {'kind', 'package', 'version', 'distribution', 'files', 'url', 'notes',
                   'sha256'}
 _SYNTAX_FIELDS = {'short_clusters', 'attached_values', 'long_prefixes', 'long_equals',
-                  'long_abbreviations', 'case_insensitive'}
-_OPTION_FIELDS = {'names', 'value', 'optional_value', 'repeatable', 'choices', 'role', 'doc'}
+                  'long_abbreviations', 'case_insensitive', 'bundle_prefixes'}
+_OPTION_FIELDS = {'names', 'value', 'optional_value', 'repeatable', 'choices', 'role', 'doc',
+                  'source'}
 _MODE_FIELDS = {'options', 'required', 'exclusive', 'doc'}
 _GROUP_FIELDS = {'options', 'doc'}
 _REQUIRED_FIELDS = {'any_of', 'unless_positional', 'doc'}
 _POSITIONAL_FIELDS = {'kinds', 'min', 'doc'}
-_INTENT_FIELDS = {'keywords', 'options', 'doc'}
+_INTENT_FIELDS = {'keywords', 'options', 'unless', 'default', 'doc'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +90,7 @@ class Syntax:
   long_equals: bool = True
   long_abbreviations: bool = False
   case_insensitive: bool = False
+  bundle_prefixes: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +102,7 @@ class OptionSpec:
   choices: tuple[str, ...] | None = None
   role: str | None = None
   doc: str = ''
+  source: str = ''
 
   @property
   def canonical(self) -> str:
@@ -124,6 +137,8 @@ class Intent:
   keywords: tuple[str, ...]
   options: tuple[tuple[str, ...], ...]
   doc: str = ''
+  unless: tuple[str, ...] = ()
+  default: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +195,7 @@ def _option(obj, where, path) -> OptionSpec:
   return OptionSpec(tuple(names), value, bool(obj.get('optional_value', False)),
                     bool(obj.get('repeatable', False)),
                     tuple(str(c) for c in choices) if choices else None, role,
-                    str(obj.get('doc', '')))
+                    str(obj.get('doc', '')), str(obj.get('source', '')))
 
 
 def _alternatives(value, where, path) -> tuple[tuple[str, ...], ...]:
@@ -244,16 +259,17 @@ def parse_spec(obj, path='<spec>') -> ToolSpec:
   intents = {}
   for name, intent in (obj.get('intents') or {}).items():
     _check_fields(intent, _INTENT_FIELDS, f'intents.{name}', path)
-    keywords = tuple(intent.get('keywords', ()))
-    for pattern in keywords:
-      try:
-        re.compile(pattern)
-      except re.error as error:
-        raise UserError(f'{path}: intents.{name} keyword {pattern!r} is not a regular '
-                        f'expression ({error})') from None
-    intents[name] = Intent(name, keywords,
+    patterns = {field: tuple(intent.get(field, ())) for field in ('keywords', 'unless', 'default')}
+    for field, items in patterns.items():
+      for pattern in items:
+        try:
+          re.compile(pattern)
+        except re.error as error:
+          raise UserError(f'{path}: intents.{name} {field} {pattern!r} is not a regular '
+                          f'expression ({error})') from None
+    intents[name] = Intent(name, patterns['keywords'],
                            _alternatives(intent.get('options'), f'intents.{name}.options', path),
-                           str(intent.get('doc', '')))
+                           str(intent.get('doc', '')), patterns['unless'], patterns['default'])
   spec = ToolSpec(
       tool=str(obj['tool']), variant=obj.get('variant'), binaries=tuple(obj['binaries']),
       source=dict(source), syntax=syntax, options=options, modes=modes,

@@ -8,7 +8,8 @@ by these documented rules, applied to the text as written:
   host       an IPv4 address not inside a URL or CIDR; a dotted name ending in a network
              suffix (HOST_SUFFIXES: .local .lan .com .corp ...), not inside a URL
   ports      the numbers after "port"/"ports" ("ports 22, 80 and 443", "port 8443"),
-             and host:port
+             ranges in words ("ports 1 to 1024", "ports from 0 to 65535" = 1-1024,
+             0-65535), and host:port
   wordlist / userlist / passlist / path
              an absolute path, or a file name ending .txt/.lst/.dic; the role comes
              from the word before it (user(name)s -> userlist, password(s) -> passlist,
@@ -30,8 +31,9 @@ by these documented rules, applied to the text as written:
              ("top", "rate", "threads", "seconds", "packets", ...)
 
 A value is present in a command when it occurs in one of its words: hosts, URLs and
-paths as substrings (a URL also without its scheme), numbers and ports as whole
-numbers (`-p5432`, `22,5432`, `host:5432`), names case-insensitively.
+paths as substrings (a URL also without its scheme, or as its host and path in separate
+words), an IPv4 address also inside an octet range (`192.168.1.1-254`), numbers and ports
+as whole numbers (`-p5432`, `22,5432`, `host:5432`), names case-insensitively.
 """
 
 import re
@@ -56,8 +58,9 @@ _HOSTNAME = re.compile(
 _FILE = re.compile(r'\bfile\s+([\w.\-/]+\.[a-z0-9]{1,5})\b', re.IGNORECASE)
 _PATH = re.compile(r'(?<![\w:/])(?:/[\w.+\-]+)+/?|(?<![\w/.-])[\w.\-]+\.(?:txt|lst|dic|csv|xml|'
                    r'json|log|gnmap|nmap|req)\b')
-_PORTS = re.compile(r'\bports?\s+((?:\d{1,5})(?:\s*(?:,|-|and|&|or)\s*\d{1,5})*)',
-                    re.IGNORECASE)
+_PORTS = re.compile(r'\bports?\s+(?:from\s+)?((?:\d{1,5})(?:\s*(?:,|-|and|&|or|to|through|thru)'
+                    r'\s*\d{1,5}(?![\d.]))*)', re.IGNORECASE)
+_RANGE_WORDS = re.compile(r'(\d{1,5})\s*(?:to|through|thru)\s*(\d{1,5})', re.IGNORECASE)
 _HOST_PORT = re.compile(rf'(?:{_IPV4}|[a-z][\w.-]*\.[a-z]+):(\d{{1,5}})\b', re.IGNORECASE)
 _USER = re.compile(r'\b(?:user(?:name)?|login|account)\s+["\']?([\w.\-@]+)', re.IGNORECASE)
 _VERSION = re.compile(r'(?<![\w.])([a-z][\w\-]*)\s+(?:version\s+)?v?(\d+(?:\.\d+)+[a-z]?\d*|\d+[a-z]\d*)'
@@ -87,7 +90,8 @@ NOT_USER = {'list', 'lists', 'names', 'name', 'from', 'in', 'file', 'with', 'on'
             'page', 'form', 'prompt', 'service', 'credentials', 'password', 'passwords', 'as',
             'that', 'this', 'which', 'who', 'is', 'account', 'accounts', 'enumeration', 'by',
             'into', 'is', 'it', 'its', 'their', 'each', 'every', 'any', 'all', 'pairs',
-            'combinations', 'and', 'table', 'tables', 'database', 'databases', 'privileges'}
+            'combinations', 'and', 'table', 'tables', 'database', 'databases', 'privileges',
+            'agent', 'agents'}  # "user agent Mozilla/5.0" names a header, not a user.
 NOT_SOFTWARE = {'version', 'port', 'ports', 'ip', 'on', 'of', 'for', 'at', 'v', 'the', 'and',
                 'tls', 'http', 'https', 'top'}
 
@@ -127,7 +131,8 @@ def extract(task: str) -> dict[str, list[str]]:
     if not any(match.group(1) in v for vs in values.values() for v in vs):
       add('input', match.group(1))
   for match in _PORTS.finditer(task):
-    for port in re.findall(r'\d{1,5}-\d{1,5}|\d{1,5}', re.sub(r'\s*-\s*', '-', match.group(1))):
+    listed = _RANGE_WORDS.sub(r'\1-\2', match.group(1))  # "ports 1 to 1024" = 1-1024.
+    for port in re.findall(r'\d{1,5}-\d{1,5}|\d{1,5}', re.sub(r'\s*-\s*', '-', listed)):
       add('port', port)
   for match in _HOST_PORT.finditer(task):
     if not inside(match):
@@ -225,13 +230,36 @@ def present(role: str, value: str, words) -> bool:
     return any(pattern.search(w) for w in words)
   if role in ('url',):
     bare = re.sub(r'^https?://', '', value, flags=re.I).rstrip('/')
-    return any(value.rstrip('/').lower() in w.lower() or bare.lower() in w.lower()
-               for w in words)
+    if any(value.rstrip('/').lower() in w.lower() or bare.lower() in w.lower() for w in words):
+      return True
+    # A tool that takes the host and the path apart (hydra's `host http-post-form
+    # "/login.php:..."`) carries the URL when both pieces are there.
+    host, _, path = bare.partition('/')
+    return bool(path) and any(host.lower() == host_of(w) for w in words) and any(
+        ('/' + path).lower() in w.lower() for w in words)
+  if role == 'host':  # Whole names only: `mail.lan` is not in `other-mail.lan`.
+    pattern = re.compile(rf'(?<![\w.])(?<![a-z]-){re.escape(value)}(?![\w]|-[a-z]|\.[\w])',
+                         re.IGNORECASE)  # An address range a-b holds its ends.
+    return any(pattern.search(w) or _octets_cover(w, value) for w in words)
   if role in ('host', 'cidr', 'wordlist', 'userlist', 'passlist', 'output', 'input', 'path',
               'combolist', 'domain'):
     return any(value.lower() in w.lower() for w in words)
   pattern = re.compile(rf'(?<![\w.]){re.escape(value)}(?![\w]|\.\d)', re.IGNORECASE)
   return any(pattern.search(w) for w in words)
+
+
+def _octets_cover(word: str, address: str) -> bool:
+  """Whether an nmap/masscan octet range (`192.168.1.1-254`, `10.0.*.1`) holds `address`."""
+  match = re.fullmatch(r'([\d*,-]+)\.([\d*,-]+)\.([\d*,-]+)\.([\d*,-]+)', word)
+  if not match or '-' not in word and '*' not in word and ',' not in word:
+    return False
+  for spec, octet in zip(match.groups(), address.split('.')):
+    if not any(part == '*' or part == octet or (
+        re.fullmatch(r'\d+-\d+', part) and
+        int(part.split('-')[0]) <= int(octet) <= int(part.split('-')[1]))
+               for part in spec.split(',')):
+      return False
+  return True
 
 
 def _in_range(port: str, word: str) -> bool:
@@ -244,10 +272,15 @@ def _in_range(port: str, word: str) -> bool:
   return False
 
 
+_SCHEME_HOST = re.compile(r'\b[a-z][\w+.-]*://\[?([^/:\s\]]+)', re.IGNORECASE)
+
+
 def hosts_in(word: str) -> list[str]:
   """Network targets written in one command word (IPs, CIDRs, URLs, host names)."""
   found = [m.group(0).rstrip('/.,') for m in URL.finditer(word)]
   rest = URL.sub(' ', word)
+  found += [m.group(1) for m in _SCHEME_HOST.finditer(rest)]  # imap://host, ssh://host:22
+  rest = _SCHEME_HOST.sub(' ', rest)
   found += [m.group(0) for m in _CIDR.finditer(rest)]
   rest = _CIDR.sub(' ', rest)
   found += [m.group(0) for m in _IP.finditer(rest)]

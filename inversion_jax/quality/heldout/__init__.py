@@ -10,7 +10,11 @@ Source of truth: `source.jsonl` next to this file, one task per line:
                   appearing verbatim in `task` (roles are `inversion_jax.quality.specs.ROLES`).
   intent_options  alternatives, each a list of option strings that must all appear ([] when
                   the intent needs no option; gobuster's alternatives start with the mode).
-  references      correct commands, checked against the tools' documentation.
+  references      correct commands, checked against the tools' documentation: at least one,
+                  and every correct form the task admits where they differ (long and short
+                  option names, `-A` for `-sV -O -sC --traceroute`, `nc -l 7777` and
+                  `nc -l -p 7777`); the NLC2CMD score takes the best over them. A record
+                  without one, or with one its own validator rejects, is refused.
   compound        true for tasks that combine 2-3 requirements.
   small           true for the tasks of the `small` split.
 

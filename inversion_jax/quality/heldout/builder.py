@@ -16,6 +16,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from inversion_jax.errors import UserError
+
 NAME = 'inversion_heldout'
 SPLITS = ('test', 'small')
 FIELDS = ('id', 'tool', 'intent', 'task', 'values', 'intent_options', 'references', 'compound',
@@ -39,10 +41,31 @@ def read_source(path: pathlib.Path | None = None) -> list[dict]:
   for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
     if line.strip():
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError as error:
         raise ValueError(f'{path}:{number}: not JSON: {error}') from None
+      record = record if isinstance(record, dict) else {}
+      references = record.get('references')
+      if not references or not all(isinstance(c, str) and c.strip() for c in references):
+        raise UserError(f'{path}:{number}: task {record.get("id", "?")} has no reference '
+                        'command; every held-out task needs at least one (the NLC2CMD score '
+                        'is measured against them)')
+      records.append(record)
   return records
+
+
+def check_references(records, path: pathlib.Path | None = None) -> None:
+  """Refuses a reference command that its own task's validator does not pass strictly."""
+  from inversion_jax.quality import validator  # pylint: disable=g-import-not-at-top
+  for record in records:
+    for command in record['references']:
+      verdict = validator.validate(record['tool'], record['task'], command,
+                                   intent_options=record['intent_options'],
+                                   values=record['values'])
+      if not verdict.ok:
+        raise UserError(f'{path or source_path()}: task {record["id"]}: reference {command!r} '
+                        f'fails its own validator ({", ".join(verdict.reasons)}); fix the '
+                        'reference or the task')
 
 
 def encode(record: dict, index: int) -> dict:
@@ -114,6 +137,7 @@ class InversionHeldout(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the source ships with the package.
     records = read_source()
+    check_references(records)
     return {
         'test': self._generate_examples(records, lambda r: True),
         'small': self._generate_examples(records, lambda r: bool(r.get('small'))),
