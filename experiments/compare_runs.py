@@ -149,8 +149,9 @@ def gold_rounds(rounds: list[dict], tolerance: float) -> list[int]:
   base_quality = series.get(0)
   base_score = metrics.get(rounds[0], 'before', 'mean_score')
   out = []
-  for record in rounds:
-    quality, score = series.get(int(record['cycle'])), metrics.get(record, 'after', 'mean_score')
+  for index, record in enumerate(rounds):
+    quality = series.get(int(record['cycle']))
+    score = metrics.after_value(rounds, index, 'mean_score')[0]
     if None in (quality, score, base_quality, base_score) or not base_quality:
       continue
     if (base_quality - quality) / base_quality > tolerance and score > base_score:
@@ -273,8 +274,12 @@ def plot(groups, path):
   from matplotlib import pyplot as plt
   from matplotlib.ticker import MaxNLocator
 
-  panels = [('intrinsic score (AFTER)', lambda rs: [(int(r['cycle']), metrics.get(
-      r, 'after', 'mean_score')) for r in rs])]
+  def after_scores(rs):  # AFTER, or the next BEFORE in a round without AFTER (--after_every).
+    values = [(int(r['cycle']), metrics.after_value(rs, i, 'mean_score')[0])
+              for i, r in enumerate(rs)]
+    return [(c, v) for c, v in values if v is not None]
+
+  panels = [('intrinsic score (AFTER)', after_scores)]
   panels += [(f'held-out {m.label}', lambda rs, key=m.key: metrics.heldout_series(rs, key))
              for m in metrics.HELDOUT_ROWS]
   fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))

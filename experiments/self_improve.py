@@ -26,9 +26,17 @@ flags.DEFINE_string('model', DEFAULTS.model, 'Registry name, .gguf file, HF chec
 flags.DEFINE_integer('cycles', DEFAULTS.cycles, 'Rounds of generate -> invert -> select -> train.')
 flags.DEFINE_integer('tasks', DEFAULTS.tasks, 'Tasks sampled per round (BEFORE and AFTER each).')
 flags.DEFINE_integer('candidates', DEFAULTS.candidates, 'Commands generated per task.')
-flags.DEFINE_float('threshold', DEFAULTS.threshold, 'Keep candidates scoring at least this.')
-flags.DEFINE_enum('filter', DEFAULTS.filter, ['threshold', 'reproducibility'],
-                  'Selection filter: threshold (V1) or reproducibility (V2).')
+flags.DEFINE_float('threshold', None, f'Keep candidates scoring at least this (default '
+                   f'{DEFAULTS.threshold}; not with --target_acceptance).')
+flags.DEFINE_float('target_acceptance', DEFAULTS.target_acceptance,
+                   'Calibrate the threshold instead: round 1\'s BEFORE scores (the base model) '
+                   'set it to keep the fraction of candidates nearest this (in (0, 1); equal '
+                   'scores are kept together); recorded in round 1 and fixed for every later '
+                   'round and on resume. Same seed, same value.')
+flags.DEFINE_enum('filter', DEFAULTS.filter, ['threshold', 'reproducibility', 'random_matched'],
+                  'Selection filter: threshold (V1), reproducibility (V2) or random_matched (a '
+                  'control: as many candidates as the threshold keeps, drawn uniformly at '
+                  'random from all of them with a seed from --seed, the round and the phase).')
 flags.DEFINE_enum('scorer', DEFAULTS.scorer, ['reconstruction', 'fidelity'],
                   'Intrinsic score: reconstruction (the original) or hidden-state fidelity.')
 flags.DEFINE_integer('fidelity_layer', None, 'Fidelity: logit-lens layer (default: the middle).')
@@ -72,6 +80,11 @@ flags.DEFINE_integer('max_batch', DEFAULTS.max_batch,
                      'Rows decoded together (one wave, one decode loop; memory grows with it).')
 flags.DEFINE_integer('eval_every', DEFAULTS.eval_every,
                      'Evaluate real quality on the held-out set every N rounds (0 = never).')
+flags.DEFINE_integer('after_every', DEFAULTS.after_every,
+                     'Run the AFTER phase every k rounds and in the last (1 = every round; 0 = '
+                     'the last only). A round without AFTER reads its intrinsic change from the '
+                     'next round\'s BEFORE (same adapters, other tasks) and its early-warning '
+                     'indicators from its own BEFORE. --preset=original: 1 unless given.')
 flags.DEFINE_integer('eval_tasks', DEFAULTS.eval_tasks,
                      'Evaluate a stratified subset of this many held-out tasks (0 = all).')
 flags.DEFINE_string('eval_split', DEFAULTS.eval_split, 'Held-out split: test (all) or small.')
@@ -123,6 +136,14 @@ def config_from_flags() -> experiment.RunConfig:
   if len(repro_weights) != 2:
     raise UserError(f'--repro_weights needs two numbers (embedding,options), got '
                     f'{FLAGS.repro_weights}')
+  if FLAGS.threshold is not None and FLAGS.target_acceptance is not None:
+    raise UserError('give --threshold or --target_acceptance (which calibrates it), not both')
+  if FLAGS.threshold is None:
+    matched = FLAGS.filter == 'random_matched' and FLAGS.target_acceptance is None
+    if matched and 'threshold' not in presets.check(FLAGS.preset):
+      raise UserError('--filter=random_matched keeps as many candidates as a threshold would: '
+                      'give --threshold or --target_acceptance')
+    values['threshold'] = DEFAULTS.threshold
   config = experiment.RunConfig(**values, weights=weights, repro_weights=repro_weights)
   explicit = [name for name in presets.check(FLAGS.preset) if FLAGS[name].present]
   return presets.apply(config, FLAGS.preset, explicit)

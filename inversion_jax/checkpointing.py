@@ -33,7 +33,8 @@ _COMMIT_FILE = 'commit_success.txt'
 
 # Settings that may differ between the original run and its `--resume` (held-out
 # evaluation settings change what is measured, not what the loop does).
-RESUME_MAY_CHANGE = ('cycles', 'resume', 'output', 'eval_every', 'eval_tasks', 'eval_split')
+RESUME_MAY_CHANGE = ('cycles', 'resume', 'output', 'eval_every', 'eval_tasks', 'eval_split',
+                     'after_every')
 
 _ITEMS = ('lora', 'opt_state', 'rng', 'meta')
 

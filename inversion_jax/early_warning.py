@@ -77,13 +77,14 @@ def _log_softmax(logits):
   return logits - np.log(np.exp(logits).sum(-1, keepdims=True))
 
 
-def signals(record_metrics: dict, baseline_metrics: dict, kl: float) -> dict:
-  """The round's signals from its flat metrics (AFTER) and round 1's (BEFORE)."""
+def signals(record_metrics: dict, baseline_metrics: dict, kl: float, phase: str = 'after') -> dict:
+  """The round's signals from its flat metrics (`phase`: AFTER, or BEFORE in a round without
+  AFTER) and round 1's (BEFORE)."""
   get = lambda flat, phase, key: flat.get(f'{phase}/{key}')
-  out = {'kl_from_base': kl, 'agreement_rate': get(record_metrics, 'after', 'agreement_rate')}
+  out = {'kl_from_base': kl, 'agreement_rate': get(record_metrics, phase, 'agreement_rate')}
   for name in _INDICATORS:
-    out[name] = get(record_metrics, 'after', f'indicator/{name}')
-  count = get(record_metrics, 'after', 'indicator/mean_option_count')
+    out[name] = get(record_metrics, phase, f'indicator/{name}')
+  count = get(record_metrics, phase, 'indicator/mean_option_count')
   base_count = get(baseline_metrics, 'before', 'indicator/mean_option_count')
   out['option_count_drift'] = (count / base_count - 1) if count is not None and base_count \
       else None

@@ -50,6 +50,9 @@ class RunConfig:
   tasks: int = 50
   candidates: int = 3
   threshold: float = 0.5
+  # Set the threshold from round 1's BEFORE scores (the base model) to keep this fraction;
+  # None: use `threshold` as given (selection.calibrate_threshold, rounds.phase_filter).
+  target_acceptance: float | None = None
   filter: str = 'threshold'
   temperature: float = 0.7
   max_new_tokens: int = 100
@@ -78,6 +81,9 @@ class RunConfig:
   model_axis: int = 0  # Devices sharing the weights with --shard_params; 0 = all.
   max_batch: int = 256
   eval_every: int = 1  # Held-out evaluation every N rounds (and the last); 0 = never.
+  # AFTER every k rounds and in the last; 0 = the last only (rounds.runs_after). A round
+  # without AFTER reads its intrinsic change from the next round's BEFORE (same adapters).
+  after_every: int = 1
   eval_tasks: int = 0  # A stratified subset of the held-out split; 0 = all of it.
   eval_split: str = 'test'
   on_goodhart: str = 'warn'  # off | warn | stop | rollback (monitor.py).
@@ -110,7 +116,7 @@ class RunConfig:
                   'max_new_tokens', 'num_devices', 'max_batch'):
       if getattr(self, field) < 1:
         raise UserError(f'--{field} must be a positive integer, got {getattr(self, field)}')
-    for field in ('eval_every', 'eval_tasks', 'model_axis'):
+    for field in ('eval_every', 'eval_tasks', 'model_axis', 'after_every'):
       if getattr(self, field) < 0:
         raise UserError(f'--{field} must be >= 0, got {getattr(self, field)}')
     monitor_lib.GoodhartMonitor(self.on_goodhart, self.goodhart_tolerance)
@@ -119,6 +125,8 @@ class RunConfig:
                       f'{", ".join(heldout.SPLITS)}')
     if not 0.0 <= self.threshold <= 1.0:
       raise UserError(f'--threshold must be in [0, 1], got {self.threshold}')
+    if self.target_acceptance is not None:
+      selection.check_target(self.target_acceptance)
     if self.temperature < 0:
       raise UserError(f'--temperature must be >= 0, got {self.temperature}')
     if self.lr <= 0:
@@ -157,6 +165,8 @@ class RunConfig:
     if self.filter == 'reproducibility':
       return dict(threshold=self.threshold, m=self.repro_m, similarity=self.repro_similarity,
                   weights=tuple(self.repro_weights), layer=self.repro_layer)
+    if self.filter == 'random_matched':
+      return dict(threshold=self.threshold, seed=self.seed)
     return dict(threshold=self.threshold)
 
   def check_layers(self, num_layers: int):
@@ -199,6 +209,8 @@ class Experiment:
   scorer: inversion.ScorerConfig
   heldout: list  # Held-out records evaluated in the loop ([] when --eval_every=0).
   backend: parallel.Backend = None  # Where it all runs (parallel.make_backend).
+  # --target_acceptance: the threshold set by round 1's BEFORE, fixed from then on.
+  calibration: dict | None = None
 
   def count_tokens(self, text: str) -> int:
     return len(self.tokenizer.encode(text))
@@ -284,6 +296,10 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
   lora = exp.initial_lora
   if first_round > 1:
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
+    exp.calibration = history.rounds[0].get('calibration')
+    if config.target_acceptance is not None and exp.calibration is None:
+      raise UserError(f'{config.run_dir} has no calibrated threshold in round 1; it cannot be '
+                      'resumed with --target_acceptance')
     done = first_round - 1
     run_dir.say(f'{config.run_dir} already has all {done} rounds; its results:'
                 if done >= config.cycles else f'resuming {config.run_dir} after round {done}')

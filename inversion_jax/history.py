@@ -153,7 +153,8 @@ def summarize(rounds: list[dict]) -> dict:
     return {'cycles_completed': 0}
   first, last = rounds[0], rounds[-1]
   get = metrics_lib.get
-  start, end = get(first, 'before', 'mean_score'), get(last, 'after', 'mean_score')
+  start, end = get(first, 'before', 'mean_score'), get(last, 'after', 'mean_score')  # n/a:
+  # a last round without AFTER (a run stopped early under --after_every) has no later BEFORE.
   losses = [get(r, 'train', 'final_loss') for r in rounds]
   losses = [loss for loss in losses if loss is not None]
   summary = {
@@ -209,6 +210,8 @@ def format_round_table(record: dict, previous: dict | None = None) -> str:
     delta = None if before is None or after is None else after - before
     rows.append(f'  {metric.label:<22}{fmt(before, metric.spec):>8} {fmt(after, metric.spec):>8}'
                 f' {fmt(delta, "+" + metric.spec):>8}')
+  if record.get('after_skipped_reason'):
+    rows.append(f'  after       skipped ({record["after_skipped_reason"]})')
   rows.append(f'  train loss  {loss}')
   if get(record, metrics_lib.BASE_PHASE, 'quality') is not None:
     earlier, label = (record, metrics_lib.BASE_PHASE), 'base'

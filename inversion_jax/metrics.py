@@ -63,6 +63,25 @@ def fmt(value, spec: str) -> str:
   return 'n/a' if value is None else format(value, spec)
 
 
+def after_value(rounds: list[dict], index: int, key: str) -> tuple[float | None, str | None]:
+  """(value, source) of `key` for the adapters trained in `rounds[index]`.
+
+  Source 'after': the round's own AFTER. 'next_before': a round without AFTER
+  (`--after_every`) reads the next round's BEFORE, which samples the same adapters on other
+  tasks (unless a Goodhart rollback made the next round start elsewhere: then None).
+  (None, None) when neither exists: shown as n/a, never as a zero.
+  """
+  record = rounds[index]
+  value = get(record, 'after', key)
+  if value is not None:
+    return value, 'after'
+  if index + 1 < len(rounds) and (record.get('goodhart') or {}).get('rollback_to') is None:
+    value = get(rounds[index + 1], 'before', key)
+    if value is not None:
+      return value, 'next_before'
+  return None, None
+
+
 def heldout_series(rounds: list[dict], key: str) -> list[tuple[int, float]]:
   """[(round, value)] of a held-out metric: round 0 is the base model."""
   out = []
@@ -92,7 +111,7 @@ def goodhart_gap(rounds: list[dict]):
   if not rounds:
     return None
   score = relative_change(get(rounds[0], 'before', 'mean_score'),
-                          get(rounds[-1], 'after', 'mean_score'))
+                          after_value(rounds, len(rounds) - 1, 'mean_score')[0])
   series = heldout_series(rounds, 'quality')
   if score is None or len(series) < 2 or series[0][0] != 0:
     return None

@@ -70,7 +70,11 @@ class GoodhartMonitor:
     best_round, best = max(series, key=lambda item: (item[1], -item[0]))
     reasons = []
     base_score = metrics_lib.get(rounds[0], 'before', 'mean_score')
+    # A round without AFTER (--after_every): its BEFORE, the latest score measured (one round
+    # behind: the previous adapters).
     score = metrics_lib.get(current, 'after', 'mean_score')
+    if score is None:
+      score = metrics_lib.get(current, 'before', 'mean_score')
     if best > 0 and (best - now) / best > self.tolerance and score is not None and \
         base_score is not None and score > base_score:
       reasons.append(f'graded quality {now:.3f} fell {100 * (best - now) / best:.1f}% below '

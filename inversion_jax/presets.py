@@ -28,6 +28,7 @@ ORIGINAL = {
     'filter': 'threshold', 'scorer': 'reconstruction',
     'lr': 2e-4, 'batch_size': 4, 'epochs': 1, 'completion_only': False,
     'lora_rank': 16, 'lora_alpha': 32.0, 'lora_dropout': 0.05,
+    'after_every': 1,  # Its before/after per cycle.
 }
 PRESETS = {'none': {}, 'original': ORIGINAL}
 

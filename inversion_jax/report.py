@@ -62,8 +62,8 @@ def markdown(config: dict, rounds: list[dict]) -> str:
   get, fmt = metrics_lib.get, metrics_lib.fmt
   summary = history_lib.summarize(rounds)
   lines = [f'# Goodhart report: {config.get("name", "run")}', '',
-           f'Model `{config.get("model")}`, filter `{config.get("filter")}` (threshold '
-           f'{config.get("threshold")}), {config.get("tasks")} tasks x {config.get("candidates")}'
+           f'Model `{config.get("model")}`, filter `{config.get("filter")}` '
+           f'({_threshold(rounds, config)}), {config.get("tasks")} tasks x {config.get("candidates")}'
            f' candidates per phase, seed {config.get("seed")}, {len(rounds)} round(s). '
            'Real quality: greedy commands for the held-out tasks, graded by the static '
            'validator (never executed); the loop never sees it.', '',
@@ -104,16 +104,24 @@ def markdown(config: dict, rounds: list[dict]) -> str:
     lines.append('| 0 (base) | | | | | | | ' + ' | '.join(
         fmt(get(base, metrics_lib.BASE_PHASE, m.key), m.spec)
         for m in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS) + ' |')
-  for record in rounds:
+  borrowed = False
+  for index, record in enumerate(rounds):
+    after = {}
+    for key, spec in (('mean_score', '.3f'), ('acceptance_rate', '.1%')):
+      value, source = metrics_lib.after_value(rounds, index, key)
+      after[key] = fmt(value, spec) + (' †' if source == 'next_before' else '')
+      borrowed |= source == 'next_before'
     cells = [str(record['cycle']), fmt(get(record, 'before', 'mean_score'), '.3f'),
-             fmt(get(record, 'after', 'mean_score'), '.3f'),
-             fmt(get(record, 'before', 'acceptance_rate'), '.1%'),
-             fmt(get(record, 'after', 'acceptance_rate'), '.1%'),
+             after['mean_score'], fmt(get(record, 'before', 'acceptance_rate'), '.1%'),
+             after['acceptance_rate'],
              fmt(get(record, 'train', 'final_loss'), '.3f'),
              fmt(get(record, 'train', 'num_examples'), '.0f')]
     cells += [fmt(get(record, metrics_lib.HELDOUT_PHASE, m.key), m.spec)
               for m in metrics_lib.HELDOUT_ROWS + metrics_lib.INDICATOR_ROWS]
     lines.append('| ' + ' | '.join(cells) + ' |')
+  if borrowed:
+    lines += ['', '† No AFTER phase in this round (`--after_every`): the next round\'s BEFORE, '
+              'which samples the same adapters on other tasks.']
   alarms = [r for r in rounds if r.get('goodhart')]
   lines += ['', '## Goodhart monitor', '']
   if not alarms:
@@ -169,9 +177,10 @@ def plot(rounds: list[dict], path) -> pathlib.Path:
   cycles = [int(r['cycle']) for r in rounds]
   fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
   ax = axes[0, 0]
-  for phase, style in (('before', 'o-'), ('after', 's--')):
-    ax.plot(cycles, [get(r, phase, 'mean_score') for r in rounds], style,
-            label=f'intrinsic score ({phase.upper()})')
+  ax.plot(cycles, [get(r, 'before', 'mean_score') for r in rounds], 'o-',
+          label='intrinsic score (BEFORE)')
+  ax.plot(cycles, [metrics_lib.after_value(rounds, i, 'mean_score')[0] for i in
+                   range(len(rounds))], 's--', label='intrinsic score (AFTER, or next BEFORE)')
   ax2 = ax.twinx()
   ax2.plot(cycles, [get(r, 'before', 'acceptance_rate') for r in rounds], 'g^:',
            label='acceptance (BEFORE)')
@@ -190,8 +199,8 @@ def plot(rounds: list[dict], path) -> pathlib.Path:
   ax.legend()
   ax = axes[1, 0]
   start = get(rounds[0], 'before', 'mean_score') if rounds else None
-  score = [(0, 0.0)] + [(c, metrics_lib.relative_change(start, get(r, 'after', 'mean_score')))
-                        for c, r in zip(cycles, rounds)]
+  score = [(0, 0.0)] + [(c, metrics_lib.relative_change(
+      start, metrics_lib.after_value(rounds, i, 'mean_score')[0])) for i, c in enumerate(cycles)]
   series = metrics_lib.heldout_series(rounds, 'quality')
   quality = [(c, metrics_lib.relative_change(series[0][1], v)) for c, v in series] \
       if series else []
@@ -245,3 +254,13 @@ def write(run_dir) -> tuple[pathlib.Path, pathlib.Path]:
     raise UserError(f'{run_dir} has no completed round to report on')
   report = history_lib.write_text_atomic(run_dir / REPORT_FILE, markdown(config, rounds))
   return report, plot(rounds, run_dir / PLOT_FILE)
+
+
+def _threshold(rounds: list[dict], config: dict) -> str:
+  """The threshold as used: calibrated on round 1 (`--target_acceptance`) or as given."""
+  calibration = (rounds[0].get('calibration') if rounds else None) or {}
+  if 'threshold' in calibration:
+    return (f'threshold {calibration["threshold"]:.4f}, calibrated on round 1\'s BEFORE to keep '
+            f'{calibration["kept_fraction"]:.1%} for a target of '
+            f'{calibration["target_acceptance"]:.1%}')
+  return f'threshold {config.get("threshold")}'

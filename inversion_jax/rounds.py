@@ -7,6 +7,14 @@ generated command with its reconstruction, rating, score, keep decision and vali
 verdict); the held-out phase decodes the held-out tasks greedily and grades them. Real
 quality is only measured here, never used to select training data. Every random choice
 derives from (seed, round, purpose), so a resumed run redoes an interrupted round exactly.
+
+Two run settings shape the phases. `--target_acceptance`: round 1's BEFORE (the base model)
+sets the threshold so that the kept fraction of its candidates is nearest the target; that
+value is recorded with round 1 (`calibration`) and used by every later phase and round (and on
+resume). `--after_every=k`: AFTER runs only in every k-th round and the last (0: the last
+only); a round without AFTER gets its intrinsic change from the next round's BEFORE, which
+samples the same adapters (on other tasks), and its early-warning indicators from its own
+BEFORE (the previous adapters, one round behind; the KL is still the trained adapters').
 """
 
 import dataclasses
@@ -24,7 +32,8 @@ from inversion_jax.quality import evaluation
 from inversion_jax.scoring import inversion
 from inversion_jax.tasks import bank as bank_lib
 
-_PURPOSES = {'before_tasks': 1, 'before': 2, 'train': 3, 'after_tasks': 4, 'after': 5}
+_PURPOSES = {'before_tasks': 1, 'before': 2, 'train': 3, 'after_tasks': 4, 'after': 5,
+             'select_before': 6, 'select_after': 7}
 EXAMPLES_PER_ROUND = 6
 
 
@@ -77,20 +86,41 @@ def candidates_for(exp, generator, batch) -> tuple[list[selection.Candidate], di
   return to_candidates(batch, embeddings), {'embed': time.perf_counter() - start}
 
 
+def phase_filter(exp, round_index: int, name: str, scores) -> selection.Filter:
+  """The filter a phase applies: with the calibrated threshold once round 1's BEFORE has
+  set it (`--target_acceptance`), drawing (random_matched) from (seed, round, phase)."""
+  cfg = exp.config
+  if cfg.target_acceptance is not None and exp.calibration is None:
+    if (round_index, name) != (1, 'before'):
+      raise ValueError(f'round {round_index} {name}: the threshold was never calibrated')
+    threshold, kept = selection.calibrate_threshold(scores, cfg.target_acceptance)
+    exp.calibration = {'target_acceptance': cfg.target_acceptance, 'threshold': threshold,
+                       'kept_fraction': kept, 'num_scores': int(len(scores)),
+                       'from': 'round 1 before (the base model)'}
+    logging.warning('threshold calibrated to %.6f on round 1 BEFORE: keeps %.1f%% (target '
+                    '%.1f%%)', threshold, 100 * kept, 100 * cfg.target_acceptance)
+  filter_ = exp.filter
+  if exp.calibration is not None:
+    filter_ = selection.with_threshold(filter_, exp.calibration['threshold'])
+  return selection.with_seed(filter_, derive_seed(cfg.seed, round_index, f'select_{name}'))
+
+
 def intrinsic_phase(exp, generator, round_index: int, name: str) -> tuple[Phase, list]:
   """Scores a phase's candidates, applies the filter, grades every command."""
   batch = score_round(exp, generator, round_index, name)
   candidates, embed_seconds = candidates_for(exp, generator, batch)
-  keep = np.asarray(exp.filter.select(candidates), bool)
+  filter_ = phase_filter(exp, round_index, name, batch.scores)
+  keep = np.asarray(filter_.select(candidates), bool)
   start = time.perf_counter()
   graded = evaluation.grade(evaluation.items_from_tasks([r.task for r in batch.rows]),
                             [r.command for r in batch.rows], exp.count_tokens)
   seconds = dict(batch.seconds) | embed_seconds | {'validate': time.perf_counter() - start}
-  metrics = intrinsic_metrics(batch, keep) | exp.filter.stats(candidates) | graded.metrics
+  metrics = intrinsic_metrics(batch, keep) | filter_.stats(candidates) | graded.metrics
+  metrics['threshold'] = filter_.threshold
   metrics['tokens_generated'] = batch.tokens_generated
   start = time.perf_counter()
   # The V2 filter's embeddings (last layer by default) serve here too: embed once a phase.
-  reuse = bool(candidates) and candidates[0].embedding is not None and exp.filter.layer is None
+  reuse = bool(candidates) and candidates[0].embedding is not None and filter_.layer is None
   metrics['agreement_rate'] = early_warning.agreement_rate(
       generator, [r.command for r in batch.rows], [r.group for r in batch.rows],
       embeddings=[c.embedding for c in candidates] if reuse else None)
@@ -159,18 +189,29 @@ def evaluates(config, round_index: int) -> bool:
                                       round_index == config.cycles)
 
 
+def runs_after(config, round_index: int) -> bool:
+  """Whether round `round_index` runs AFTER (`--after_every`: every k-th and the last)."""
+  every = config.after_every
+  return round_index == config.cycles or bool(every) and round_index % every == 0
+
+
 def signal_phase(exp, generator, round_index: int, after: Phase, first_metrics: dict) -> Phase:
-  """The label-free early-warning signals of the trained model (`early_warning.py`)."""
+  """The label-free early-warning signals of the trained model (`early_warning.py`).
+
+  `after` is the phase whose candidates give the indicators: AFTER, or in a round without
+  one its BEFORE (`measured_after` = 0 in the signals then).
+  """
   start = time.perf_counter()
   tasks = bank_lib.sample_tasks(exp.bank, exp.config.tasks, derive_seed(
       exp.config.seed, round_index, 'after_tasks'))
   kl = early_warning.kl_from_base(generator, exp.generator,
                                   [exp.style.generation(t.tool, t.text) for t in tasks])
   flat = metrics_lib.flatten(after.name, after.metrics)
-  values = early_warning.signals(flat, first_metrics or flat, kl)
+  values = early_warning.signals(flat, first_metrics or flat, kl, phase=after.name)
   count, reasons = early_warning.score(values, early_warning.baseline(first_metrics or flat))
   phase = Phase(early_warning.PHASE, values | {'score': count, 'alarm': count >=
-                                               early_warning.ALARM_AT},
+                                               early_warning.ALARM_AT,
+                                               'measured_after': float(after.name == 'after')},
                 [], {'signals': time.perf_counter() - start})
   phase.reasons = reasons
   return phase
@@ -188,15 +229,22 @@ def run_round(exp, lora, round_index: int, base: Phase | None = None,
   before, selected = intrinsic_phase(exp, generator, round_index, 'before')
   lora, opt_state, train = fine_tune(exp, lora, selected, round_index)
   generator = generator.with_state(exp.inference_state(lora))
-  after, _ = intrinsic_phase(exp, generator, round_index, 'after')
+  after = None
+  if runs_after(exp.config, round_index):
+    after, _ = intrinsic_phase(exp, generator, round_index, 'after')
   if first_metrics is None:
     first_metrics = metrics_lib.flatten('before', before.metrics)
-  signal = signal_phase(exp, generator, round_index, after, first_metrics)
+  signal = signal_phase(exp, generator, round_index, after or before, first_metrics)
   phases = [p for p in (base, before, train, after, signal) if p is not None]
   if evaluates(exp.config, round_index):
     phases.append(heldout_phase(exp, generator))
-  return RoundResult(lora, opt_state, make_record(round_index, phases, before.rows,
-                                                  time.perf_counter() - start), phases)
+  record = make_record(round_index, phases, before.rows, time.perf_counter() - start)
+  if after is None:
+    record['after_skipped_reason'] = (f'--after_every={exp.config.after_every}: the next '
+                                      'round\'s BEFORE measures these adapters')
+  if round_index == 1 and exp.calibration is not None:
+    record['calibration'] = dict(exp.calibration)
+  return RoundResult(lora, opt_state, record, phases)
 
 
 def make_record(round_index: int, phases: list[Phase], example_rows: list[dict],

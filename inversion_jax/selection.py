@@ -166,9 +166,81 @@ def group_agreement(members: Sequence[Candidate], passing: np.ndarray, similarit
   return similar.sum(-1)
 
 
+@dataclasses.dataclass(frozen=True)
+class RandomMatchedFilter:
+  """The random-selection control: keep exactly as many candidates as `ThresholdFilter`
+  with `threshold` would keep, drawn uniformly at random from all candidates.
+
+  It separates the effect of selecting by the intrinsic score from that of self-training on
+  as many of the model's own samples. `seed` makes the draw reproducible; the loop sets it
+  per round and phase from the run's seed (`with_seed`).
+  """
+
+  threshold: float | None = None
+  seed: int = 0
+
+  needs = frozenset()
+
+  def __post_init__(self):
+    if self.threshold is None:
+      raise UserError('--filter=random_matched keeps as many candidates as a threshold would: '
+                      'give --threshold or --target_acceptance')
+    ThresholdFilter(self.threshold)
+
+  def select(self, candidates: Sequence[Candidate]) -> np.ndarray:
+    count = int(ThresholdFilter(self.threshold).select(candidates).sum())
+    mask = np.zeros((len(candidates),), bool)
+    mask[np.random.default_rng(self.seed).choice(len(candidates), count, replace=False)] = True
+    return mask
+
+  def stats(self, candidates: Sequence[Candidate]) -> dict:
+    passing = ThresholdFilter(self.threshold).select(candidates)
+    return {'passed_threshold': int(passing.sum()),
+            'kept_also_passing': int((passing & self.select(candidates)).sum())}
+
+
+def with_seed(filter_: Filter, seed: int) -> Filter:
+  """`filter_` drawing with `seed` if it draws at random (has a `seed`), else unchanged."""
+  if 'seed' in {f.name for f in dataclasses.fields(filter_)}:
+    return dataclasses.replace(filter_, seed=seed)
+  return filter_
+
+
+def with_threshold(filter_: Filter, threshold: float) -> Filter:
+  """`filter_` with its score threshold replaced (a calibrated one)."""
+  return dataclasses.replace(filter_, threshold=threshold)
+
+
+def check_target(target: float):
+  """A target acceptance is a fraction of candidates to keep, strictly between 0 and 1."""
+  if not (isinstance(target, (int, float)) and math.isfinite(target) and 0.0 < target < 1.0):
+    raise UserError(f'--target_acceptance must be a fraction in (0, 1) (e.g. 0.607 keeps '
+                    f'60.7% of round 1\'s candidates), got {target}')
+
+
+def calibrate_threshold(scores, target: float) -> tuple[float, float]:
+  """(threshold, kept fraction): the threshold keeping the fraction of `scores` nearest `target`.
+
+  The threshold is one of the scores themselves and keeps `score >= threshold`, as
+  `ThresholdFilter` does, so candidates with equal scores are kept or dropped together: the
+  kept fraction steps over the distinct scores and the nearest step wins; between two steps
+  equally near, the stricter (higher) threshold. NaN scores count as candidates never kept.
+  Deterministic: the same scores give the same threshold.
+  """
+  check_target(target)
+  scores = np.asarray(scores, np.float64).ravel()
+  finite = np.sort(np.unique(scores[np.isfinite(scores)]))[::-1]  # Strictest first.
+  if not len(finite):
+    raise UserError('cannot calibrate the threshold: round 1 produced no finite score')
+  fractions = np.array([np.sum(scores >= s) for s in finite]) / len(scores)
+  best = int(np.argmin(np.abs(fractions - target)))  # argmin: the first (strictest) of ties.
+  return float(np.clip(finite[best], 0.0, 1.0)), float(fractions[best])
+
+
 FILTERS: dict[str, Callable[..., Filter]] = {
     'threshold': ThresholdFilter,
     'reproducibility': ReproducibilityFilter,
+    'random_matched': RandomMatchedFilter,
 }
 
 

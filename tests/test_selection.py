@@ -125,3 +125,97 @@ def test_reproducibility_filter_on_hand_made_groups():
 def test_reproducibility_settings_are_checked(kwargs, message):
   with pytest.raises(UserError, match=message):
     selection.get_filter('reproducibility', **kwargs)
+
+
+# --- The calibrated threshold (--target_acceptance) on scripted scores. ---
+
+
+@pytest.mark.parametrize('scores, target, threshold, kept', [
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 0.6, 0.5, 0.6),
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 0.607, 0.5, 0.6),
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 0.66, 0.4, 0.7),  # 0.7 is nearer.
+    # Ties never split: 0.3 x 4 are kept or dropped together (fractions 0.2, 0.6, 1.0).
+    ([0.9, 0.8, 0.3, 0.3, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1], 0.45, 0.3, 0.6),
+    ([0.9, 0.8, 0.3, 0.3, 0.3, 0.3, 0.1, 0.1, 0.1, 0.1], 0.35, 0.8, 0.2),
+    # Equally near two steps (0.4 and 0.6 for 0.5): the stricter threshold.
+    ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0], 0.5, 0.6, 0.5),
+    ([0.2, 0.2, 0.6, 0.6], 0.5, 0.6, 0.5),
+    ([0.2, 0.2, 0.6, 0.6, 0.6], 0.5, 0.6, 0.6),
+    # NaN scores are candidates never kept; order does not matter.
+    ([math.nan, 0.7, math.nan, 0.1], 0.5, 0.1, 0.5),
+    ([math.nan, 0.7, math.nan, 0.1], 0.3, 0.7, 0.25),
+    ([0.3, 0.3, 0.3], 0.1, 0.3, 1.0),  # One distinct score: everything.
+])
+def test_calibrated_threshold_on_scripted_scores(scores, target, threshold, kept):
+  got, fraction = selection.calibrate_threshold(scores, target)
+  assert got == pytest.approx(threshold) and fraction == pytest.approx(kept)
+  # The threshold filter then keeps exactly that fraction of the same scores.
+  mask = selection.ThresholdFilter(got).select(_candidates(scores))
+  assert mask.mean() == pytest.approx(kept)
+
+
+def test_calibrated_threshold_is_deterministic_and_order_free():
+  scores = np.random.default_rng(0).random(150)
+  first = selection.calibrate_threshold(scores, 0.607)
+  assert selection.calibrate_threshold(scores[::-1].copy(), 0.607) == first
+  assert first[1] == pytest.approx(91 / 150)  # round(0.607 * 150) = 91 distinct scores kept.
+
+
+@pytest.mark.parametrize('target', [0.0, 1.0, -0.2, 1.5, math.nan, math.inf])
+def test_target_acceptance_outside_zero_one_is_one_clear_error(target):
+  with pytest.raises(UserError, match=r'--target_acceptance must be a fraction in \(0, 1\)'):
+    selection.calibrate_threshold([0.1, 0.5], target)
+
+
+def test_calibration_without_finite_scores_is_a_user_error():
+  with pytest.raises(UserError, match='no finite score'):
+    selection.calibrate_threshold([math.nan, math.nan], 0.5)
+
+
+# --- random_matched: the random-selection control. ---
+
+SCORES = np.random.default_rng(1).random(150).tolist()
+
+
+@pytest.mark.parametrize('threshold', [0.0, 0.3, 0.61, 0.95, 1.0])
+def test_random_matched_keeps_as_many_as_the_threshold(threshold):
+  candidates = _candidates(SCORES)
+  count = selection.ThresholdFilter(threshold).select(candidates).sum()
+  for seed in range(5):
+    mask = selection.RandomMatchedFilter(threshold, seed=seed).select(candidates)
+    assert mask.dtype == bool and mask.shape == (150,) and mask.sum() == count
+
+
+def test_random_matched_is_reproducible_for_a_seed_and_differs_across_seeds():
+  candidates = _candidates(SCORES)
+  masks = [selection.RandomMatchedFilter(0.4, seed=s).select(candidates) for s in (7, 7, 8)]
+  assert masks[0].tolist() == masks[1].tolist()
+  assert masks[0].tolist() != masks[2].tolist()
+  # Drawn from all candidates, not from the passing ones: some kept rows fail the threshold.
+  passing = selection.ThresholdFilter(0.4).select(candidates)
+  assert (masks[0] & ~passing).any()
+  stats = selection.RandomMatchedFilter(0.4, seed=7).stats(candidates)
+  assert stats == {'passed_threshold': int(passing.sum()),
+                   'kept_also_passing': int((masks[0] & passing).sum())}
+
+
+def test_random_matched_draws_uniformly():
+  """Over many seeds each candidate is kept about count / n of the time."""
+  candidates = _candidates([0.9, 0.1, 0.1, 0.1, 0.9, 0.1])  # The threshold keeps 2 of 6.
+  frequency = np.mean([selection.RandomMatchedFilter(0.5, seed=s).select(candidates)
+                       for s in range(3000)], axis=0)
+  np.testing.assert_allclose(frequency, 1 / 3, atol=0.04)
+
+
+def test_random_matched_without_a_threshold_is_one_clear_error():
+  with pytest.raises(UserError, match='give --threshold or --target_acceptance'):
+    selection.get_filter('random_matched')
+
+
+def test_with_seed_and_with_threshold():
+  matched = selection.get_filter('random_matched', threshold=0.5, seed=0)
+  assert selection.with_seed(matched, 9) == selection.RandomMatchedFilter(0.5, seed=9)
+  assert selection.with_seed(selection.ThresholdFilter(0.5), 9) == selection.ThresholdFilter(0.5)
+  assert selection.with_threshold(matched, 0.2).threshold == 0.2
+  repro = selection.with_threshold(selection.ReproducibilityFilter(0.5, m=3), 0.25)
+  assert (repro.threshold, repro.m) == (0.25, 3)

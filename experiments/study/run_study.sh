@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# The study's launcher: arms V1 (threshold), V2 (reproducibility), R (random_matched) x seeds
+# 0, 1, 2, from a snapshot of one commit, in two lanes each pinned to one core.
+#
+#   bash experiments/study/run_study.sh COMMIT            # start (or continue) in the background
+#   bash experiments/study/run_study.sh COMMIT --status   # rounds done per run
+#   SMOKE=1 ARMS=r SEEDS=0 LANES=1 bash experiments/study/run_study.sh COMMIT --foreground
+#                                                        # a tiny check of the launcher
+#
+# COMMIT is snapshotted with `git worktree add --detach` into $STUDY_ROOT/src (outside this
+# checkout), so later edits of the checkout never reach a running study; every run imports
+# the snapshot's package. Settings live in one place: experiments/study/common.flags (shared)
+# and <arm>.flags (the filter), passed with absl --flagfile from the snapshot. Runs go to
+# $STUDY_ROOT/runs/<arm>_s<seed>, one log each in $STUDY_ROOT/logs/<arm>_s<seed>.log
+# (appended). Every run is started with --resume: relaunching the same command continues each
+# run after its last completed round and skips finished ones. Lanes run under nohup and
+# `taskset -c <lane>`, so they survive the shell that started them.
+#
+# Environment: STUDY_ROOT (default: <checkout's parent>/study-<short commit>), PYTHON (default:
+# the checkout's .venv/bin/python), SEEDS ("0 1 2"), ARMS ("v1 r v2"), LANES (2),
+# SMOKE=1 (--cycles=1 --tasks=2 --candidates=2 --eval_tasks=4, runs named smoke_*).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+checkout=$(git -C "$here" rev-parse --show-toplevel)
+die() { echo "error: $*" >&2; exit 2; }
+
+(( $# >= 1 )) || die "usage: run_study.sh COMMIT [--status | --foreground]"
+commit=$(git -C "$checkout" rev-parse --verify --quiet "$1^{commit}") \
+  || die "$1 is not a commit of $checkout"
+mode=${2:-}
+[[ -z $mode || $mode == --status || $mode == --foreground || $mode == --lane ]] \
+  || die "unknown option $mode (choose --status or --foreground)"
+short=${commit:0:10}
+root=${STUDY_ROOT:-$(dirname "$checkout")/study-$short}
+PY=${PYTHON:-$checkout/.venv/bin/python}
+# Plain words, not arrays: arrays are not exported, and the lanes re-read these.
+read -r -a seeds <<< "${SEEDS:-0 1 2}"
+read -r -a arms <<< "${ARMS:-v1 r v2}"
+[[ -n ${STUDY_ROOT:-} ]] || export STUDY_ROOT=$root
+LANES=${LANES:-2}
+src=$root/src
+prefix=$([[ ${SMOKE:-0} == 1 ]] && echo smoke_ || true)
+SMOKE_FLAGS=(--cycles=1 --tasks=2 --candidates=2 --eval_tasks=4)
+[[ -x $PY ]] || die "no python at $PY (set PYTHON)"
+(( LANES >= 1 )) || die "LANES must be >= 1"
+
+# The runs in start order: the seeds in turn, each seed's arms together (paired by seed).
+runs=()
+for seed in "${seeds[@]}"; do
+  for arm in "${arms[@]}"; do
+    [[ -f $here/$arm.flags ]] || die "no settings for arm $arm ($here/$arm.flags)"
+    runs+=("$arm $seed")
+  done
+done
+
+rounds_done() {  # run dir -> completed rounds (0 when none)
+  "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["cycles_completed"])' \
+      "$1/progress.json" 2>/dev/null || echo 0
+}
+
+cycles() {  # the study's rounds, from the flag files (the smoke run: 1)
+  if [[ -n $prefix ]]; then echo 1; return; fi
+  sed -n 's/^--cycles=//p' "$src/experiments/study/common.flags" | tail -1
+}
+
+run_one() {  # arm seed
+  local arm=$1 seed=$2 name="${prefix}$1_s$2" flags=("${SMOKE_FLAGS[@]}")
+  [[ -n $prefix ]] || flags=()
+  local log=$root/logs/$name.log
+  if (( $(rounds_done "$root/runs/$name") >= $(cycles) )); then
+    echo "== $name already finished" | tee -a "$log"; return 0
+  fi
+  echo "== $name start $(date -u +%FT%TZ) commit $commit core ${CORE:-any}" >> "$log"
+  (cd "$src" && "$PY" experiments/self_improve.py \
+      --flagfile="$src/experiments/study/common.flags" \
+      --flagfile="$src/experiments/study/$arm.flags" \
+      "${flags[@]}" --seed="$seed" --name="$name" --output="$root/runs" --resume) >> "$log" 2>&1 \
+    || { echo "== $name FAILED $(date -u +%FT%TZ) (exit $?)" >> "$log"; return 1; }
+  echo "== $name done $(date -u +%FT%TZ)" >> "$log"
+}
+
+lane() {  # lane index: runs index, index + LANES, ...
+  local index=$1 status=0
+  for (( i = index; i < ${#runs[@]}; i += LANES )); do
+    # shellcheck disable=SC2086
+    run_one ${runs[$i]} || status=1
+  done
+  return $status
+}
+
+if [[ $mode == --lane ]]; then  # Internal: one lane, already pinned and under nohup.
+  CORE=$3 lane "$3"; exit $?
+fi
+
+if [[ $mode == --status ]]; then
+  for run in "${runs[@]}"; do
+    read -r arm seed <<< "$run"
+    name="${prefix}${arm}_s$seed"
+    echo "$name $(rounds_done "$root/runs/$name")/$( [[ -d $src ]] && cycles || echo '?') rounds"
+  done
+  exit 0
+fi
+
+# The snapshot: created once; a relaunch must name the same commit.
+if [[ -d $src ]]; then
+  have=$(git -C "$src" rev-parse HEAD)
+  [[ $have == "$commit" ]] || die "$src holds $have, not $commit: choose another STUDY_ROOT"
+else
+  mkdir -p "$root"
+  git -C "$checkout" worktree add --detach "$src" "$commit" > /dev/null
+fi
+mkdir -p "$root/runs" "$root/logs"
+echo "study of $commit in $root: ${#runs[@]} runs in $LANES lane(s) (python $PY)"
+
+if [[ $mode == --foreground ]]; then
+  status=0
+  for (( lane_index = 0; lane_index < LANES; lane_index++ )); do
+    taskset -c $(( lane_index % $(nproc) )) bash "$0" "$commit" --lane "$lane_index" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+  exit $status
+fi
+for (( lane_index = 0; lane_index < LANES; lane_index++ )); do
+  nohup taskset -c $(( lane_index % $(nproc) )) bash "$0" "$commit" --lane \
+      "$lane_index" > "$root/logs/lane$lane_index.log" 2>&1 &
+  echo "lane $lane_index: pid $! on core $(( lane_index % $(nproc) )), log $root/logs/lane$lane_index.log"
+done
+echo "follow: bash $0 $commit --status"

@@ -1,0 +1,149 @@
+"""The study's run options on a tiny random model: the calibrated threshold
+(--target_acceptance), the random_matched control and AFTER only where needed (--after_every)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from inversion_jax import experiment, history, presets, rounds, selection
+from inversion_jax.errors import UserError
+from tests.test_experiment import config_for, round_metrics, run_driver, tiny_gguf  # noqa: F401
+
+STUDY = dict(cycles=2, target_acceptance=0.5, threshold=0.5)
+
+
+def _phase_scores(run_dir, round_index, phase):
+  return [r['score'] for r in history.read_rows(history.rows_path(run_dir, round_index, phase))]
+
+
+def test_calibrated_threshold_is_fixed_for_every_round_and_shared_by_the_arms(tiny_gguf, tmp_path):
+  """Round 1's BEFORE sets the threshold; V1 and random_matched on one seed get the same one,
+  random_matched keeps exactly as many candidates as it does, every phase, also after resume."""
+  v1 = experiment.run(config_for(tiny_gguf, tmp_path / 'v1', **STUDY))
+  experiment.run(config_for(tiny_gguf, tmp_path / 'r', filter='random_matched',
+                            **STUDY | dict(cycles=1)))
+  matched = experiment.run(config_for(tiny_gguf, tmp_path / 'r', filter='random_matched',
+                                      **STUDY), resume=True)  # Round 2 after a restart.
+  calibration = v1.rounds[0]['calibration']
+  expected = selection.calibrate_threshold(_phase_scores(tmp_path / 'v1' / 'run', 1, 'before'), 0.5)
+  assert (calibration['threshold'], calibration['kept_fraction']) == expected
+  assert calibration['target_acceptance'] == 0.5 and calibration['num_scores'] == 6
+  assert matched.rounds[0]['calibration'] == calibration  # Same seed, same round-1 scores.
+  assert 'calibration' not in v1.rounds[1]
+  for result in (v1, matched):
+    for record in result.rounds:
+      for phase in ('before', 'after'):
+        m = record['metrics']
+        assert m[f'{phase}/threshold'] == calibration['threshold']
+        assert m[f'{phase}/num_accepted'] == m[f'{phase}/passed_threshold']
+  assert v1.rounds[0]['metrics']['before/acceptance_rate'] == calibration['kept_fraction']
+  assert 'before/kept_also_passing' in matched.rounds[0]['metrics']
+  # Round 1 BEFORE is shared: the same candidates, only the kept ones differ.
+  assert _phase_scores(tmp_path / 'r' / 'run', 1, 'before') == _phase_scores(
+      tmp_path / 'v1' / 'run', 1, 'before')
+  report = (tmp_path / 'v1' / 'run' / 'report.md').read_text()
+  assert f'threshold {calibration["threshold"]:.4f}, calibrated on round 1' in report
+
+
+def test_after_only_in_the_last_round_completes_resumes_and_reports(tiny_gguf, tmp_path,
+                                                                     monkeypatch):
+  """--after_every=0 over 3 rounds: AFTER in round 3 only; a run stopped in round 3 resumes to
+  the same records; the report reads rounds 1-2's change from the next BEFORE (marked †)."""
+  straight = config_for(tiny_gguf, tmp_path / 'straight', cycles=3, after_every=0)
+  result = experiment.run(straight)
+  for record in result.rounds[:2]:
+    assert 'after/mean_score' not in record['metrics'] and record['after_skipped_reason']
+    assert record['metrics']['signal/measured_after'] == 0.0
+    assert record['after']['mean_score'] is None  # The original's block: null, not zero.
+    assert 'delta/mean_score' not in record['metrics']
+  assert 'after/mean_score' in result.rounds[2]['metrics']
+  assert not history.rows_path(straight.run_dir, 1, 'after').exists()
+  report = (straight.run_dir / 'report.md').read_text()
+  second_before = result.rounds[1]['metrics']['before/mean_score']
+  assert '| 1 | ' in report and f'{second_before:.3f} †' in report
+  summary = history.summarize(result.rounds)
+  assert summary['last_after_mean_score'] == result.rounds[2]['metrics']['after/mean_score']
+  assert 'n/a' in history.format_round_table(result.rounds[0])
+
+  broken = config_for(tiny_gguf, tmp_path / 'broken', cycles=3, after_every=0)
+  real_run_round = rounds.run_round
+
+  def stop_in_round_3(exp, lora, round_index, *args):
+    if round_index == 3:
+      raise KeyboardInterrupt
+    return real_run_round(exp, lora, round_index, *args)
+
+  monkeypatch.setattr(rounds, 'run_round', stop_in_round_3)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.run(broken)
+  monkeypatch.setattr(rounds, 'run_round', real_run_round)
+  experiment.run(broken, resume=True)
+  assert round_metrics(broken.run_dir) == round_metrics(straight.run_dir)
+  assert (broken.run_dir / 'report.md').read_text().count('†') >= 2
+
+
+def test_after_every_k_and_the_preset():
+  config = experiment.RunConfig(cycles=7, after_every=3)
+  assert [r for r in range(1, 8) if rounds.runs_after(config, r)] == [3, 6, 7]
+  assert [r for r in range(1, 8) if rounds.runs_after(config.__class__(cycles=7), r)] == list(
+      range(1, 8))
+  assert [r for r in range(1, 8) if rounds.runs_after(
+      experiment.RunConfig(cycles=7, after_every=0), r)] == [7]
+  # The original keeps before/after per cycle unless --after_every is given explicitly.
+  assert presets.apply(experiment.RunConfig(after_every=0), 'original').after_every == 1
+  assert presets.apply(experiment.RunConfig(after_every=0), 'original',
+                       explicit=['after_every']).after_every == 0
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(target_acceptance=1.0), r'--target_acceptance must be a fraction in \(0, 1\)'),
+    (dict(target_acceptance=0.0), r'--target_acceptance must be a fraction in \(0, 1\)'),
+    (dict(after_every=-1), '--after_every must be >= 0'),
+])
+def test_bad_study_settings_are_user_errors(overrides, message):
+  with pytest.raises(UserError, match=message):
+    experiment.RunConfig(**overrides).validate()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  common = ['--model=no-such-model', f'--output={tmp_path}', '--name=x']
+  cases = {
+      '--target_acceptance must be a fraction in (0, 1)': ['--target_acceptance=1.5'],
+      '--filter=random_matched keeps as many candidates as a threshold would: give --threshold '
+      'or --target_acceptance': ['--filter=random_matched'],
+      'give --threshold or --target_acceptance (which calibrates it), not both': [
+          '--threshold=0.3', '--target_acceptance=0.6'],
+  }
+  for message, args in cases.items():
+    result = run_driver(common + args)
+    assert result.returncode == 2, result.stderr[-1500:]
+    assert 'Traceback' not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f'error: {message}')
+
+
+def test_study_launcher_lists_the_runs_and_rejects_bad_input(tmp_path):
+  """The launcher's --status (nothing started) and its one-line errors; no run is started."""
+  import os
+  import subprocess
+  import sys
+  from tests.test_experiment import ROOT
+  script = ROOT / 'experiments' / 'study' / 'run_study.sh'
+  env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'study'), PYTHON=sys.executable)
+
+  def launch(*args, **extra):
+    return subprocess.run(['bash', str(script), *args], capture_output=True, text=True,
+                          env=env | extra, timeout=120)
+
+  status = launch('HEAD', '--status')
+  assert status.returncode == 0, status.stderr
+  assert status.stdout.split('\n')[:4] == ['v1_s0 0/? rounds', 'r_s0 0/? rounds',
+                                           'v2_s0 0/? rounds', 'v1_s1 0/? rounds']
+  assert len(status.stdout.strip().splitlines()) == 9
+  assert launch('HEAD', '--status', SEEDS='4', ARMS='r').stdout == 'r_s4 0/? rounds\n'
+  for args, extra, message in ((('no-such-commit',), {}, 'is not a commit'),
+                               (('HEAD', '--status'), dict(ARMS='v3'), 'no settings for arm v3'),
+                               (('HEAD', '--bogus'), {}, 'unknown option --bogus')):
+    bad = launch(*args, **extra)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith('error: ') and message in bad.stderr
+  assert not (tmp_path / 'study').exists()  # Nothing made by --status or bad input.
