@@ -116,8 +116,8 @@ def write_run(root, name, spec, heldout_rows=None):
   history.write_json_atomic(directory / history.PROGRESS_FILE,
                             {'config': {'name': name}, 'seed': 0, 'history': scripted(**spec)})
   for round_index, qualities in (heldout_rows or {}).items():
-    history.write_rows(directory, round_index, 'heldout',
-                       [{'id': f't{i}', 'verdict': {'quality': q}} for i, q in enumerate(qualities)])
+    rows = [{'id': f't{i}', 'verdict': {'quality': q}} for i, q in enumerate(qualities)]
+    history.write_rows(directory, round_index, 'heldout', rows)
   return str(directory)
 
 
@@ -144,13 +144,13 @@ def test_evaluate_runs_and_resolves_delta(tmp_path):
 def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
   pos, neg = write_run(tmp_path, 'pos', POSITIVE), write_run(tmp_path, 'neg', NEGATIVE)
   script = ROOT / 'experiments' / 'detectors' / 'evaluate.py'
-  out = tmp_path / 'out' / 'eval'
+  out = tmp_path / 'out' / 'eval_delta0.05'
   ok = subprocess.run([sys.executable, str(script), f'--positive={pos}', f'--negative={neg}',
                        '--delta=0.05', f'--output={out}'], capture_output=True, text=True,
                       timeout=300)
   assert ok.returncode == 0, ok.stderr
-  assert '| signal:kl_from_base | 1/1 = 1.00 [0.03, 1.00]' in out.with_suffix('.md').read_text()
-  assert json.loads(out.with_suffix('.json').read_text())['delta'] == 0.05
+  assert '| signal:kl_from_base | 1/1 = 1.00 [0.03, 1.00]' in pathlib.Path(f'{out}.md').read_text()
+  assert json.loads(pathlib.Path(f'{out}.json').read_text())['delta'] == 0.05
   table = tmp_path / 'limits.json'
   table.write_text(json.dumps({'kl_from_bse': ['up', 0.5]}))
   bad = subprocess.run([sys.executable, str(script), f'--negative={neg}', '--delta=0.05',

@@ -87,7 +87,8 @@ def markdown(result: dict, delta: float, how: dict, horizon: int, runs) -> str:
                    f'{_cell(m["precision"])} ({m["precision"]["censored"]} censored) | '
                    f'{leads} |')
     lines.append('')
-  lines += ['| run | label | gold onset (best) | gold onset (base) | rounds |', '|---|---|---|---|---|']
+  lines += ['| run | label | gold onset (best) | gold onset (base) | rounds |',
+            '|---|---|---|---|---|']
   for run in runs:
     onsets = [goodhart_event.first_event(run.rounds, delta, ref)
               for ref in goodhart_event.REFERENCES]
@@ -107,8 +108,9 @@ def main(argv):
   text = markdown(result, delta, how, FLAGS.horizon, runs)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
-  history.write_text_atomic(prefix.with_suffix('.md'), text)
-  history.write_json_atomic(prefix.with_suffix('.json'), {
+  # Appended, not with_suffix: a prefix like eval_delta0.05 keeps its dot.
+  history.write_text_atomic(f'{prefix}.md', text)
+  history.write_json_atomic(f'{prefix}.json', {
       'delta': delta, 'delta_how': how, 'horizon': FLAGS.horizon,
       'limits': table or limits.LIMITS, 'references': result})
   print(text)
