@@ -157,3 +157,23 @@ def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
                         f'--limits={table}'], capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "unknown signal 'kl_from_bse'" in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_replayed_early_warning_equals_the_loops_own_score():
+  """The replay reads what the loop stored: same baseline, same signals, same alarm."""
+  from inversion_jax import early_warning
+  first = {'before/agreement_rate': 0.5, 'before/indicator/mean_option_count': 2.0,
+           'before/indicator/unknown_option_rate': 0.2, 'before/indicator/distinct_ratio': 1.0}
+  afters = [{'after/agreement_rate': 0.4, 'after/indicator/mean_option_count': 2.2,
+             'after/indicator/unknown_option_rate': 0.25, 'after/indicator/distinct_ratio': 0.9},
+            {'after/agreement_rate': 0.2, 'after/indicator/mean_option_count': 3.0,
+             'after/indicator/unknown_option_rate': 0.4, 'after/indicator/distinct_ratio': 0.9}]
+  rounds, stored = [], []
+  for cycle, (after, kl) in enumerate(zip(afters, (0.1, 0.7)), 1):
+    values = early_warning.signals(after, first, kl)
+    count, _ = early_warning.score(values, early_warning.baseline(first))
+    stored.append(count >= early_warning.ALARM_AT)
+    rounds.append({'cycle': cycle, 'metrics': (first if cycle == 1 else {}) | after
+                   | {f'signal/{k}': v for k, v in values.items()}})
+  replayed = detectors.signal_alarms(rounds, early_warning.LIMITS, early_warning.ALARM_AT)
+  assert stored == [False, True] and replayed == [2]
