@@ -11,6 +11,7 @@ from scipy import stats
 from inversion_jax import detector_metrics as dm
 from inversion_jax import detectors
 from inversion_jax import history
+from inversion_jax import rollback_pairs
 from inversion_jax.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -177,3 +178,38 @@ def test_replayed_early_warning_equals_the_loops_own_score():
                    | {f'signal/{k}': v for k, v in values.items()}})
   replayed = detectors.signal_alarms(rounds, early_warning.LIMITS, early_warning.ALARM_AT)
   assert stored == [False, True] and replayed == [2]
+
+
+def test_rollback_pairs_by_seed_with_rounds_lost_and_t_intervals():
+  def run(seed, action, finals, marks=()):
+    rounds = [{'cycle': c, 'metrics': {'heldout/quality': q}} for c, q in enumerate(finals, 1)]
+    for cycle, target in marks:
+      rounds[cycle - 1]['goodhart'] = {'action': action, 'rollback_to': target}
+    config = {'seed': seed, 'lr': 2e-4, 'on_goodhart': action, 'name': f'{action}{seed}'}
+    return (f'{action}{seed}', config, rounds)
+
+  warn = [run(0, 'warn', [0.5, 0.40]), run(1, 'warn', [0.5, 0.42])]
+  back = [run(1, 'rollback', [0.5, 0.47], [(2, 0)]), run(0, 'rollback', [0.5, 0.45], [(2, 1)])]
+  result = rollback_pairs.summary(rollback_pairs.pair(warn, back))
+  assert [(p['seed'], p['rounds_lost']) for p in result['pairs']] == [(1, 2), (0, 1)]
+  assert result['quality_difference']['mean'] == pytest.approx(0.05)
+  assert result['quality_difference']['low'] == pytest.approx(0.05)  # No spread.
+  lost = result['rounds_lost']
+  half = stats.t.ppf(0.975, 1) * 0.5 ** 0.5 / 2 ** 0.5
+  assert lost['mean'] == 1.5 and lost['high'] == pytest.approx(1.5 + half)
+  assert '| 1 | 0.420 | 0.470 | +0.050 | 2 |' in rollback_pairs.markdown(result)
+  # A setting one run predates counts as its default.
+  older = (warn[0][0], {k: v for k, v in warn[0][1].items() if k != 'lr'}, warn[0][2])
+  assert len(rollback_pairs.pair([older], back[1:], {'lr': 2e-4})) == 1
+  other = run(2, 'rollback', [0.5, 0.4])
+  with pytest.raises(UserError, match='no --warn run with the same settings'):
+    rollback_pairs.pair(warn, [other])
+
+
+def test_rollback_cli_needs_both_sides_in_one_line(tmp_path):
+  neg = write_run(tmp_path, 'neg', NEGATIVE)
+  script = ROOT / 'experiments' / 'detectors' / 'rollback.py'
+  bad = subprocess.run([sys.executable, str(script), f'--warn={neg}'], capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 2 and 'give both' in bad.stderr
+  assert len(bad.stderr.strip().splitlines()) == 1
