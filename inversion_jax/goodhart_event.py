@@ -49,6 +49,11 @@ def _check_reference(reference: str) -> str:
   return reference
 
 
+def _check_confirm(confirm: int) -> None:
+  if confirm < 1:
+    raise UserError(f'the gold event needs >= 1 confirming evaluation, got {confirm}')
+
+
 @dataclasses.dataclass(frozen=True)
 class Drop:
   """One evaluation at least `delta` below its reference while the score is above the base."""
@@ -125,6 +130,7 @@ def _stretches(rounds: list[dict], delta: float, reference: str) -> list[list[in
 def events(rounds: list[dict], delta: float, reference: str = 'best',
            confirm: int = CONFIRM) -> list[Event]:
   """Each stretch of >= `confirm` consecutive drop evaluations, as (onset, confirmation)."""
+  _check_confirm(confirm)
   return [Event(s[0], s[confirm - 1]) for s in _stretches(rounds, delta, reference)
           if len(s) >= confirm]
 
@@ -132,6 +138,7 @@ def events(rounds: list[dict], delta: float, reference: str = 'best',
 def gold_rounds(rounds: list[dict], delta: float, reference: str = 'best',
                 confirm: int = CONFIRM) -> list[int]:
   """The evaluation rounds inside a confirmed event (every round of each such stretch)."""
+  _check_confirm(confirm)
   return [r for s in _stretches(rounds, delta, reference) if len(s) >= confirm for r in s]
 
 

@@ -36,6 +36,10 @@ def test_one_drop_is_not_an_event_two_consecutive_are():
   assert gold.events(twice, 0.05) == [gold.Event(2, 3), gold.Event(5, 6)]
   assert gold.gold_rounds(twice, 0.05) == [2, 3, 5, 6, 7]
   assert gold.events(twice, 0.05, confirm=3) == [gold.Event(5, 7)]
+  with pytest.raises(UserError, match='confirming'):
+    gold.gold_rounds(twice, 0.05, confirm=0)
+  with pytest.raises(UserError, match='reference'):
+    gold.events(twice, 0.05, 'worst')
 
 
 def test_delta_is_inclusive_and_absolute():
