@@ -16,6 +16,7 @@ against the gold event.
 """
 
 import dataclasses
+import pathlib
 from collections.abc import Callable
 
 from inversion_jax import detector_metrics
@@ -24,6 +25,7 @@ from inversion_jax import goodhart_event
 from inversion_jax import limits as limits_lib
 from inversion_jax import metrics as metrics_lib
 from inversion_jax import monitor as monitor_lib
+from inversion_jax import report as report_lib
 from inversion_jax.errors import UserError
 
 
@@ -86,6 +88,19 @@ class Run:
   name: str
   label: str  # 'positive' or 'negative' (detector_metrics.LABELS).
   rounds: list[dict]
+
+
+def load_runs(positive, negative) -> list[Run]:
+  """Labelled runs from run directories (held-out evaluations made offline merged in)."""
+  if not positive and not negative:
+    raise UserError('give the runs: --positive=DIRS and/or --negative=DIRS')
+  runs = []
+  for label, dirs in (('positive', positive), ('negative', negative)):
+    for run_dir in dirs:
+      if not pathlib.Path(run_dir).is_dir():
+        raise UserError(f'{run_dir} is not a run directory')
+      runs.append(Run(str(run_dir), label, report_lib.load_rounds(run_dir)[1]))
+  return runs
 
 
 def outcome(run: Run, detector: Detector, delta: float,

@@ -194,3 +194,13 @@ def consecutive_pairs(rows_by_round: dict[int, list[dict]]) -> list[tuple[list, 
   """(earlier, later) rows of each pair of consecutive evaluations."""
   ordered = [rows_by_round[r] for r in sorted(rows_by_round)]
   return list(zip(ordered[:-1], ordered[1:]))
+
+
+def delta_from_runs(run_dirs, multiple: float = DELTA_MULTIPLE) -> tuple[float, dict]:
+  """(delta, how) from the held-out rows of every consecutive evaluation pair of the runs."""
+  pairs = []
+  for run_dir in run_dirs:
+    pairs += consecutive_pairs(heldout_rows(run_dir))
+  delta = derive_delta(pairs, multiple)
+  return delta, {'derived_from': [str(d) for d in run_dirs], 'pairs': len(pairs),
+                 'multiple': multiple}

@@ -10,13 +10,12 @@ from scipy import stats
 
 from inversion_jax import detector_metrics as dm
 from inversion_jax import detectors
+from inversion_jax import goodhart_event
 from inversion_jax import history
 from inversion_jax import rollback_pairs
 from inversion_jax.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / 'experiments' / 'detectors'))
-import evaluate  # noqa: E402
 
 # A positive control: real quality peaks in round 2, then falls 0.08+ for good (onset 3,
 # confirmed 4) while the score stays above the base model's; KL climbs from round 2 and
@@ -125,19 +124,20 @@ def write_run(root, name, spec, heldout_rows=None):
 def test_evaluate_runs_and_resolves_delta(tmp_path):
   pos = write_run(tmp_path, 'pos', POSITIVE)
   neg = write_run(tmp_path, 'neg', NEGATIVE, {0: [0.5, 0.5, 1.0, 0.0], 1: [0.0, 0.5, 1.0, 0.5]})
-  runs = evaluate.load_runs([pos], [neg])
+  runs = detectors.load_runs([pos], [neg])
   result = detectors.evaluate(runs, 0.05, horizon=2)
   kl = result['best']['signal:kl_from_base']
   assert kl['recall']['k'] == 1 and kl['lead_time']['rounds'] == [1]
   assert result['best']['signal:unknown_option_rate']['false_alarm_rate']['k'] == 1
   # Against the base model (0.50) the positive falls to 0.45 only from round 3: same onset.
   assert result['base']['monitor']['runs'][0]['onset'] == 3
-  delta, how = evaluate.resolve_delta(None, [neg], 2.0)
+  delta, how = goodhart_event.delta_from_runs([neg], 2.0)
   # Differences -0.5, 0, 0, 0.5: SE sqrt(1/6) / 2, delta twice that.
   assert delta == pytest.approx((1 / 6) ** 0.5) and how['pairs'] == 1
-  for bad in ((0.0, []), (-1.0, []), (None, []), (0.05, [neg])):
-    with pytest.raises(UserError):
-      evaluate.resolve_delta(*bad, 2.0)
+  with pytest.raises(UserError, match='no pair'):
+    goodhart_event.delta_from_runs([pos], 2.0)  # No held-out rows.
+  with pytest.raises(UserError, match='not a run directory'):
+    detectors.load_runs([str(tmp_path / 'nope')], [])
   with pytest.raises(UserError, match='label'):
     detectors.evaluate([detectors.Run('x', 'maybe', [])], 0.05, 2)
 
@@ -158,6 +158,10 @@ def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
                         f'--limits={table}'], capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "unknown signal 'kl_from_bse'" in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1
+  zero = subprocess.run([sys.executable, str(script), f'--negative={neg}', '--delta=0'],
+                        capture_output=True, text=True, timeout=300)
+  assert zero.returncode == 2 and 'delta must be a number > 0' in zero.stderr
+  assert len(zero.stderr.strip().splitlines()) == 1
 
 
 def test_replayed_early_warning_equals_the_loops_own_score():

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from absl import app, flags  # noqa: E402
 
-from inversion_jax import detectors, goodhart_event, history, limits, report  # noqa: E402
+from inversion_jax import detectors, goodhart_event, history, limits  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -45,23 +45,7 @@ def resolve_delta(delta, delta_from, multiple) -> tuple[float, dict]:
                     'derive it from their held-out rows (one of the two)')
   if delta is not None:
     return goodhart_event.check_delta(delta), {'given': delta}
-  pairs = []
-  for run_dir in delta_from:
-    pairs += goodhart_event.consecutive_pairs(goodhart_event.heldout_rows(run_dir))
-  derived = goodhart_event.derive_delta(pairs, multiple)
-  return derived, {'derived_from': list(delta_from), 'pairs': len(pairs), 'multiple': multiple}
-
-
-def load_runs(positive, negative) -> list[detectors.Run]:
-  if not positive and not negative:
-    raise UserError('give the runs: --positive=DIRS and/or --negative=DIRS')
-  runs = []
-  for label, dirs in (('positive', positive), ('negative', negative)):
-    for run_dir in dirs:
-      if not pathlib.Path(run_dir).is_dir():
-        raise UserError(f'{run_dir} is not a run directory')
-      runs.append(detectors.Run(str(run_dir), label, report.load_rounds(run_dir)[1]))
-  return runs
+  return goodhart_event.delta_from_runs(delta_from, multiple)
 
 
 def _cell(p: dict) -> str:
@@ -103,7 +87,7 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; use --positive and --negative')
   delta, how = resolve_delta(FLAGS.delta, FLAGS.delta_from, FLAGS.delta_multiple)
   table = limits.load(FLAGS.limits) if FLAGS.limits else None
-  runs = load_runs(FLAGS.positive, FLAGS.negative)
+  runs = detectors.load_runs(FLAGS.positive, FLAGS.negative)
   result = detectors.evaluate(runs, delta, FLAGS.horizon, table)
   text = markdown(result, delta, how, FLAGS.horizon, runs)
   prefix = pathlib.Path(FLAGS.output)
