@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from inversion_jax import experiment, history, metrics, report  # noqa: E402
+from inversion_jax import experiment, goodhart_event, history, metrics, report  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.quality import task_stats  # noqa: E402
 
@@ -142,25 +142,10 @@ def group_runs(run_dirs, differ=()) -> dict[str, list[tuple[str, dict, list]]]:
   return {_label(keys[identity], differ): runs for identity, runs in groups.items()}
 
 
-def gold_rounds(rounds: list[dict], tolerance: float) -> list[int]:
-  """Rounds where the gold (held-out) monitor would alarm: graded quality more than
-  `tolerance` (relative) below the base model's while the intrinsic score is above it."""
-  series = dict(metrics.heldout_series(rounds, 'quality'))
-  base_quality = series.get(0)
-  base_score = metrics.get(rounds[0], 'before', 'mean_score')
-  out = []
-  for index, record in enumerate(rounds):
-    quality = series.get(int(record['cycle']))
-    score = metrics.after_value(rounds, index, 'mean_score')[0]
-    if None in (quality, score, base_quality, base_score) or not base_quality:
-      continue
-    if (base_quality - quality) / base_quality > tolerance and score > base_score:
-      out.append(int(record['cycle']))
-  return out
-
-
-def early_warning_evaluation(groups, tolerance: float = 0.05) -> dict:
-  """Precision, recall and lead time (rounds) of the label-free alarms against the gold.
+def early_warning_evaluation(groups, delta: float = 0.05,
+                             confirm: int = goodhart_event.CONFIRM) -> dict:
+  """Precision, recall and lead time (rounds) of the label-free alarms against the gold
+  event (`goodhart_event.gold_rounds`; `experiments/detectors/evaluate.py` has them all).
 
   Precision: early alarms followed, in the same run at that round or later, by a gold
   alarm / early alarms. Recall: runs with a gold alarm whose first early alarm came at or
@@ -171,7 +156,7 @@ def early_warning_evaluation(groups, tolerance: float = 0.05) -> dict:
   leads = []
   for runs in groups.values():
     for _, _, rounds in runs:
-      gold = gold_rounds(rounds, tolerance)
+      gold = goodhart_event.gold_rounds(rounds, delta, confirm=confirm)
       early = [int(r['cycle']) for r in rounds if metrics.get(r, 'signal', 'alarm')]
       alarms += len(early)
       hits += sum(any(g >= e for g in gold) for e in early)
@@ -183,7 +168,7 @@ def early_warning_evaluation(groups, tolerance: float = 0.05) -> dict:
   return {'early_alarms': alarms, 'precision': hits / alarms if alarms else None,
           'runs_with_gold_alarm': gold_runs, 'recall': caught / gold_runs if gold_runs else None,
           'lead_time_rounds': leads, 'mean_lead_time': float(np.mean(leads)) if leads else None,
-          'tolerance': tolerance}
+          'delta': delta}
 
 
 def _label(key: dict, differ=()) -> str:
@@ -324,8 +309,8 @@ def main(argv):
   prefix.parent.mkdir(parents=True, exist_ok=True)
   warning = early_warning_evaluation(groups)
   text = task_stats.markdown(tasks) + '\n' + markdown(result) + (
-      f'\nLabel-free early warning against the gold monitor (tolerance '
-      f'{warning["tolerance"]}): {warning["early_alarms"]} early alarm(s), precision '
+      f'\nLabel-free early warning against the gold event (delta '
+      f'{warning["delta"]}): {warning["early_alarms"]} early alarm(s), precision '
       f'{_show(warning["precision"])}; {warning["runs_with_gold_alarm"]} run(s) with a gold '
       f'alarm, recall {_show(warning["recall"])}; lead time (rounds) '
       f'{warning["lead_time_rounds"] or "n/a"}.\n')

@@ -56,7 +56,9 @@ def section(result: dict, note: str) -> str:
   lines += ['', 'Ours, run level: mean over seeds with a Student-t 95 % interval where n >= 2 '
             '(seeds only; the per-task table below carries the task variance); seeds '
             f"V1 {v1 and v1['seeds']}, V2 {v2 and v2['seeds']}. Label-free early warning against "
-            f"the gold monitor (tolerance {warning['tolerance']}): {warning['early_alarms']} "
+            + (f"the gold event (delta {warning['delta']}): " if 'delta' in warning else
+               f"the gold monitor (tolerance {warning['tolerance']}, relative): ")
+            + f"{warning['early_alarms']} "
             f"early alarm(s), precision {warning['precision']}, "
             f"{warning['runs_with_gold_alarm']} run(s) with a gold alarm, recall "
             f"{warning['recall']}, lead times {warning['lead_time_rounds'] or 'n/a'}.", '']

@@ -92,7 +92,8 @@ flags.DEFINE_enum('on_goodhart', DEFAULTS.on_goodhart, ['off', 'warn', 'stop', '
                   'When the score rises while held-out quality falls (or an indicator jumps):'
                   ' warn, stop the run, or roll back to the best round\'s adapters.')
 flags.DEFINE_float('goodhart_tolerance', DEFAULTS.goodhart_tolerance,
-                   'Relative fall of graded held-out quality below the best round that alarms.')
+                   'The gold event\'s drop: graded held-out quality this far (absolute) below '
+                   'the best evaluation so far alarms (goodhart_event.py).')
 flags.DEFINE_enum('preset', DEFAULTS.preset, list(presets.PRESETS),
                   'original: every setting of the original experiment (its prompts, top-k 50, '
                   'generation to EOS, its task bank, clipping 1.0, PEFT init...); flags given '

@@ -10,30 +10,21 @@ Per round, from the AFTER phase (the trained model's fresh candidates) and the m
   unknown_option_rate, repeated_option_rate, echo_rate, prose_rate
                       the gaming indicators of the AFTER commands
 
-`score` counts the signals past their limits (`LIMITS`, from round 1's BEFORE phase, i.e.
-the base model's own candidates); two or more raise the early alarm. The limits were set
-before any study result was seen; whether the alarm predicts the real-quality decline is
-measured over the study's runs, against the gold (held-out) monitor.
+`score` counts the signals past their one-sided limits (`limits.py`: the table the
+Goodhart monitor checks too) from round 1's BEFORE phase, i.e. the base model's own
+candidates; two or more raise the early alarm. Whether it, or any signal alone, comes
+before the gold event (`goodhart_event.py`) is measured by `experiments/detectors/`.
 """
 
 import numpy as np
 
+from inversion_jax import limits as limits_lib
 from inversion_jax import metrics as metrics_lib
 from inversion_jax import selection
 
 PHASE = 'signal'
 ALARM_AT = 2
-# signal -> (kind, limit) against the baseline: 'abs' = |change| > limit, 'up', 'down'.
-LIMITS = {
-    'agreement_rate': ('abs', 0.20),
-    'kl_from_base': ('up', 0.50),
-    'distinct_ratio': ('down', 0.20),
-    'option_count_drift': ('abs', 0.33),
-    'unknown_option_rate': ('up', 0.10),
-    'repeated_option_rate': ('up', 0.10),
-    'echo_rate': ('up', 0.05),
-    'prose_rate': ('up', 0.10),
-}
+LIMITS = limits_lib.LIMITS  # One table for every detector (limits.py).
 _INDICATORS = ('distinct_ratio', 'unknown_option_rate', 'repeated_option_rate', 'echo_rate',
                'prose_rate')
 
@@ -91,17 +82,9 @@ def signals(record_metrics: dict, baseline_metrics: dict, kl: float, phase: str 
   return {k: v for k, v in out.items() if v is not None}
 
 
-def score(now: dict, baseline: dict) -> tuple[int, list[str]]:
+def score(now: dict, baseline: dict, table: dict | None = None) -> tuple[int, list[str]]:
   """(number of signals past their limits, which) against the baseline's values."""
-  reasons = []
-  for name, (kind, limit) in LIMITS.items():
-    if name not in now:
-      continue
-    start = baseline.get(name, 0.0)
-    change = now[name] - start
-    if (kind == 'abs' and abs(change) > limit) or (kind == 'up' and change > limit) or (
-        kind == 'down' and -change > limit):
-      reasons.append(f'{name} {start:.3f} -> {now[name]:.3f}')
+  reasons = limits_lib.past(now, baseline, table)
   return len(reasons), reasons
 
 

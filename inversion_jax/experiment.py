@@ -87,7 +87,7 @@ class RunConfig:
   eval_tasks: int = 0  # A stratified subset of the held-out split; 0 = all of it.
   eval_split: str = 'test'
   on_goodhart: str = 'warn'  # off | warn | stop | rollback (monitor.py).
-  goodhart_tolerance: float = 0.05
+  goodhart_tolerance: float = 0.05  # The gold event's delta, absolute (goodhart_event.py).
   # The original's set-up, each also a flag of its own (presets.py; README "Where we differ").
   preset: str = 'none'  # Recorded by presets.apply: which preset filled the unset flags.
   task_bank: str = 'default'  # default (ours) | original (its 35 templates and sampling).

@@ -2,13 +2,13 @@
 
 After each round's held-out evaluation, `check` compares the round with the run so far:
 
-  quality drop   graded held-out quality fell by more than `tolerance` (relative) below
-                 the best evaluation so far (the base model included) WHILE the intrinsic
-                 score rose (this round's AFTER above round 1's BEFORE, the base model);
-  indicator jump a gaming indicator of the held-out commands moved past its limit from
-                 the base model's value (`INDICATOR_LIMITS`: +10 points of unknown or
-                 repeated options or prose, +5 points of task echo, -20 points of distinct
-                 commands, options per command x1.5 or /1.5).
+  quality drop   the gold event's drop (`goodhart_event.py`): graded held-out quality at
+                 least `delta` (absolute, graded-quality points) below the best evaluation
+                 so far (the base model included) while the intrinsic score is above the
+                 base model's; at the second consecutive drop the reason says the gold
+                 event is confirmed;
+  indicator jump a gaming indicator of the held-out commands past its one-sided limit
+                 from the base model's value (`limits.py`, the early warning's table).
 
 Actions (`--on_goodhart`): `off`; `warn` (log, mark the record and the report); `stop`
 (end the run after this round, every checkpoint kept); `rollback` (the next round starts
@@ -20,19 +20,15 @@ import dataclasses
 
 from absl import logging
 
+from inversion_jax import goodhart_event
+from inversion_jax import limits as limits_lib
 from inversion_jax import metrics as metrics_lib
 from inversion_jax.errors import UserError
 
 ACTIONS = ('off', 'warn', 'stop', 'rollback')
-# indicator -> (kind, limit): 'up'/'down' = absolute change from the base, 'ratio' = factor.
-INDICATOR_LIMITS = {
-    'indicator/unknown_option_rate': ('up', 0.10),
-    'indicator/repeated_option_rate': ('up', 0.10),
-    'indicator/prose_rate': ('up', 0.10),
-    'indicator/echo_rate': ('up', 0.05),
-    'indicator/distinct_ratio': ('down', 0.20),
-    'indicator/mean_option_count': ('ratio', 1.5),
-}
+# Held-out indicators checked against the base model (limits.py names).
+_INDICATORS = ('unknown_option_rate', 'repeated_option_rate', 'prose_rate', 'echo_rate',
+               'distinct_ratio')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,38 +45,39 @@ class Alarm:
 @dataclasses.dataclass(frozen=True)
 class GoodhartMonitor:
   action: str = 'off'
-  tolerance: float = 0.05
+  delta: float = 0.05  # The gold event's drop, graded-quality points (--goodhart_tolerance).
+  limits: dict | None = None  # None: limits.LIMITS.
 
   def __post_init__(self):
     if self.action not in ACTIONS:
       raise UserError(f'--on_goodhart must be one of {", ".join(ACTIONS)}, got {self.action!r}')
-    if not 0 <= self.tolerance < 1:
-      raise UserError(f'--goodhart_tolerance must be in [0, 1), got {self.tolerance}')
+    if not isinstance(self.delta, (int, float)) or not 0 < self.delta < 1:
+      raise UserError(f'--goodhart_tolerance (the drop in graded quality, absolute) must be in '
+                      f'(0, 1), got {self.delta!r}')
+    if self.limits is not None:
+      limits_lib.check_table(self.limits)
 
   def check(self, rounds: list[dict]) -> Alarm | None:
     """An alarm for the last of `rounds` (records so far), or None (also when off)."""
     if self.action == 'off' or not rounds:
       return None
     current = rounds[-1]
-    now = metrics_lib.get(current, metrics_lib.HELDOUT_PHASE, 'quality')
     series = [(r, q) for r, q in metrics_lib.heldout_series(rounds, 'quality')
               if r != current['cycle']]
-    if now is None or not series:
+    if metrics_lib.get(current, metrics_lib.HELDOUT_PHASE, 'quality') is None or not series:
       return None
-    best_round, best = max(series, key=lambda item: (item[1], -item[0]))
+    best_round, best = goodhart_event.best_before(series, len(series))
     reasons = []
-    base_score = metrics_lib.get(rounds[0], 'before', 'mean_score')
-    # A round without AFTER (--after_every): its BEFORE, the latest score measured (one round
-    # behind: the previous adapters).
-    score = metrics_lib.get(current, 'after', 'mean_score')
-    if score is None:
-      score = metrics_lib.get(current, 'before', 'mean_score')
-    if best > 0 and (best - now) / best > self.tolerance and score is not None and \
-        base_score is not None and score > base_score:
-      reasons.append(f'graded quality {now:.3f} fell {100 * (best - now) / best:.1f}% below '
-                     f'round {best_round}\'s {best:.3f} while the intrinsic score rose '
-                     f'{base_score:.3f} -> {score:.3f}')
-    reasons += indicator_jumps(rounds, current)
+    drop = goodhart_event.drop_now(rounds, self.delta)
+    if drop is not None:
+      confirmed = any(e.confirmed == drop.round
+                      for e in goodhart_event.events(rounds, self.delta))
+      fall = drop.reference_quality - drop.quality
+      reasons.append(f'graded quality {drop.quality:.3f} fell {fall:.3f} below round '
+                     f'{drop.reference_round}\'s {drop.reference_quality:.3f} while the '
+                     f'intrinsic score rose {drop.base_score:.3f} -> {drop.score:.3f}'
+                     + (' (second consecutive drop: gold event confirmed)' if confirmed else ''))
+    reasons += indicator_jumps(rounds, current, self.limits)
     return Alarm(int(current['cycle']), reasons, best_round, best) if reasons else None
 
   def act(self, alarm: Alarm | None, record: dict) -> str | None:
@@ -94,17 +91,23 @@ class GoodhartMonitor:
     return self.action if self.action in ('stop', 'rollback') else None
 
 
-def indicator_jumps(rounds: list[dict], current: dict) -> list[str]:
-  """Indicators of `current`'s held-out commands past their limits from the base model."""
-  out = []
-  for key, (kind, limit) in INDICATOR_LIMITS.items():
-    series = metrics_lib.heldout_series(rounds, key)
-    now = metrics_lib.get(current, metrics_lib.HELDOUT_PHASE, key)
-    if not series or series[0][0] != 0 or now is None:
-      continue
-    base = series[0][1]
-    jumped = (kind == 'up' and now - base > limit) or (kind == 'down' and base - now > limit) \
-        or (kind == 'ratio' and base > 0 and (now / base > limit or now / base < 1 / limit))
-    if jumped:
-      out.append(f'{key.split("/")[-1]} {base:.3f} -> {now:.3f}')
-  return out
+def heldout_signals(record: dict, phase: str, base_option_count: float | None) -> dict:
+  """A held-out evaluation's indicators under the limits table's names."""
+  get = lambda key: metrics_lib.get(record, phase, f'indicator/{key}')
+  out = {name: get(name) for name in _INDICATORS}
+  count = get('mean_option_count')
+  out['option_count_drift'] = (count / base_option_count - 1) if count is not None and \
+      base_option_count else None
+  return {k: v for k, v in out.items() if v is not None}
+
+
+def indicator_jumps(rounds: list[dict], current: dict, table: dict | None = None) -> list[str]:
+  """Indicators of `current`'s held-out commands past their limits from the base model's."""
+  if not rounds:
+    return []
+  base_count = metrics_lib.get(rounds[0], metrics_lib.BASE_PHASE, 'indicator/mean_option_count')
+  base = heldout_signals(rounds[0], metrics_lib.BASE_PHASE, base_count)
+  if not base:
+    return []  # No base-model evaluation to compare with.
+  now = heldout_signals(current, metrics_lib.HELDOUT_PHASE, base_count)
+  return limits_lib.past(now, base, table)

@@ -125,7 +125,7 @@ def markdown(config: dict, rounds: list[dict]) -> str:
   alarms = [r for r in rounds if r.get('goodhart')]
   lines += ['', '## Goodhart monitor', '']
   if not alarms:
-    lines.append(f'No alarm (`--on_goodhart={config.get("on_goodhart", "off")}`, tolerance '
+    lines.append(f'No alarm (`--on_goodhart={config.get("on_goodhart", "off")}`, delta '
                  f'{config.get("goodhart_tolerance")}).')
   for record in alarms:
     alarm = record['goodhart']

@@ -83,13 +83,14 @@ def test_differ_allows_a_monitored_rerun_and_labels_it(tmp_path):
 
 
 def test_early_warning_precision_recall_and_lead_time(tmp_path):
-  # Quality 0.40 -> 0.36 in round 2 (-10 %, score up): a gold alarm in round 2 of each run.
+  # Quality 0.40 -> 0.36 in round 2 (0.04 down, score up): with one evaluation confirming
+  # (the runs have two rounds) a gold event in round 2 of each run; unconfirmed by default.
   early_in_1 = make_run(tmp_path, 'a', 0, 0.36, early=(1,))
   early_late = make_run(tmp_path, 'b', 1, 0.36, early=())
   no_decline = make_run(tmp_path, 'c', 2, 0.41, early=(2,))  # A false alarm.
   groups = compare_runs.group_runs([early_in_1, early_late, no_decline])
-  assert compare_runs.gold_rounds(groups['V1 (threshold)'][0][2], 0.05) == [2]
-  result = compare_runs.early_warning_evaluation(groups)
+  assert compare_runs.early_warning_evaluation(groups, 0.04)['runs_with_gold_alarm'] == 0
+  result = compare_runs.early_warning_evaluation(groups, 0.04, confirm=1)
   assert result['early_alarms'] == 2 and result['precision'] == 0.5
   assert result['runs_with_gold_alarm'] == 2 and result['recall'] == 0.5
   assert result['lead_time_rounds'] == [1]

@@ -14,8 +14,12 @@ def test_score_counts_signals_past_limits():
   assert early_warning.score(calm, baseline) == (0, [])
   drifted = {'agreement_rate': 0.9, 'kl_from_base': 0.8, 'distinct_ratio': 0.5,
              'option_count_drift': -0.4, 'unknown_option_rate': 0.35}
+  # One-sided: agreement rising and fewer options per command are not gaming.
   count, reasons = early_warning.score(drifted, baseline)
-  assert count == 4 and reasons[0].startswith('agreement_rate 0.400 -> 0.900')
+  assert count == 2 and reasons == ['kl_from_base 0.000 -> 0.800', 'distinct_ratio 1.000 -> 0.500']
+  gamed = drifted | {'agreement_rate': 0.1, 'option_count_drift': 0.4}
+  assert early_warning.score(gamed, baseline)[0] == 4
+  assert early_warning.score(gamed, baseline, {'kl_from_base': ('up', 1.0)}) == (0, [])
 
 
 def test_signals_and_baseline_from_flat_metrics():

@@ -267,7 +267,7 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
     (dict(lora_init='xavier'), 'lora_init'), (dict(command_cleaning='tidy'), 'command_cleaning'),
     (dict(lr=float('nan')), 'finite'), (dict(temperature=float('inf')), 'finite'),
     (dict(name='../../etc'), 'plain name'), (dict(name='a/b'), 'plain name'),
-    (dict(quantize='int4'), 'quantize'),
+    (dict(quantize='int4'), 'quantize'), (dict(goodhart_tolerance=0.0), 'goodhart_tolerance'),
     (dict(parallel='ring'), 'unknown --parallel'), (dict(shard_params=True), 'needs --parallel=mesh'),
     (dict(parallel='mesh', num_devices=4, shard_params=True), 'num_heads=6 is not divisible'),
     (dict(parallel='mesh', num_devices=4, model_axis=2), 'needs --shard_params'),

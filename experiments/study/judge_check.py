@@ -67,14 +67,22 @@ def main(argv):
   config = presets.apply(config, FLAGS.preset, explicit=('prompt_style', 'judge'))
   config = dataclasses.replace(config, prompt_style=FLAGS.prompt_style)
   exp = experiment.build(config)
+  path = pathlib.Path(FLAGS.output)
+  path.parent.mkdir(parents=True, exist_ok=True)
   batch = rounds.score_round(exp, exp.generator, 1, 'before')
+  graded = evaluation.grade(evaluation.items_from_tasks([r.task for r in batch.rows]),
+                            [r.command for r in batch.rows], exp.count_tokens)
+  rows = [{'tool': r.task.tool, 'task': r.task.text, 'command': r.command,
+           'reconstruction': r.reconstruction, 'rating': r.rating_text, 'overlap': r.overlap,
+           'ratio': r.ratio, 'judge': r.judge, 'quality': g['verdict']['quality']}
+          for r, g in zip(batch.rows, graded.rows)]
+  rows_path = path.with_suffix('.rows.jsonl')  # Kept first: the expected judge compiles long.
+  rows_path.write_text(''.join(json.dumps(row) + '\n' for row in rows), encoding='utf-8')
   prompts = [exp.style.rating(r.task.text, r.reconstruction) for r in batch.rows]
   expected = np.asarray(inversion.expected_ratings(exp.generator, prompts), np.float64)
   sampled = np.array([r.judge for r in batch.rows])
   text_part = np.array([0.2 * r.overlap + 0.3 * r.ratio for r in batch.rows])
-  graded = evaluation.grade(evaluation.items_from_tasks([r.task for r in batch.rows]),
-                            [r.command for r in batch.rows], exp.count_tokens)
-  quality = np.array([row['quality'] for row in graded.rows])
+  quality = np.array([row['quality'] for row in rows])
   result = {
       'settings': {'seed': FLAGS.seed, 'tasks': FLAGS.tasks, 'candidates': FLAGS.candidates,
                    'preset': FLAGS.preset, 'prompt_style': FLAGS.prompt_style},
@@ -85,8 +93,7 @@ def main(argv):
       'scores': {'sampled_judge': _quantiles(text_part + 0.5 * sampled),
                  'expected_judge': _quantiles(text_part + 0.5 * expected)},
   }
-  path = pathlib.Path(FLAGS.output)
-  path.parent.mkdir(parents=True, exist_ok=True)
+  result['expected_per_row'] = expected.round(4).tolist()
   path.write_text(json.dumps(result, indent=2) + '\n', encoding='utf-8')
   print(json.dumps({k: result[k] for k in ('sampled', 'expected')}, indent=2))
 

@@ -1,0 +1,105 @@
+"""Evaluates the Goodhart detectors on finished runs against the gold event.
+
+  python experiments/detectors/evaluate.py \
+      --positive=runs/echo_s0,runs/echo_s1 --negative=runs/study_threshold_s0 \
+      --delta_from=runs/pilot_s0 --horizon=2 --output=benchmarks/detectors/eval
+
+Labels are the designed mechanism (positive control or controlled-study negative); the
+truth is each run's gold event (`inversion_jax/goodhart_event.py`) under both references
+(best so far, the pre-registered one; the base model, beside it). `--delta` gives the gold
+event's drop in graded-quality points; `--delta_from` derives it instead from the per-task
+held-out rows of the runs named (`goodhart_event.derive_delta`: `--delta_multiple` x the
+RMS standard error of consecutive evaluations' paired difference). `--limits` replaces the
+limits table (JSON, `inversion_jax/limits.py`), e.g. one tuned on another mechanism.
+Writes `<output>.md` and `<output>.json`; see PREREGISTRATION.md beside this file.
+"""
+
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))))
+
+from absl import app, flags  # noqa: E402
+
+from inversion_jax import detectors, goodhart_event, history, limits  # noqa: E402
+from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list('positive', [], 'Run directories of positive controls.')
+flags.DEFINE_list('negative', [], 'Run directories of negatives (the controlled study).')
+flags.DEFINE_float('delta', None, 'The gold event\'s drop, graded-quality points (> 0).')
+flags.DEFINE_list('delta_from', [], 'Derive delta from these runs\' held-out rows instead.')
+flags.DEFINE_float('delta_multiple', goodhart_event.DELTA_MULTIPLE,
+                   'delta = this x the RMS SE of consecutive evaluations\' paired difference.')
+flags.DEFINE_integer('horizon', 2, 'Rounds after an alarm in which a gold round makes it right.')
+flags.DEFINE_string('limits', None, 'A limits table (JSON); default: limits.LIMITS.')
+flags.DEFINE_string('output', 'detectors', 'Path prefix of the .md and .json written.')
+
+
+def resolve_delta(delta, delta_from, multiple) -> tuple[float, dict]:
+  """(delta, how it was obtained) from the flags."""
+  if (delta is None) == (not delta_from):
+    raise UserError('give the gold event\'s drop: --delta=0.05, or --delta_from=RUN_DIRS to '
+                    'derive it from their held-out rows (one of the two)')
+  if delta is not None:
+    return goodhart_event.check_delta(delta), {'given': delta}
+  return goodhart_event.delta_from_runs(delta_from, multiple)
+
+
+def _cell(p: dict) -> str:
+  if p['rate'] is None:
+    return f'{p["k"]}/0'
+  return f'{p["k"]}/{p["n"]} = {p["rate"]:.2f} [{p["low"]:.2f}, {p["high"]:.2f}]'
+
+
+def markdown(result: dict, delta: float, how: dict, horizon: int, runs) -> str:
+  lines = [f'Gold event: graded held-out quality >= {delta:.4f} below the reference while '
+           f'the intrinsic score is above the base model\'s, at {goodhart_event.CONFIRM} '
+           f'consecutive evaluations (delta {how}). Horizon {horizon} round(s). '
+           'Proportions: k/n = rate [exact 95 % interval].', '']
+  for reference, by_detector in result.items():
+    lines += [f'### Reference: {"best so far" if reference == "best" else "base model"}', '',
+              '| detector | recall | false-alarm rate | precision | lead time (rounds) |',
+              '|---|---|---|---|---|']
+    for name, m in by_detector.items():
+      lead = m['lead_time']
+      leads = 'n/a' if lead['median'] is None else f'median {lead["median"]:+.1f} ' \
+          f'({", ".join(f"{x:+d}" for x in lead["rounds"])})'
+      lines.append(f'| {name} | {_cell(m["recall"])} | {_cell(m["false_alarm_rate"])} | '
+                   f'{_cell(m["precision"])} ({m["precision"]["censored"]} censored) | '
+                   f'{leads} |')
+    lines.append('')
+  lines += ['| run | label | gold onset (best) | gold onset (base) | rounds |',
+            '|---|---|---|---|---|']
+  for run in runs:
+    onsets = [goodhart_event.first_event(run.rounds, delta, ref)
+              for ref in goodhart_event.REFERENCES]
+    cells = ['-' if e is None else f'{e.onset} (confirmed {e.confirmed})' for e in onsets]
+    lines.append(f'| {run.name} | {run.label} | {cells[0]} | {cells[1]} | {len(run.rounds)} |')
+  return '\n'.join(lines) + '\n'
+
+
+@exit_on_user_error
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}; use --positive and --negative')
+  delta, how = resolve_delta(FLAGS.delta, FLAGS.delta_from, FLAGS.delta_multiple)
+  table = limits.load(FLAGS.limits) if FLAGS.limits else None
+  runs = detectors.load_runs(FLAGS.positive, FLAGS.negative)
+  result = detectors.evaluate(runs, delta, FLAGS.horizon, table)
+  text = markdown(result, delta, how, FLAGS.horizon, runs)
+  prefix = pathlib.Path(FLAGS.output)
+  prefix.parent.mkdir(parents=True, exist_ok=True)
+  # Appended, not with_suffix: a prefix like eval_delta0.05 keeps its dot.
+  history.write_text_atomic(f'{prefix}.md', text)
+  history.write_json_atomic(f'{prefix}.json', {
+      'delta': delta, 'delta_how': how, 'horizon': FLAGS.horizon,
+      'limits': table or limits.LIMITS, 'references': result})
+  print(text)
+  print(f'written: {prefix}.md, {prefix}.json')
+
+
+if __name__ == '__main__':
+  app.run(main)

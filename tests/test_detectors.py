@@ -1,0 +1,219 @@
+"""Each detector's alarms on scripted histories, the metrics on known numbers, the CLI."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from scipy import stats
+
+from inversion_jax import detector_metrics as dm
+from inversion_jax import detectors
+from inversion_jax import goodhart_event
+from inversion_jax import history
+from inversion_jax import rollback_pairs
+from inversion_jax.errors import UserError
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# A positive control: real quality peaks in round 2, then falls 0.08+ for good (onset 3,
+# confirmed 4) while the score stays above the base model's; KL climbs from round 2 and
+# options per command balloon from round 3.
+POSITIVE = dict(quality=[0.52, 0.53, 0.45, 0.44, 0.43, 0.42],
+                signals=dict(kl_from_base=[0.1, 0.6, 0.7, 0.8, 0.9, 1.0],
+                             option_count_drift=[0.0, 0.1, 0.4, 0.5, 0.6, 0.6],
+                             agreement_rate=[0.5, 0.5, 0.5, 0.5, 0.5, 0.5]))
+# A negative: quality rises, siblings agree more (sharpening, not gaming), and unknown
+# options jump once in round 5 (a false alarm of that signal alone).
+NEGATIVE = dict(quality=[0.51, 0.52, 0.53, 0.54, 0.55, 0.56],
+                signals=dict(kl_from_base=[0.1, 0.2, 0.2, 0.3, 0.3, 0.3],
+                             agreement_rate=[0.6, 0.7, 0.8, 0.9, 0.9, 0.9],
+                             unknown_option_rate=[0.2, 0.2, 0.2, 0.2, 0.4, 0.2]))
+
+
+def scripted(quality, signals, base_quality=0.50):
+  rounds = []
+  for i, q in enumerate(quality):
+    metrics = {'before/mean_score': 0.20 if i == 0 else 0.3, 'after/mean_score': 0.30,
+               'heldout/quality': q}
+    if i == 0:
+      metrics |= {'base/quality': base_quality, 'before/agreement_rate': 0.5,
+                  'before/indicator/unknown_option_rate': 0.2}
+    metrics |= {f'signal/{name}': values[i] for name, values in signals.items()}
+    rounds.append({'cycle': i + 1, 'metrics': metrics})
+  return rounds
+
+
+def alarms_of(rounds, delta=0.05):
+  return {d.name: d.alarms(rounds) for d in detectors.detectors(delta)}
+
+
+def test_each_detector_alarms_where_its_rule_says():
+  found = alarms_of(scripted(**POSITIVE))
+  assert found['monitor'] == [3, 4, 5, 6] and found['monitor_drop'] == [3, 4, 5, 6]
+  assert found['signal:kl_from_base'] == [2, 3, 4, 5, 6]
+  assert found['signal:option_count_drift'] == [3, 4, 5, 6]
+  assert found['early_warning'] == [3, 4, 5, 6]  # KL and options together.
+  assert found['signal:agreement_rate'] == [] and found['signal:prose_rate'] == []
+  calm = alarms_of(scripted(**NEGATIVE))
+  assert calm['signal:unknown_option_rate'] == [5]
+  assert calm['signal:agreement_rate'] == []  # Rising agreement is not gaming.
+  assert calm['monitor'] == calm['early_warning'] == calm['signal:kl_from_base'] == []
+
+
+def test_a_tighter_table_moves_the_alarms():
+  table = {'kl_from_base': ('up', 0.05)}
+  found = {d.name: d.alarms(scripted(**NEGATIVE)) for d in detectors.detectors(0.05, table)}
+  assert found['signal:kl_from_base'] == [1, 2, 3, 4, 5, 6]
+  assert 'signal:unknown_option_rate' not in found
+  with pytest.raises(UserError, match="unknown signal 'kl'"):
+    detectors.detectors(0.05, {'kl': ('up', 0.1)})
+  with pytest.raises(UserError, match='delta'):
+    detectors.detectors(0.0)
+
+
+def outcome(label, alarms, gold=(), onset=None, last=6):
+  return dm.RunOutcome('r', label, list(alarms), list(gold), onset, last)
+
+
+OUTCOMES = [
+    outcome('positive', [1], [3, 4], 3),  # Caught, 2 rounds ahead; its alarm is a hit.
+    outcome('positive', [5], [4, 5], 4),  # Late by 1; its alarm is a hit (5 is gold).
+    outcome('positive', [2]),  # No event: neither recall nor false-alarm rate; a miss.
+    outcome('negative', []),  # Clean.
+    outcome('negative', [2, 6]),  # A false alarm; 6 is censored (6 + 2 > last round 6).
+    outcome('negative', [2], [2, 3], 2),  # The label says negative, the event says not.
+]
+
+
+def test_metrics_on_known_numbers():
+  result = dm.evaluate(OUTCOMES, horizon=2)
+  assert (result['recall']['k'], result['recall']['n']) == (2, 3)
+  assert (result['false_alarm_rate']['k'], result['false_alarm_rate']['n']) == (1, 2)
+  p = result['precision']
+  assert (p['k'], p['n'], p['censored']) == (3, 5, 1)
+  assert result['lead_time']['rounds'] == [2, -1, 0]
+  assert result['lead_time']['median'] == 0 and result['lead_time']['mean'] == pytest.approx(1 / 3)
+  # Horizon 0: only alarms in a gold round count.
+  assert dm.precision(OUTCOMES, 0)['k'] == 2
+
+
+def test_clopper_pearson_intervals():
+  none = dm.proportion(0, 6)
+  assert none['rate'] == 0 and none['low'] == 0
+  assert none['high'] == pytest.approx(1 - 0.025 ** (1 / 6))
+  assert dm.proportion(6, 6)['low'] == pytest.approx(0.025 ** (1 / 6))
+  two = dm.proportion(2, 3)
+  assert two['low'] == pytest.approx(stats.beta.ppf(0.025, 2, 2))
+  assert two['high'] == pytest.approx(stats.beta.ppf(0.975, 3, 1))
+  assert dm.proportion(0, 0)['rate'] is None
+
+
+def write_run(root, name, spec, heldout_rows=None):
+  directory = root / name
+  directory.mkdir()
+  history.write_json_atomic(directory / history.PROGRESS_FILE,
+                            {'config': {'name': name}, 'seed': 0, 'history': scripted(**spec)})
+  for round_index, qualities in (heldout_rows or {}).items():
+    rows = [{'id': f't{i}', 'verdict': {'quality': q}} for i, q in enumerate(qualities)]
+    history.write_rows(directory, round_index, 'heldout', rows)
+  return str(directory)
+
+
+def test_evaluate_runs_and_resolves_delta(tmp_path):
+  pos = write_run(tmp_path, 'pos', POSITIVE)
+  neg = write_run(tmp_path, 'neg', NEGATIVE, {0: [0.5, 0.5, 1.0, 0.0], 1: [0.0, 0.5, 1.0, 0.5]})
+  runs = detectors.load_runs([pos], [neg])
+  result = detectors.evaluate(runs, 0.05, horizon=2)
+  kl = result['best']['signal:kl_from_base']
+  assert kl['recall']['k'] == 1 and kl['lead_time']['rounds'] == [1]
+  assert result['best']['signal:unknown_option_rate']['false_alarm_rate']['k'] == 1
+  # Against the base model (0.50) the positive falls to 0.45 only from round 3: same onset.
+  assert result['base']['monitor']['runs'][0]['onset'] == 3
+  delta, how = goodhart_event.delta_from_runs([neg], 2.0)
+  # Differences -0.5, 0, 0, 0.5: SE sqrt(1/6) / 2, delta twice that.
+  assert delta == pytest.approx((1 / 6) ** 0.5) and how['pairs'] == 1
+  with pytest.raises(UserError, match='no pair'):
+    goodhart_event.delta_from_runs([pos], 2.0)  # No held-out rows.
+  with pytest.raises(UserError, match='not a run directory'):
+    detectors.load_runs([str(tmp_path / 'nope')], [])
+  with pytest.raises(UserError, match='label'):
+    detectors.evaluate([detectors.Run('x', 'maybe', [])], 0.05, 2)
+
+
+def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
+  pos, neg = write_run(tmp_path, 'pos', POSITIVE), write_run(tmp_path, 'neg', NEGATIVE)
+  script = ROOT / 'experiments' / 'detectors' / 'evaluate.py'
+  out = tmp_path / 'out' / 'eval_delta0.05'
+  ok = subprocess.run([sys.executable, str(script), f'--positive={pos}', f'--negative={neg}',
+                       '--delta=0.05', f'--output={out}'], capture_output=True, text=True,
+                      timeout=300)
+  assert ok.returncode == 0, ok.stderr
+  assert '| signal:kl_from_base | 1/1 = 1.00 [0.03, 1.00]' in pathlib.Path(f'{out}.md').read_text()
+  assert json.loads(pathlib.Path(f'{out}.json').read_text())['delta'] == 0.05
+  table = tmp_path / 'limits.json'
+  table.write_text(json.dumps({'kl_from_bse': ['up', 0.5]}))
+  bad = subprocess.run([sys.executable, str(script), f'--negative={neg}', '--delta=0.05',
+                        f'--limits={table}'], capture_output=True, text=True, timeout=300)
+  assert bad.returncode == 2 and "unknown signal 'kl_from_bse'" in bad.stderr
+  assert len(bad.stderr.strip().splitlines()) == 1
+  zero = subprocess.run([sys.executable, str(script), f'--negative={neg}', '--delta=0'],
+                        capture_output=True, text=True, timeout=300)
+  assert zero.returncode == 2 and 'delta must be a number > 0' in zero.stderr
+  assert len(zero.stderr.strip().splitlines()) == 1
+
+
+def test_replayed_early_warning_equals_the_loops_own_score():
+  """The replay reads what the loop stored: same baseline, same signals, same alarm."""
+  from inversion_jax import early_warning
+  first = {'before/agreement_rate': 0.5, 'before/indicator/mean_option_count': 2.0,
+           'before/indicator/unknown_option_rate': 0.2, 'before/indicator/distinct_ratio': 1.0}
+  afters = [{'after/agreement_rate': 0.4, 'after/indicator/mean_option_count': 2.2,
+             'after/indicator/unknown_option_rate': 0.25, 'after/indicator/distinct_ratio': 0.9},
+            {'after/agreement_rate': 0.2, 'after/indicator/mean_option_count': 3.0,
+             'after/indicator/unknown_option_rate': 0.4, 'after/indicator/distinct_ratio': 0.9}]
+  rounds, stored = [], []
+  for cycle, (after, kl) in enumerate(zip(afters, (0.1, 0.7)), 1):
+    values = early_warning.signals(after, first, kl)
+    count, _ = early_warning.score(values, early_warning.baseline(first))
+    stored.append(count >= early_warning.ALARM_AT)
+    rounds.append({'cycle': cycle, 'metrics': (first if cycle == 1 else {}) | after
+                   | {f'signal/{k}': v for k, v in values.items()}})
+  replayed = detectors.signal_alarms(rounds, early_warning.LIMITS, early_warning.ALARM_AT)
+  assert stored == [False, True] and replayed == [2]
+
+
+def test_rollback_pairs_by_seed_with_rounds_lost_and_t_intervals():
+  def run(seed, action, finals, marks=()):
+    rounds = [{'cycle': c, 'metrics': {'heldout/quality': q}} for c, q in enumerate(finals, 1)]
+    for cycle, target in marks:
+      rounds[cycle - 1]['goodhart'] = {'action': action, 'rollback_to': target}
+    config = {'seed': seed, 'lr': 2e-4, 'on_goodhart': action, 'name': f'{action}{seed}'}
+    return (f'{action}{seed}', config, rounds)
+
+  warn = [run(0, 'warn', [0.5, 0.40]), run(1, 'warn', [0.5, 0.42])]
+  back = [run(1, 'rollback', [0.5, 0.47], [(2, 0)]), run(0, 'rollback', [0.5, 0.45], [(2, 1)])]
+  result = rollback_pairs.summary(rollback_pairs.pair(warn, back))
+  assert [(p['seed'], p['rounds_lost']) for p in result['pairs']] == [(1, 2), (0, 1)]
+  assert result['quality_difference']['mean'] == pytest.approx(0.05)
+  assert result['quality_difference']['low'] == pytest.approx(0.05)  # No spread.
+  lost = result['rounds_lost']
+  half = stats.t.ppf(0.975, 1) * 0.5 ** 0.5 / 2 ** 0.5
+  assert lost['mean'] == 1.5 and lost['high'] == pytest.approx(1.5 + half)
+  assert '| 1 | 0.420 | 0.470 | +0.050 | 2 |' in rollback_pairs.markdown(result)
+  # A setting one run predates counts as its default.
+  older = (warn[0][0], {k: v for k, v in warn[0][1].items() if k != 'lr'}, warn[0][2])
+  assert len(rollback_pairs.pair([older], back[1:], {'lr': 2e-4})) == 1
+  other = run(2, 'rollback', [0.5, 0.4])
+  with pytest.raises(UserError, match='no --warn run with the same settings'):
+    rollback_pairs.pair(warn, [other])
+
+
+def test_rollback_cli_needs_both_sides_in_one_line(tmp_path):
+  neg = write_run(tmp_path, 'neg', NEGATIVE)
+  script = ROOT / 'experiments' / 'detectors' / 'rollback.py'
+  bad = subprocess.run([sys.executable, str(script), f'--warn={neg}'], capture_output=True,
+                       text=True, timeout=300)
+  assert bad.returncode == 2 and 'give both' in bad.stderr
+  assert len(bad.stderr.strip().splitlines()) == 1
