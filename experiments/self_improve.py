@@ -104,6 +104,8 @@ flags.DEFINE_enum('quantize', DEFAULTS.quantize, ['none', 'int8'],
 flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
 flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
 flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')
+flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard event files into the run directory '
+                  '(`tensorboard --logdir <output>`).')
 
 
 def config_from_flags() -> experiment.RunConfig:
@@ -138,7 +140,7 @@ def main(argv):
                          auto=FLAGS.distributed)  # Before anything starts a JAX backend.
   config = config_from_flags()
   compile_cache.enable()
-  result = experiment.run(config, resume=FLAGS.resume)
+  result = experiment.run(config, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard)
   if not distributed.is_main():
     return
   print(history.format_summary(result))
