@@ -1,16 +1,14 @@
-"""The reproduction study's arms: `--config=configs/study.py:v2` or configs/study_v2.py.
+"""The reproduction study's arms: `--config=configs/study.py:v2`, or configs/study_v2.py.
 
-As experiments/reproduce.sh runs them today: 8 rounds of 8 tasks x 3 candidates, threshold
-0.16 (the 40th percentile of the base model's scores, fixed before any run), 100 new tokens,
-the 36-task held-out split every round, the monitor on warn. The seed is an override:
-`--config=configs/study_v1.py --config.seed=1 --config.name=study_threshold_s1`.
-
-TODO(study): the study's new settings (the original's dose, target acceptance) are being
-written as flag files under experiments/study/; when they land, set the same values here.
+The same settings as experiments/study/common.flags and its arm files (the original's set-up
+and dose with the study's departures, reasons there): the original's preset with few-shot
+prompts, 10 rounds of 50 tasks x 3 candidates, the threshold calibrated to the original's
+60.7 % round-1 acceptance, every held-out task graded every round, AFTER in the last round
+only. The seed and run name are overrides:
+`--config=configs/study_v1.py --config.seed=1 --config.name=study_v1_s1`.
 """
 
 from inversion_jax import config_files
-
 
 ARMS = {'v1': 'threshold', 'v2': 'reproducibility', 'r': 'random_matched'}
 
@@ -18,15 +16,14 @@ ARMS = {'v1': 'threshold', 'v2': 'reproducibility', 'r': 'random_matched'}
 def get_config(arm: str = 'v1'):
   if arm not in ARMS:
     raise ValueError(f'unknown study arm {arm!r}; choose one of {", ".join(ARMS)}')
-  filter_name = ARMS[arm]
-  config = config_files.base()
-  config.cycles = 8
-  config.tasks = 8
-  config.candidates = 3
-  config.threshold = 0.16
-  config.max_new_tokens = 100
-  config.eval_split = 'small'
+  config = config_files.base(preset='original')
+  config.prompt_style = 'fewshot'
+  config.target_acceptance = 0.607
+  config.eval_every = 1
+  config.eval_split = 'test'
+  config.eval_tasks = 0
   config.on_goodhart = 'warn'
-  config.filter = filter_name
-  config.name = f'study_{filter_name}_s0'
+  config.after_every = 0
+  config.filter = ARMS[arm]
+  config.name = f'study_{arm}_s0'
   return config

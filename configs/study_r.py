@@ -1,7 +1,8 @@
-"""The study's arm R: a random selection of as many rows as V1 would keep (the control; needs the random_matched filter).
+"""The study's arm R, the control: as many candidates as the calibrated threshold would
+keep, drawn at random (needs the random_matched filter).
 
   python experiments/self_improve.py --config=configs/study_r.py --config.seed=1 \
-      --config.name=study_random_matched_s1
+      --config.name=study_r_s1
 """
 
 import os

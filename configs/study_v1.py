@@ -1,7 +1,7 @@
-"""The study's arm V1: keep the candidates scoring at least the threshold (the original's filter).
+"""The study's arm V1: the original's threshold filter, at the calibrated threshold.
 
   python experiments/self_improve.py --config=configs/study_v1.py --config.seed=1 \
-      --config.name=study_threshold_s1
+      --config.name=study_v1_s1
 """
 
 import os

@@ -37,8 +37,8 @@ SEEDS=(${SEEDS:-0 1 2})
 CYCLES=${CYCLES:-8}
 ROLLBACK_SEED=${ROLLBACK_SEED:-1}
 LANES=${LANES:-2}
-# The settings above are configs/study.py's; flags given here win over the file.
-COMMON=(--config=configs/study.py --cycles="$CYCLES" --threshold="$THRESHOLD" --resume)
+COMMON=(--cycles="$CYCLES" --tasks=8 --candidates=3 --threshold="$THRESHOLD"
+        --max_new_tokens=100 --eval_split=small --resume)
 
 # The runs in the order they are started: V1 and V2 alternate so that every seed finished
 # early has both filters; the monitored rerun comes last.

@@ -14,6 +14,12 @@ from inversion_jax.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs').glob('*.py'))
+FIELDS = {f.name for f in dataclasses.fields(experiment.RunConfig)}
+# The study's configs set fields of the study's own issue (calibrated threshold, AFTER only
+# in the last round); until RunConfig has them those files cannot load.
+STUDY_FIELDS = {'target_acceptance', 'after_every'}
+needs_study_fields = pytest.mark.skipif(not STUDY_FIELDS <= FIELDS,
+                                        reason='RunConfig lacks the study\'s fields')
 
 
 def load(path: pathlib.Path, *args):
@@ -25,7 +31,7 @@ def load(path: pathlib.Path, *args):
 
 def test_base_holds_every_run_config_field_and_is_locked():
   config = config_files.base()
-  assert set(config.keys()) == {f.name for f in dataclasses.fields(experiment.RunConfig)}
+  assert set(config.keys()) == FIELDS
   assert config_files.to_run_config(config) == experiment.RunConfig()
   config.top_k = 50  # A field whose default is None still takes a value of its type.
   assert config_files.to_run_config(config).top_k == 50
@@ -35,6 +41,8 @@ def test_base_holds_every_run_config_field_and_is_locked():
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
 def test_every_config_file_is_a_valid_run(path):
+  if path.stem.startswith('study') and not STUDY_FIELDS <= FIELDS:
+    pytest.skip('RunConfig lacks the study\'s fields')
   config = config_files.to_run_config(load(path))
   if config.filter not in selection.FILTERS:  # An arm whose filter is not in this version.
     pytest.skip(f'filter {config.filter} not available')
@@ -47,6 +55,7 @@ def test_original_file_is_the_preset():
   assert dataclasses.replace(config, name=expected.name) == expected
 
 
+@needs_study_fields
 def test_study_arms_differ_only_in_their_filter():
   arms = {arm: config_files.to_run_config(load(ROOT / 'configs' / f'study_{arm}.py'))
           for arm in ('v1', 'v2', 'r')}
