@@ -75,7 +75,10 @@ def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
 
 def assert_tensorboard_has_every_metric(run_dir, rounds):
   """TensorBoard's event reader finds each finite metric of each round at its step."""
-  from test_summaries import read_events  # pylint: disable=g-import-not-at-top
+  try:
+    from test_summaries import read_events  # pylint: disable=g-import-not-at-top
+  except pytest.skip.Exception:  # No tensorboard to read with: the rest of the test stands.
+    return
   events = read_events(run_dir)
   for record in rounds:
     for tag, value in summaries.scalars(record).items():
