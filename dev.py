@@ -17,15 +17,11 @@ ROOT = pathlib.Path(__file__).resolve().parent
 VENV = pathlib.Path(os.environ.get('INVERSION_JAX_VENV', ROOT / '.venv'))
 PYTHON = VENV / 'bin' / 'python'
 
-# What `python3 dev.py run` runs: a short V1 self-improvement experiment on the embedded
-# SmolLM2-135M. The 135M model rarely reaches the original's 0.5 threshold, so the demo keeps
-# candidates scoring >= 0.3 and training happens. Real quality is graded on 18 held-out
-# tasks (2 per tool, from the 'small' split) to keep the demo near 5 minutes; the full set
-# is `--eval_split=test --eval_tasks=0`. --resume: rerunning continues the run, or prints
-# its results when it is complete.
-MAIN_JOB = ['experiments/self_improve.py', '--cycles=2', '--tasks=8', '--candidates=2',
-            '--max_new_tokens=48', '--threshold=0.3', '--eval_split=small', '--eval_tasks=18',
-            '--name=demo', '--resume']
+# What `python3 dev.py run` runs: the demo experiment, configs/demo.py (2 short V1 rounds on
+# the embedded SmolLM2-135M, real quality graded on 18 held-out tasks, near 5 minutes on a
+# CPU). Flags after `run` override it (`--cycles=3`, `--config.eval_tasks=0`). --resume:
+# rerunning continues the run, or prints its results when it is complete.
+MAIN_JOB = ['experiments/self_improve.py', '--config=configs/demo.py', '--resume']
 
 
 def _install_stamp() -> pathlib.Path:

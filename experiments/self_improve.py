@@ -3,20 +3,27 @@
 Each round also grades real quality on the held-out set (`--eval_every`, `--eval_tasks`).
 
   python experiments/self_improve.py --cycles=3 --tasks=12 --candidates=2 --name=demo
+  python experiments/self_improve.py --config=configs/demo.py --config.cycles=3
+
+A config file (configs/*.py, `get_config()` from `config_files.base()`) sets every field;
+`--config.FIELD=value` overrides one, and the flags below, where given, win over both.
 
 Writes <output>/<name>/{progress.json, self_improvement_results.json, checkpoints/, rows/,
 report.md, goodhart.png}.
 """
 
 import dataclasses
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
-from inversion_jax import compile_cache, experiment, history, parallel, presets  # noqa: E402
+from inversion_jax import compile_cache, config_files, experiment, history, parallel  # noqa: E402
+from inversion_jax import presets  # noqa: E402
 from inversion_jax.parallel import distributed  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
@@ -117,37 +124,85 @@ flags.DEFINE_enum('quantize', DEFAULTS.quantize, ['none', 'int8'],
                   'scales, dequantized inside the matmul); training stays in --dtype.')
 flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
 flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
+config_flags.DEFINE_config_file(
+    'config', None, 'An experiment as a file: configs/demo.py, configs/original.py, '
+    'configs/study_v1.py...; --config.FIELD=value overrides one of its settings.')
 flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')
+flags.DEFINE_bool('print_config', False, 'Print the resolved settings as JSON and exit.')
+flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard event files into the run directory '
+                  '(`tensorboard --logdir <output>`).')
+
+
+def _numbers(name: str, count: str, meaning: str) -> tuple[float, ...]:
+  try:
+    values = tuple(float(w) for w in FLAGS[name].value)
+  except ValueError:
+    values = ()
+  if len(values) != {'two': 2, 'three': 3}[count]:
+    raise UserError(f'--{name} needs {count} numbers ({meaning}), got {FLAGS[name].value}')
+  return values
 
 
 def config_from_flags() -> experiment.RunConfig:
+  """Flags (RunConfig's defaults unless given), or the --config file with the flags given
+  on top; a preset fills the settings nobody gave (a file holds its preset's already)."""
   values = {field.name: getattr(FLAGS, field.name)
             for field in dataclasses.fields(experiment.RunConfig)
             if field.name not in ('weights', 'repro_weights')}
-  try:
-    weights = tuple(float(w) for w in FLAGS.weights)
-  except ValueError:
-    weights = ()
-  if len(weights) != 3:
-    raise UserError(f'--weights needs three numbers (overlap,ratio,judge), got {FLAGS.weights}')
-  try:
-    repro_weights = tuple(float(w) for w in FLAGS.repro_weights)
-  except ValueError:
-    repro_weights = ()
-  if len(repro_weights) != 2:
-    raise UserError(f'--repro_weights needs two numbers (embedding,options), got '
-                    f'{FLAGS.repro_weights}')
+  values['weights'] = _numbers('weights', 'three', 'overlap,ratio,judge')
+  values['repro_weights'] = _numbers('repro_weights', 'two', 'embedding,options')
+  explicit = [name for name in values if FLAGS[name].present]
   if FLAGS.threshold is not None and FLAGS.target_acceptance is not None:
     raise UserError('give --threshold or --target_acceptance (which calibrates it), not both')
-  if FLAGS.threshold is None:
+  if FLAGS.config is not None:
+    values = config_files.run_config_values(FLAGS.config) | {
+        name: values[name] for name in explicit}
+  elif FLAGS.threshold is None:
     matched = FLAGS.filter == 'random_matched' and FLAGS.target_acceptance is None
     if matched and 'threshold' not in presets.check(FLAGS.preset):
       raise UserError('--filter=random_matched keeps as many candidates as a threshold would: '
                       'give --threshold or --target_acceptance')
     values['threshold'] = DEFAULTS.threshold
-  config = experiment.RunConfig(**values, weights=weights, repro_weights=repro_weights)
-  explicit = [name for name in presets.check(FLAGS.preset) if FLAGS[name].present]
-  return presets.apply(config, FLAGS.preset, explicit)
+  config = experiment.RunConfig(**values)
+  if FLAGS.config is not None and not FLAGS['preset'].present:
+    return config
+  return presets.apply(config, config.preset, explicit)
+
+
+def parse_flags(argv):
+  """absl's parsing, with a bad flag or config file reported as one line (exit 2)."""
+  try:
+    _check_overrides(argv[1:])
+    parsed = FLAGS(argv)
+    if FLAGS['config'].present:
+      path = config_flags.get_config_filename(FLAGS['config'])
+      if not os.path.isfile(path):
+        raise UserError(f'config file {path} does not exist; the experiments are in configs/')
+      config_files.run_config_values(FLAGS.config)  # The file loads lazily: load it now.
+    return parsed
+  except (flags.Error, UserError, OSError, AttributeError, TypeError, ValueError) as error:
+    _exit_with(str(error))
+
+
+def _check_overrides(args):
+  """`--config.FIELD=...` must name a RunConfig field (ConfigDict's own error names none)."""
+  fields = {field.name for field in dataclasses.fields(experiment.RunConfig)}
+  for arg in args:
+    if arg.startswith('--config.'):
+      field = arg[len('--config.'):].split('=')[0].split('.')[0]
+      if field not in fields:
+        raise UserError(f'--config.{field} is not a setting; --config.FIELD overrides one of '
+                        'RunConfig\'s fields (inversion_jax/experiment.py)')
+
+
+def _exit_with(message: str):
+  """One line: the last line of an embedded traceback, without ConfigDict's field list."""
+  lines = [line for line in message.splitlines() if line.strip()]
+  if any('Traceback' in line for line in lines):
+    message = lines[-1]
+  message = message.split(' Other fields present')[0]
+  sys.stderr.write('error: ' + ' '.join(message.split()) + '\n')
+  sys.exit(2)
 
 
 @exit_on_user_error
@@ -159,8 +214,12 @@ def main(argv):
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                          auto=FLAGS.distributed)  # Before anything starts a JAX backend.
   config = config_from_flags()
+  if FLAGS.print_config:
+    config.validate()
+    print(json.dumps(config.as_dict(), indent=2))
+    return
   compile_cache.enable()
-  result = experiment.run(config, resume=FLAGS.resume)
+  result = experiment.run(config, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard)
   if not distributed.is_main():
     return
   print(history.format_summary(result))
@@ -171,4 +230,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

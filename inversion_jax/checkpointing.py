@@ -125,6 +125,12 @@ class RoundCheckpointer:
     rng = np.asarray(restored['rng'], np.uint32)
     return restored['lora'], restored['opt_state'], rng, restored['meta']
 
+  def restore_adapters(self, round_index: int) -> dict:
+    """Only the round's LoRA arrays, as saved (nested dicts of NumPy): exporting them
+    (export.py) needs no model to shape them."""
+    return self._restore_items(
+        round_index, ocp.args.Composite(lora=ocp.args.StandardRestore()))['lora']
+
   def restore_meta(self, round_index: int) -> dict:
     """Only the round's JSON metadata: rebuilding the history reads no arrays."""
     return self._restore_items(round_index, ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']

@@ -287,12 +287,17 @@ def open_run(config: RunConfig, resume: bool):
   return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), (done or 0) + 1
 
 
-def run(config: RunConfig, resume: bool = False, model_source=None) -> history_lib.RunHistory:
-  """Runs (or resumes) the experiment; returns the history of all completed rounds."""
+def run(config: RunConfig, resume: bool = False, model_source=None,
+        tensorboard: bool = True) -> history_lib.RunHistory:
+  """Runs (or resumes) the experiment; returns the history of all completed rounds.
+
+  `tensorboard`: also write TensorBoard event files into the run directory (summaries.py).
+  """
   config.validate()
   exp = build(config, model_source)  # Before the run dir exists: a failed load leaves nothing.
-  run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main)
+  run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main, tensorboard=tensorboard)
   checkpointer, history, first_round = open_run(config, resume)
+  run_dir.log_config(config.as_dict())  # Each round is flushed as it is logged.
   lora = exp.initial_lora
   if first_round > 1:
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
@@ -328,6 +333,7 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
                       {'round': round_index, 'record': result.record})
     history.add_round(result.record)
     run_dir.save_progress(history)
+    run_dir.log_round(result.record)
     run_dir.say(history_lib.format_round_table(
         history.rounds[-1], history.rounds[-2] if len(history.rounds) > 1 else None))
     lora = _next_adapters(exp, checkpointer, result.record, result.lora, run_dir.say)
@@ -336,6 +342,7 @@ def run(config: RunConfig, resume: bool = False, model_source=None) -> history_l
                   f'is kept in {config.run_dir}')
       break
   run_dir.save_results(history)
+  run_dir.close()
   checkpointer.close()
   if history.rounds:
     run_dir.write_report()

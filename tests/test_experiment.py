@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from inversion_jax import experiment, generation, history, parallel, training
+from inversion_jax import experiment, generation, history, parallel, summaries, training
 from inversion_jax.checkpointing import RoundCheckpointer
 from inversion_jax.config import ModelConfig
 from inversion_jax.errors import UserError
@@ -70,6 +70,20 @@ def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
   results = json.loads((config.run_dir / history.RESULTS_FILE).read_text())
   assert results['summary'] and results['cycles_completed'] == 2
   assert RoundCheckpointer(config.run_dir, config.as_dict()).all_rounds() == [1, 2]
+  assert_tensorboard_has_every_metric(config.run_dir, result.rounds)
+
+
+def assert_tensorboard_has_every_metric(run_dir, rounds):
+  """TensorBoard's event reader finds each finite metric of each round at its step."""
+  try:
+    from test_summaries import read_events  # pylint: disable=g-import-not-at-top
+  except pytest.skip.Exception:  # No tensorboard to read with: the rest of the test stands.
+    return
+  events = read_events(run_dir)
+  for record in rounds:
+    for tag, value in summaries.scalars(record).items():
+      step = 0 if tag.startswith('base/') else record['cycle']
+      assert (step, pytest.approx(value)) in [(e.step, e.value) for e in events.Scalars(tag)], tag
 
 
 def run_driver(args, crash=None):
