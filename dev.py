@@ -21,11 +21,11 @@ PYTHON = VENV / 'bin' / 'python'
 # SmolLM2-135M. The 135M model rarely reaches the original's 0.5 threshold, so the demo keeps
 # candidates scoring >= 0.3 and training happens. Real quality is graded on 18 held-out
 # tasks (2 per tool, from the 'small' split) to keep the demo near 5 minutes; the full set
-# is `--eval_split=test --eval_tasks=0`. --resume: rerunning continues the run, or prints
+# is `--eval_split=test --eval_tasks=0`. --resume_or_start: rerunning continues the run, or prints
 # its results when it is complete.
 MAIN_JOB = ['experiments/self_improve.py', '--cycles=2', '--tasks=8', '--candidates=2',
             '--max_new_tokens=48', '--threshold=0.3', '--eval_split=small', '--eval_tasks=18',
-            '--name=demo', '--resume']
+            '--name=demo', '--resume_or_start']
 
 
 def _install_stamp() -> pathlib.Path:

@@ -103,7 +103,10 @@ flags.DEFINE_enum('quantize', DEFAULTS.quantize, ['none', 'int8'],
                   'scales, dequantized inside the matmul); training stays in --dtype.')
 flags.DEFINE_string('output', DEFAULTS.output, 'Directory holding runs.')
 flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/<name>.')
-flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')
+flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round '
+                  '(an error when it does not exist).')
+flags.DEFINE_bool('resume_or_start', False, 'For scripts: --resume when <output>/<name> exists, '
+                  'else start it.')
 
 
 def config_from_flags() -> experiment.RunConfig:
@@ -138,7 +141,8 @@ def main(argv):
                          auto=FLAGS.distributed)  # Before anything starts a JAX backend.
   config = config_from_flags()
   compile_cache.enable()
-  result = experiment.run(config, resume=FLAGS.resume)
+  result = experiment.run(config, resume=FLAGS.resume or FLAGS.resume_or_start,
+                          resume_or_start=FLAGS.resume_or_start)
   if not distributed.is_main():
     return
   print(history.format_summary(result))

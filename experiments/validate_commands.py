@@ -69,7 +69,11 @@ def main(argv):
   except OSError as error:
     raise UserError(f'cannot read --input={FLAGS.input} ({error.strerror})') from None
   with source:
-    results = [json.dumps(r) for r in validate_lines(source, FLAGS.details)]
+    try:
+      results = [json.dumps(r) for r in validate_lines(source, FLAGS.details)]
+    except UnicodeDecodeError as error:
+      raise UserError(f'--input={FLAGS.input} is not UTF-8 text ({error.reason} at byte '
+                      f'{error.start} of a read block); convert it to UTF-8') from None
   text = ''.join(r + '\n' for r in results)
   if FLAGS.output == '-':
     sys.stdout.write(text)

@@ -5,6 +5,10 @@ any round can be reloaded for later quality evaluation. A step holds the LoRA pa
 the optimizer state, the raw RNG key data and a JSON `meta` record. Orbax writes each
 step to a temporary directory and renames it when complete, so a crash mid-save leaves
 earlier rounds intact; leftovers of such a crash are swept away when the run reopens.
+
+What `--resume` needs is never behind a round's commit: `run_config.json` is written when
+a fresh run opens (before any work) and the same configuration rides in every round's
+`meta`, so a kill between a commit and any file leaves a resumable run.
 """
 
 import json
@@ -17,7 +21,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from inversion_jax.errors import UserError
+from inversion_jax import history as history_lib
+from inversion_jax.errors import OutputError, UserError
 from inversion_jax.history import jsonable
 from inversion_jax.history import write_json_atomic
 from inversion_jax.parallel import distributed
@@ -31,11 +36,16 @@ INCOMPLETE_SUBDIR = 'incomplete_checkpoints'
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 _COMMIT_FILE = 'commit_success.txt'
 
-# Settings that may differ between the original run and its `--resume` (held-out
-# evaluation settings change what is measured, not what the loop does).
-RESUME_MAY_CHANGE = ('cycles', 'resume', 'output', 'eval_every', 'eval_tasks', 'eval_split')
+# Settings that may differ between the original run and its `--resume` (how often the
+# held-out
+# evaluation settings change what is measured, not what the loop does). The held-out split
+# and task count are not among them: the headline change and the Goodhart gap compare
+# rounds evaluated on one set of tasks. `output` and `name` may change: a run directory
+# can be moved or renamed.
+RESUME_MAY_CHANGE = ('cycles', 'resume', 'output', 'name', 'eval_every')
 
 _ITEMS = ('lora', 'opt_state', 'rng', 'meta')
+META_RUN_CONFIG = 'run_config'  # The run's configuration inside each round's meta.
 
 
 class RoundCheckpointer:
@@ -78,7 +88,14 @@ class RoundCheckpointer:
         os.replace(path, aside)
 
   def close(self):
-    self._manager.close()
+    """Closes the Orbax manager (idempotent): left open at exit, its event loop prints
+    stray "Event loop is closed" tracebacks."""
+    manager, self._manager = self._manager, None
+    if manager is not None:
+      try:
+        manager.close()
+      except Exception as error:  # pylint: disable=broad-except
+        logging.warning('closing the checkpoint manager failed: %s', error)
 
   def __enter__(self):
     return self
@@ -92,11 +109,20 @@ class RoundCheckpointer:
   def latest_round(self) -> int | None:
     return self._manager.latest_step()
 
+  def write_run_config(self):
+    """Writes `run_config.json` for a run with no committed round (a fresh start, or a
+    restart after a kill in round 1): before any work, so no commit precedes it."""
+    if distributed.is_main():
+      write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)
+
   def save(self, round_index: int, lora, opt_state, rng, meta: dict):
-    """Writes round `round_index` and returns once it is complete on disk."""
+    """Writes round `round_index` and returns once it is complete on disk.
+
+    The run configuration goes into `meta` too, committed atomically with the round.
+    """
     if round_index < 1:
       raise ValueError(f'round_index must be >= 1, got {round_index}')
-    if round_index in self.all_rounds():
+    if round_index in self.all_rounds() or (self._checkpoint_dir / str(round_index)).exists():
       raise UserError(
           f'round {round_index} already has a checkpoint in {self._checkpoint_dir};'
           ' use --resume to continue this run or a new --output')
@@ -104,15 +130,16 @@ class RoundCheckpointer:
         lora=ocp.args.StandardSave(_on_host(lora)),
         opt_state=ocp.args.StandardSave(_on_host(opt_state)),
         rng=ocp.args.StandardSave(_raw_key_data(rng)),
-        meta=ocp.args.JsonSave(jsonable(meta)))
-    if not self._manager.save(round_index, args=args):
+        meta=ocp.args.JsonSave(jsonable(meta | {META_RUN_CONFIG: self._run_config})))
+    try:
+      saved = self._manager.save(round_index, args=args)
+      self._manager.wait_until_finished()
+    except Exception as error:  # Orbax/TensorStore wrap OSError in many types.
+      raise _save_error(self._checkpoint_dir / str(round_index), error) from error
+    if not saved:
       raise RuntimeError(f'Orbax declined to save step {round_index}')
-    self._manager.wait_until_finished()
-    if distributed.is_main() and (
-        round_index == 1 or not (self.directory / RUN_CONFIG_FILE).exists()):
-      # Written when the first round commits: a start that fails (a mistyped --model, a
-      # kill in round 1) leaves no configuration for a later --resume to be held to.
-      write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)
+    if distributed.is_main() and not (self.directory / RUN_CONFIG_FILE).exists():
+      write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)  # A repair.
 
   def restore(self, round_index: int, lora_like, opt_state_like):
     """Returns `(lora, opt_state, rng, meta)` of a saved round, shaped like *_like."""
@@ -122,7 +149,8 @@ class RoundCheckpointer:
         rng=ocp.args.StandardRestore(),  # Key size depends on the PRNG impl.
         meta=ocp.args.JsonRestore()))
     rng = np.asarray(restored['rng'], np.uint32)
-    return restored['lora'], restored['opt_state'], rng, restored['meta']
+    meta = {k: v for k, v in restored['meta'].items() if k != META_RUN_CONFIG}
+    return restored['lora'], restored['opt_state'], rng, meta
 
   def restore_meta(self, round_index: int) -> dict:
     """Only the round's JSON metadata: rebuilding the history reads no arrays."""
@@ -145,6 +173,21 @@ class RoundCheckpointer:
           ' from the round before, or start a fresh --output') from error
     return restored
 
+  def stored_config(self) -> dict:
+    """The configuration of the committed rounds: round 1's `meta` (written atomically with
+    it), else `run_config.json` (checkpoints made before the config rode in `meta`).
+    A missing or damaged `run_config.json` is rewritten from `meta`."""
+    path = self.directory / RUN_CONFIG_FILE
+    first = self.all_rounds()[0]
+    stored = self.restore_meta(first).get(META_RUN_CONFIG)
+    if isinstance(stored, dict):
+      if distributed.is_main() and not _is_json_dict(path):
+        write_json_atomic(path, stored)
+      return stored
+    return history_lib.read_json(
+        path, f'the run configuration of {self.directory}\'s rounds is lost; start a fresh '
+        '--output (its checkpoints stay readable by evaluate_quality.py once the file is back)')
+
   def check_resume(self, run_config: dict, defaults: dict | None = None):
     """Raises `UserError` naming every setting that differs from the stored run.
 
@@ -152,8 +195,9 @@ class RoundCheckpointer:
     the run had before the setting existed).
     """
     if not self.all_rounds():
-      return  # Nothing committed yet: whatever config is there belongs to no round.
-    stored = _read_json(self.directory / RUN_CONFIG_FILE)
+      self.write_run_config()  # Nothing committed: this run starts over with its own config.
+      return
+    stored = self.stored_config()
     current = json.loads(json.dumps(jsonable(run_config)))  # Tuples -> lists, as stored.
     older = json.loads(json.dumps(jsonable(defaults or {})))
     stored = {key: older[key] for key in current if key not in stored and key in older} | stored
@@ -188,8 +232,24 @@ def _show(config: dict, key: str) -> str:
   return value if isinstance(value, str) else json.dumps(value)
 
 
-def _read_json(path: Path) -> dict:
+def _is_json_dict(path: Path) -> bool:
   try:
-    return json.loads(path.read_text())
-  except (OSError, ValueError) as error:
-    raise UserError(f'cannot read {path} ({error}); start a fresh --output') from error
+    return isinstance(json.loads(path.read_bytes()), dict)
+  except (OSError, ValueError):
+    return False
+
+
+def _save_error(step_dir: Path, error: Exception) -> UserError:
+  """One line for a failed save; a full disk is named as such (Orbax reports ENOSPC as
+  TensorStore's RESOURCE_EXHAUSTED or as a bare OSError)."""
+  cause = error
+  while cause is not None and not isinstance(cause, OSError):
+    cause = cause.__cause__ or cause.__context__
+  if isinstance(cause, OSError):
+    return history_lib.write_error(step_dir, cause)
+  text = str(error)
+  if 'RESOURCE_EXHAUSTED' in text or 'No space left' in text:
+    return OutputError(f'cannot write {step_dir} (No space left on device); the disk is full: '
+                       'free space')
+  first = text.splitlines()[0][:200] if text else type(error).__name__
+  return OutputError(f'cannot write {step_dir} ({first}); check the disk and the directory')
