@@ -11,6 +11,7 @@ a fresh run opens (before any work) and the same configuration rides in every ro
 `meta`, so a kill between a commit and any file leaves a resumable run.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -132,8 +133,9 @@ class RoundCheckpointer:
         rng=ocp.args.StandardSave(_raw_key_data(rng)),
         meta=ocp.args.JsonSave(jsonable(meta | {META_RUN_CONFIG: self._run_config})))
     try:
-      saved = self._manager.save(round_index, args=args)
-      self._manager.wait_until_finished()
+      with _quiet_orbax_errors():
+        saved = self._manager.save(round_index, args=args)
+        self._manager.wait_until_finished()
     except Exception as error:  # Orbax/TensorStore wrap OSError in many types.
       raise _save_error(self._checkpoint_dir / str(round_index), error) from error
     if not saved:
@@ -230,6 +232,27 @@ def _show(config: dict, key: str) -> str:
     return '(unset)'
   value = config[key]
   return value if isinstance(value, str) else json.dumps(value)
+
+
+class _DropOrbaxErrors(logging.Filter):
+  """Orbax's writer threads log a failed write (a full disk) with its traceback before the
+  save raises; the save's own error says it in one line."""
+
+  def filter(self, record):
+    return not (record.levelno >= logging.ERROR and f'{os.sep}orbax{os.sep}' in record.pathname)
+
+
+@contextlib.contextmanager
+def _quiet_orbax_errors():
+  drop = _DropOrbaxErrors()
+  loggers = [logging.getLogger('absl'), logging.getLogger()]
+  for logger in loggers:
+    logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    for logger in loggers:
+      logger.removeFilter(drop)
 
 
 def _is_json_dict(path: Path) -> bool:

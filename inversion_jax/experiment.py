@@ -339,6 +339,7 @@ def run(config: RunConfig, resume: bool = False, model_source=None,
   exp = build(config, model_source)  # Before the run dir exists: a failed load leaves nothing.
   run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main)
   with run_dir.lock():
+    run_dir.sweep_partial_files()
     checkpointer, history, first_round = open_run(config, resume)
     try:
       return _run_rounds(exp, config, run_dir, checkpointer, history, first_round)
@@ -356,8 +357,11 @@ def _kept(config: RunConfig, checkpointer) -> str:
     done = checkpointer.all_rounds()
   except Exception:  # pylint: disable=broad-except
     done = []
-  kept = (f'rounds 1-{done[-1]} are saved in {config.run_dir}' if done
-          else f'no round of {config.run_dir} was completed')
+  if not done:
+    kept = f'no round of {config.run_dir} was completed'
+  else:
+    kept = (f'round 1 is saved in {config.run_dir}' if done[-1] == 1
+            else f'rounds 1-{done[-1]} are saved in {config.run_dir}')
   return f'{kept}; continue with the same flags and --resume'
 
 

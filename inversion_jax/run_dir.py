@@ -83,6 +83,15 @@ class RunDir:
     """The run directory's lock on process 0; nothing on the others (they do not write)."""
     return RunLock(self.path, what) if self.is_main else contextlib.nullcontext()
 
+  def sweep_partial_files(self) -> None:
+    """Removes the temp files of writes a kill interrupted (`history.write_text_atomic`'s
+    `.<name>.*.tmp`); call it holding the lock, so no live write is among them."""
+    if self.is_main:
+      for folder in (self.path, self.path / history_lib.ROWS_SUBDIR,
+                     self.path / report_lib.QUALITY_SUBDIR):
+        for leftover in folder.glob('.*.tmp') if folder.is_dir() else ():
+          leftover.unlink(missing_ok=True)
+
   def say(self, text: str) -> None:
     if self.is_main:
       print(text, flush=True)
