@@ -33,6 +33,7 @@ from inversion_jax import selection
 from inversion_jax import training
 from inversion_jax.errors import UserError
 from inversion_jax.loading import registry
+from inversion_jax.parallel import distributed
 from inversion_jax.quality import evaluation
 from inversion_jax.quality import heldout
 from inversion_jax.sampling import SamplingConfig
@@ -334,7 +335,7 @@ def run(config: RunConfig, resume: bool = False, model_source=None,
   if resume and not resume_or_start and not config.run_dir.is_dir():
     raise UserError(f'--resume: there is no run {config.run_dir}; check --output and --name, '
                     'or drop --resume to start it')
-  if config.run_dir.is_dir():
+  if config.run_dir.is_dir() and distributed.is_main():  # Only process 0 takes the lock.
     run_dir_lib.check_unlocked(config.run_dir)  # Before minutes of model loading.
   exp = build(config, model_source)  # Before the run dir exists: a failed load leaves nothing.
   run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main)
