@@ -37,12 +37,10 @@ INCOMPLETE_SUBDIR = 'incomplete_checkpoints'
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 _COMMIT_FILE = 'commit_success.txt'
 
-# Settings that may differ between the original run and its `--resume` (how often the
-# held-out
-# evaluation settings change what is measured, not what the loop does). The held-out split
-# and task count are not among them: the headline change and the Goodhart gap compare
-# rounds evaluated on one set of tasks. `output` and `name` may change: a run directory
-# can be moved or renamed.
+# Settings that may differ between the original run and its `--resume`: how often the
+# held-out set is evaluated changes what is measured, not what the loop does; `output` and
+# `name`, so a moved or renamed run directory resumes. The held-out split and task count
+# may not: the headline change and the Goodhart gap compare rounds graded on one task set.
 RESUME_MAY_CHANGE = ('cycles', 'resume', 'output', 'name', 'eval_every')
 
 _ITEMS = ('lora', 'opt_state', 'rng', 'meta')
