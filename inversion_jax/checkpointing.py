@@ -17,6 +17,7 @@ import logging
 import os
 from pathlib import Path
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -64,6 +65,7 @@ class RoundCheckpointer:
           ' choose a writable --output') from error
     if distributed.is_main():  # Other processes of a multi-process run only read.
       self._sweep_unfinished_steps()
+    _drop_closed_loop_errors()
     self._manager = ocp.CheckpointManager(
         self._checkpoint_dir.absolute(),
         options=ocp.CheckpointManagerOptions(
@@ -251,6 +253,31 @@ def _quiet_orbax_errors():
   finally:
     for logger in loggers:
       logger.removeFilter(drop)
+
+
+def _drop_closed_loop_errors():
+  """After a failed save or restore, TensorStore still completes the other writes' futures
+  and their callbacks reach Orbax's already closed event loop: each prints an "Event loop
+  is closed" traceback (~180 after a full disk), through the unraisable or the except hook.
+  They say nothing the error does not, so a process that checkpoints drops them; every
+  other exception still prints."""
+  if getattr(sys.unraisablehook, 'drops_closed_loop', False):
+    return
+  previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+  def noise(error) -> bool:
+    return isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+
+  def unraisable_hook(unraisable):
+    if not noise(unraisable.exc_value):
+      previous_unraisable(unraisable)
+
+  def except_hook(kind, error, trace):
+    if not noise(error):
+      previous_except(kind, error, trace)
+
+  unraisable_hook.drops_closed_loop = True
+  sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
 
 
 def _is_json_dict(path: Path) -> bool:
