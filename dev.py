@@ -19,9 +19,9 @@ PYTHON = VENV / 'bin' / 'python'
 
 # What `python3 dev.py run` runs: the demo experiment, configs/demo.py (2 short V1 rounds on
 # the embedded SmolLM2-135M, real quality graded on 18 held-out tasks, near 5 minutes on a
-# CPU). Flags after `run` override it (`--cycles=3`, `--config.eval_tasks=0`). --resume:
+# CPU). Flags after `run` override it (`--cycles=3`, `--config.eval_tasks=0`). --resume_or_start:
 # rerunning continues the run, or prints its results when it is complete.
-MAIN_JOB = ['experiments/self_improve.py', '--config=configs/demo.py', '--resume']
+MAIN_JOB = ['experiments/self_improve.py', '--config=configs/demo.py', '--resume_or_start']
 
 
 def _install_stamp() -> pathlib.Path:

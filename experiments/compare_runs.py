@@ -294,6 +294,28 @@ def _show(value):
   return 'n/a' if value is None else f'{value:.2f}'
 
 
+def check_distinct(run_dirs):
+  """The same run given twice (or through a link) would count as two seeds."""
+  seen = {}
+  for run_dir in run_dirs:
+    real = run_dir.resolve()
+    if real in seen:
+      raise UserError(f'{run_dir} and {seen[real]} are the same run; give each run once')
+    seen[real] = run_dir
+
+
+def output_prefix(output: str) -> pathlib.Path:
+  """The --output prefix, its directory made and every file checked writable, before work."""
+  prefix = pathlib.Path(output).expanduser()
+  try:
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise history.write_error(prefix.parent, error) from None
+  for suffix in ('.md', '.json', '.png'):
+    history.check_output_file(prefix.with_suffix(suffix))
+  return prefix
+
+
 @exit_on_user_error
 def main(argv):
   run_dirs = [pathlib.Path(a) for a in argv[1:]]
@@ -302,11 +324,11 @@ def main(argv):
   for run_dir in run_dirs:
     if not run_dir.is_dir():
       raise UserError(f'{run_dir} is not a run directory')
+  check_distinct(run_dirs)
+  prefix = output_prefix(FLAGS.output)
   groups = group_runs(run_dirs, FLAGS.differ)
   result = table(groups)
   tasks = task_table(groups, FLAGS.resamples, heldout_references(), FLAGS.last_rounds)
-  prefix = pathlib.Path(FLAGS.output)
-  prefix.parent.mkdir(parents=True, exist_ok=True)
   warning = early_warning_evaluation(groups)
   text = task_stats.markdown(tasks) + '\n' + markdown(result) + (
       f'\nLabel-free early warning against the gold event (delta '

@@ -12,7 +12,6 @@ per tool, and every row).
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -21,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import compile_cache, experiment, history, metrics, report, rounds  # noqa: E402
+from inversion_jax import compile_cache, experiment, history, metrics, report, rounds, run_dir  # noqa: E402
 from inversion_jax.checkpointing import CHECKPOINT_SUBDIR, RUN_CONFIG_FILE, RoundCheckpointer  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 
@@ -38,6 +37,7 @@ def evaluate_base_model():
   """--model: the base model's greedy held-out quality, per tool, every row."""
   if not FLAGS.output:
     raise UserError('--model needs --output, the JSON file to write')
+  output = history.check_output_file(FLAGS.output)  # Before minutes of evaluation.
   logging.set_verbosity(logging.WARNING)
   compile_cache.enable()
   config = experiment.RunConfig(model=FLAGS.model, eval_every=1,
@@ -47,7 +47,7 @@ def evaluate_base_model():
   config.validate()
   exp = experiment.build(config)
   phase = rounds.heldout_phase(exp, exp.generator)
-  history.write_json_atomic(FLAGS.output, {'model': FLAGS.model, 'split': config.eval_split,
+  history.write_json_atomic(output, {'model': FLAGS.model, 'split': config.eval_split,
                                            'metrics': phase.metrics, 'seconds': phase.seconds,
                                            'rows': phase.rows})
   metrics_ = phase.metrics
@@ -60,7 +60,7 @@ def evaluate_base_model():
     tool = key.split('/', 1)[1]
     print(f'| {tool} | ' + ' | '.join(format(metrics_[f'{m.key}/{tool}'], m.spec) for m in rows_)
           + ' |')
-  print(f'rows: {FLAGS.output}')
+  print(f'rows: {output}')
 
 
 def saved_rounds(workdir: pathlib.Path) -> list[int]:
@@ -92,27 +92,41 @@ def main(argv):
   if not FLAGS.workdir:
     raise UserError('--workdir is required: the run directory, e.g. runs/demo '
                     '(or --model=NAME --output=FILE for a base model)')
-  workdir = pathlib.Path(FLAGS.workdir)
+  workdir = pathlib.Path(FLAGS.workdir).expanduser()
   if not workdir.is_dir():
     raise UserError(f'--workdir={workdir} is not a directory')
-  todo_rounds = saved_rounds(workdir)
-  try:
-    stored = json.loads((workdir / RUN_CONFIG_FILE).read_text())
-  except (OSError, ValueError) as error:
-    raise UserError(f'cannot read {workdir / RUN_CONFIG_FILE} ({error})') from None
+  with run_dir.RunLock(workdir, 'the evaluation'):  # One writer: not beside a running loop.
+    evaluate_rounds(workdir)
+
+
+def run_config(workdir: pathlib.Path, overrides: dict) -> experiment.RunConfig:
+  """The run's configuration from run_config.json, checked like the loop's flags."""
+  path = workdir / RUN_CONFIG_FILE
+  advice = ('resume the run once with self_improve.py --resume (it rewrites the file from the '
+            'checkpoints)')
+  stored = history.read_json(path, advice)
   fields = {f.name for f in dataclasses.fields(experiment.RunConfig)}
   stored = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in fields}
-  config = experiment.RunConfig(**stored)
+  config = dataclasses.replace(experiment.RunConfig(**stored), **overrides)
+  try:
+    config.validate()
+  except UserError as error:
+    raise UserError(f'{path} holds a bad value: {error}; {advice}') from None
+  return config
+
+
+def evaluate_rounds(workdir: pathlib.Path):
+  todo_rounds = saved_rounds(workdir)
   overrides = {'eval_every': 1}
   if FLAGS.eval_tasks is not None:
     overrides['eval_tasks'] = FLAGS.eval_tasks
   if FLAGS.eval_split is not None:
     overrides['eval_split'] = FLAGS.eval_split
-  config = dataclasses.replace(config, **overrides)
+  config = run_config(workdir, overrides)
   records = {}
   if (workdir / history.PROGRESS_FILE).exists():
-    records = {int(r['cycle']): r for r in
-               history.rounds_of(json.loads((workdir / history.PROGRESS_FILE).read_text()))}
+    records = {r['cycle']: r for r in
+               history.rounds_of(history.read_progress(workdir / history.PROGRESS_FILE))}
   todo = [r for r in [0] + todo_rounds if not evaluated(workdir, records, r)]
   if not todo:
     print(f'every saved round of {workdir} is already evaluated')
@@ -120,27 +134,31 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     compile_cache.enable()
     exp = experiment.build(config)
-    checkpointer = RoundCheckpointer(workdir, json.loads((workdir / RUN_CONFIG_FILE).read_text()))
-    opt_like = exp.trainer.init_opt_state(exp.initial_lora)
-    for round_index in todo:
-      lora = exp.initial_lora
-      if round_index:
-        lora, _, _, _ = checkpointer.restore(round_index, exp.initial_lora, opt_like)
-      generator = exp.generator.with_state(exp.inference_state(lora))
-      phase = rounds.heldout_phase(exp, generator)
-      history.write_rows(workdir, round_index, metrics.HELDOUT_PHASE, phase.rows)
-      path = report.quality_path(workdir, round_index)
-      path.parent.mkdir(exist_ok=True)
-      history.write_json_atomic(path, {'round': round_index, 'metrics': phase.metrics,
-                                       'seconds': phase.seconds})
-      print(f'round {round_index}: graded {phase.metrics["quality"]:.3f}, strict '
-            f'{phase.metrics["strict"]:.1%}, NLC2CMD {phase.metrics["nlc2cmd"]:.3f} on '
-            f'{int(phase.metrics["num_graded"])} tasks ({phase.seconds["heldout"]:.1f}s)',
-            flush=True)
-    checkpointer.close()
+    with RoundCheckpointer(workdir, config.as_dict()) as checkpointer:
+      evaluate_each(exp, workdir, checkpointer, todo)
   if (workdir / history.PROGRESS_FILE).exists():
     markdown, png = report.write(workdir)
     print(f'report: {markdown}\nplot: {png}')
+
+
+def evaluate_each(exp, workdir: pathlib.Path, checkpointer, todo: list[int]):
+  """Held-out quality of each round in `todo`: its rows, its quality file."""
+  opt_like = exp.trainer.init_opt_state(exp.initial_lora)
+  for round_index in todo:
+    lora = exp.initial_lora
+    if round_index:
+      lora, _, _, _ = checkpointer.restore(round_index, exp.initial_lora, opt_like)
+    generator = exp.generator.with_state(exp.inference_state(lora))
+    phase = rounds.heldout_phase(exp, generator)
+    history.write_rows(workdir, round_index, metrics.HELDOUT_PHASE, phase.rows)
+    path = report.quality_path(workdir, round_index)
+    path.parent.mkdir(exist_ok=True)
+    history.write_json_atomic(path, {'round': round_index, 'metrics': phase.metrics,
+                                     'seconds': phase.seconds})
+    print(f'round {round_index}: graded {phase.metrics["quality"]:.3f}, strict '
+          f'{phase.metrics["strict"]:.1%}, NLC2CMD {phase.metrics["nlc2cmd"]:.3f} on '
+          f'{int(phase.metrics["num_graded"])} tasks ({phase.seconds["heldout"]:.1f}s)',
+          flush=True)
 
 
 if __name__ == '__main__':

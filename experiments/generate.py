@@ -8,6 +8,7 @@ Each completion goes to stdout on ONE line (a newline inside it is written as th
 characters `\\n`), so the output can be piped; logs and timings go to stderr.
 """
 
+import math
 import os
 import sys
 import time
@@ -47,8 +48,11 @@ def check_flags() -> None:
     raise UserError(f'--batch must be at least 1, got {FLAGS.batch}')
   if FLAGS.max_new_tokens < 1:
     raise UserError(f'--max_new_tokens must be at least 1, got {FLAGS.max_new_tokens}')
-  if FLAGS.temperature < 0:
-    raise UserError(f'--temperature must be >= 0 (0 is greedy), got {FLAGS.temperature}')
+  if not (math.isfinite(FLAGS.temperature) and FLAGS.temperature >= 0):
+    raise UserError(f'--temperature must be a finite number >= 0 (0 is greedy), got '
+                    f'{FLAGS.temperature}')
+  if not 0 <= FLAGS.seed < 2**31:
+    raise UserError(f'--seed must be in [0, 2^31), got {FLAGS.seed}')
   if FLAGS.prompt is not None and not FLAGS.prompt:
     raise UserError('--prompt is empty; give the model some text to continue')
 

@@ -38,7 +38,7 @@ CYCLES=${CYCLES:-8}
 ROLLBACK_SEED=${ROLLBACK_SEED:-1}
 LANES=${LANES:-2}
 COMMON=(--cycles="$CYCLES" --tasks=8 --candidates=3 --threshold="$THRESHOLD"
-        --max_new_tokens=100 --eval_split=small --resume)
+        --max_new_tokens=100 --eval_split=small --resume_or_start)
 
 # The runs in the order they are started: V1 and V2 alternate so that every seed finished
 # early has both filters; the monitored rerun comes last.

@@ -127,7 +127,10 @@ flags.DEFINE_string('name', DEFAULTS.name, 'Run name: the run lives in <output>/
 config_flags.DEFINE_config_file(
     'config', None, 'An experiment as a file: configs/demo.py, configs/original.py, '
     'configs/study_v1.py...; --config.FIELD=value overrides one of its settings.')
-flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round.')
+flags.DEFINE_bool('resume', False, 'Continue <output>/<name> after its last complete round '
+                  '(an error when it does not exist).')
+flags.DEFINE_bool('resume_or_start', False, 'For scripts: --resume when <output>/<name> exists, '
+                  'else start it.')
 flags.DEFINE_bool('print_config', False, 'Print the resolved settings as JSON and exit.')
 flags.DEFINE_bool('tensorboard', True, 'Write TensorBoard event files into the run directory '
                   '(`tensorboard --logdir <output>`).')
@@ -219,7 +222,8 @@ def main(argv):
     print(json.dumps(config.as_dict(), indent=2))
     return
   compile_cache.enable()
-  result = experiment.run(config, resume=FLAGS.resume, tensorboard=FLAGS.tensorboard)
+  result = experiment.run(config, resume=FLAGS.resume or FLAGS.resume_or_start,
+                          resume_or_start=FLAGS.resume_or_start, tensorboard=FLAGS.tensorboard)
   if not distributed.is_main():
     return
   print(history.format_summary(result))

@@ -74,9 +74,8 @@ def main(argv):
     try:
       results = [json.dumps(r) for r in validate_lines(source, FLAGS.details)]
     except UnicodeDecodeError as error:
-      byte = error.object[error.start]
-      raise UserError(f'--input={FLAGS.input} is not UTF-8 text (byte 0x{byte:02x}); write '
-                      'it as UTF-8') from None
+      raise UserError(f'--input={FLAGS.input} is not UTF-8 text ({error.reason} at byte '
+                      f'{error.start} of a read block); convert it to UTF-8') from None
   text = ''.join(r + '\n' for r in results)
   if FLAGS.output == '-':
     sys.stdout.write(text)

@@ -10,10 +10,13 @@ import dataclasses
 import math
 import pathlib
 import re
+import types
+import typing
 
 import jax
 
 from inversion_jax import checkpointing
+from inversion_jax import errors
 from inversion_jax import generation
 from inversion_jax import history as history_lib
 from inversion_jax import lora as lora_lib
@@ -30,6 +33,7 @@ from inversion_jax import selection
 from inversion_jax import training
 from inversion_jax.errors import UserError
 from inversion_jax.loading import registry
+from inversion_jax.parallel import distributed
 from inversion_jax.quality import evaluation
 from inversion_jax.quality import heldout
 from inversion_jax.sampling import SamplingConfig
@@ -39,6 +43,39 @@ from inversion_jax.tasks import bank as bank_lib
 
 
 _PLAIN_NAME = re.compile(r'[A-Za-z0-9_][A-Za-z0-9._-]*')
+# LoRA learning rates in use are 1e-5..1e-3 (the default 2e-4); --lr=1e9 ran with only a
+# warning and turned every command into prose (quality 0.19 -> 0.00). Refused above this.
+MAX_LR = 0.1
+
+
+def _type_problem(annotation, value) -> str | None:
+  """What `value` should be when it does not fit the field's annotation (int is not bool,
+  a float field takes an int), else None; one check for every field, present and future."""
+  if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+    options = typing.get_args(annotation)
+    if value is None and type(None) in options:
+      return None
+    inner = [t for t in options if t is not type(None)]
+    problem = _type_problem(inner[0], value) if len(inner) == 1 else None
+    return problem and f'{problem} (or unset)'
+  if typing.get_origin(annotation) is tuple:
+    args = typing.get_args(annotation)
+    if len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]: any length.
+      bad = not isinstance(value, (tuple, list)) or any(_type_problem(args[0], v) for v in value)
+      return 'a list of values' if bad else None
+    if not isinstance(value, (tuple, list)) or len(value) != len(args) or any(
+        _type_problem(arg, item) for arg, item in zip(args, value)):
+      return f'{len(args)} values'
+    return None
+  if annotation is bool:
+    return None if isinstance(value, bool) else 'true or false'
+  if annotation is int:
+    return None if isinstance(value, int) and not isinstance(value, bool) else 'an integer'
+  if annotation is float:
+    return None if isinstance(value, (int, float)) and not isinstance(value, bool) else 'a number'
+  if annotation is str:
+    return None if isinstance(value, str) else 'a string'
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +142,10 @@ class RunConfig:
   def validate(self):
     """Raises UserError for values the loop cannot run with."""
     for field in dataclasses.fields(self):
+      expected = _type_problem(field.type, getattr(self, field.name))
+      if expected:
+        raise UserError(f'--{field.name} must be {expected}, got {getattr(self, field.name)!r}')
+    for field in dataclasses.fields(self):
       value = getattr(self, field.name)
       values = value if isinstance(value, tuple) else (value,)
       if any(isinstance(v, float) and not math.isfinite(v) for v in values):
@@ -131,6 +172,13 @@ class RunConfig:
       raise UserError(f'--temperature must be >= 0, got {self.temperature}')
     if self.lr <= 0:
       raise UserError(f'--lr must be positive, got {self.lr}')
+    if self.lr > MAX_LR:
+      raise UserError(f'--lr={self.lr} is above {MAX_LR}, where LoRA training wrecks the model '
+                      '(the default is 2e-4)')
+    if not 0 <= self.seed < 2**31:
+      raise UserError(f'--seed must be in [0, 2^31), got {self.seed}')
+    if self.lora_alpha <= 0:
+      raise UserError(f'--lora_alpha must be positive, got {self.lora_alpha}')
     if not 0 <= self.lora_dropout < 1:
       raise UserError(f'--lora_dropout must be in [0, 1), got {self.lora_dropout}')
     if self.num_devices > jax.local_device_count():
@@ -179,7 +227,7 @@ class RunConfig:
 
   @property
   def run_dir(self) -> pathlib.Path:
-    return pathlib.Path(self.output) / self.name
+    return pathlib.Path(self.output).expanduser() / self.name
 
   def as_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -275,32 +323,77 @@ def build(config: RunConfig, model_source=None) -> Experiment:
 
 
 def open_run(config: RunConfig, resume: bool):
-  """(checkpointer, history, next round, lora or None) for a new or resumed run."""
+  """(checkpointer, history, next round) for a new or resumed run."""
   checkpointer = checkpointing.RoundCheckpointer(config.run_dir, config.as_dict())
-  done = checkpointer.latest_round()
-  if not resume:
-    if done:
-      raise UserError(f'{config.run_dir} already holds {done} completed rounds; pass --resume '
-                      'to continue it, or choose another --name or --output')
-    return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), 1
-  checkpointer.check_resume(config.as_dict(), defaults=RunConfig().as_dict())
+  try:
+    done = checkpointer.latest_round()
+    if not resume:
+      if done:
+        raise UserError(f'{config.run_dir} already holds {done} completed rounds; pass --resume '
+                        'to continue it, or choose another --name or --output')
+      checkpointer.write_run_config()
+      return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), 1
+    checkpointer.check_resume(config.as_dict(), defaults=RunConfig().as_dict())
+  except BaseException:
+    checkpointer.close()
+    raise
   return checkpointer, history_lib.RunHistory(config.as_dict(), config.seed), (done or 0) + 1
 
 
 def run(config: RunConfig, resume: bool = False, model_source=None,
-        tensorboard: bool = True) -> history_lib.RunHistory:
+        resume_or_start: bool = False, tensorboard: bool = True) -> history_lib.RunHistory:
   """Runs (or resumes) the experiment; returns the history of all completed rounds.
 
+  `resume` continues `<output>/<name>` and refuses a directory that does not exist (a
+  mistyped --name would otherwise start a new run); `resume_or_start` (for scripts)
+  starts it then. The run directory is locked for the run's life: one writer.
   `tensorboard`: also write TensorBoard event files into the run directory (summaries.py).
   """
   config.validate()
+  if resume and not resume_or_start and not config.run_dir.is_dir():
+    raise UserError(f'--resume: there is no run {config.run_dir}; check --output and --name, '
+                    'or drop --resume to start it')
+  if config.run_dir.is_dir() and distributed.is_main():  # Only process 0 takes the lock.
+    run_dir_lib.check_unlocked(config.run_dir)  # Before minutes of model loading.
   exp = build(config, model_source)  # Before the run dir exists: a failed load leaves nothing.
   run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main, tensorboard=tensorboard)
-  checkpointer, history, first_round = open_run(config, resume)
-  run_dir.log_config(config.as_dict())  # Each round is flushed as it is logged.
+  with run_dir.lock():
+    run_dir.sweep_partial_files()
+    checkpointer, history, first_round = open_run(config, resume)
+    run_dir.log_config(config.as_dict())  # Each round is flushed as it is logged.
+    try:
+      return _run_rounds(exp, config, run_dir, checkpointer, history, first_round)
+    except KeyboardInterrupt:
+      raise errors.Interrupted(_kept(config, checkpointer)) from None
+    except errors.OutputError as error:
+      raise errors.OutputError(f'{error}; {_kept(config, checkpointer)}') from error
+    finally:
+      checkpointer.close()
+      run_dir.close()
+
+
+def _kept(config: RunConfig, checkpointer) -> str:
+  """Where the run stands and how to go on, for a run stopped by Ctrl-C or a write error."""
+  try:
+    done = checkpointer.all_rounds()
+  except Exception:  # pylint: disable=broad-except
+    done = []
+  if not done:
+    kept = f'no round of {config.run_dir} was completed'
+  else:
+    kept = (f'round 1 is saved in {config.run_dir}' if done[-1] == 1
+            else f'rounds 1-{done[-1]} are saved in {config.run_dir}')
+  return f'{kept}; continue with the same flags and --resume'
+
+
+def _run_rounds(exp: Experiment, config: RunConfig, run_dir, checkpointer, history,
+                first_round: int) -> history_lib.RunHistory:
+  """The round loop; every derived file (progress, results, report) is rewritten from the
+  checkpoints on resume, whatever an interruption left behind."""
   lora = exp.initial_lora
   if first_round > 1:
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
+    run_dir.save_progress(history)  # Repairs a progress.json a kill left behind.
     exp.calibration = history.rounds[0].get('calibration')
     if config.target_acceptance is not None and exp.calibration is None:
       raise UserError(f'{config.run_dir} has no calibrated threshold in round 1; it cannot be '
@@ -342,8 +435,6 @@ def run(config: RunConfig, resume: bool = False, model_source=None,
                   f'is kept in {config.run_dir}')
       break
   run_dir.save_results(history)
-  run_dir.close()
-  checkpointer.close()
   if history.rounds:
     run_dir.write_report()
   return history

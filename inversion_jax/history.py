@@ -8,6 +8,7 @@ the original's per-cycle fields), with the original's other names beside them
 """
 
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import numpy as np
 
 from inversion_jax import metrics as metrics_lib
 from inversion_jax import original_format
-from inversion_jax.errors import UserError
+from inversion_jax.errors import OutputError, UserError
 
 PROGRESS_FILE = 'progress.json'
 RESULTS_FILE = 'self_improvement_results.json'
@@ -46,18 +47,82 @@ def jsonable(obj):
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-  """Writes `text` to `path` so readers see the old or the new file, never half."""
-  path = Path(path)
-  fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+  """Writes `text` to `path` so readers see the old or the new file, never half.
+
+  The file gets the mode a plain `open` would give (0666 less the umask; mkstemp's 0600
+  would hide results from a group). A failed write (full disk, no permission) is a
+  `UserError` naming the file; the old file, if any, is untouched.
+  """
+  path = Path(path).expanduser()
+  tmp_name = None
   try:
+    fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     with os.fdopen(fd, 'w') as tmp:
       tmp.write(text)
       tmp.flush()
+      os.fchmod(tmp.fileno(), 0o666 & ~current_umask())
       os.fsync(tmp.fileno())
     os.replace(tmp_name, path)
-  except BaseException:
-    Path(tmp_name).unlink(missing_ok=True)
-    raise
+  except OSError as error:
+    raise write_error(path, error) from error
+  finally:
+    if tmp_name is not None and Path(tmp_name).exists():
+      Path(tmp_name).unlink(missing_ok=True)
+  return path
+
+
+def current_umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def write_error(path: str | Path, error: OSError) -> OutputError:
+  """The one line for a file that could not be written, with what to do."""
+  if error.errno == errno.ENOSPC or error.errno == errno.EDQUOT:
+    advice = 'the disk is full: free space'
+  elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    advice = 'no permission: choose a writable directory'
+  elif error.errno in (errno.ENOENT, errno.ENOTDIR):
+    advice = 'no file can be made there: check that its directory exists, or choose another path'
+  else:
+    advice = 'check the path and the disk'
+  return OutputError(f'cannot write {path} ({error.strerror or error}); {advice}')
+
+
+def read_json(path: str | Path, advice: str, kind: type = dict):
+  """A JSON file's value, or a `UserError` naming the file and `advice` when it is missing,
+  unreadable, not JSON, or not a `kind` (a file cut short or edited by hand)."""
+  path = Path(path)
+  try:
+    value = json.loads(path.read_bytes())
+  except FileNotFoundError as error:
+    raise UserError(f'{path} does not exist; {advice}') from error
+  except OSError as error:
+    raise UserError(f'cannot read {path} ({error.strerror or error}); {advice}') from error
+  except ValueError as error:  # JSONDecodeError and UnicodeDecodeError.
+    raise UserError(f'{path} is not valid JSON ({error}); {advice}') from error
+  if not isinstance(value, kind):
+    raise UserError(f'{path} holds a JSON {type(value).__name__}, not the expected '
+                    f'{kind.__name__}; {advice}')
+  return value
+
+
+def check_output_file(path: str | Path) -> Path:
+  """Refuses an output file that could not be written, before any work is done: its
+  directory must exist and be writable, and the path must not be a directory."""
+  path = Path(path).expanduser()
+  parent = path.parent
+  if path.is_dir():
+    raise UserError(f'output {path} is a directory; give a file path')
+  if not parent.is_dir():
+    raise UserError(f'cannot write {path}: the directory {parent} does not exist; create it '
+                    'or choose another path')
+  try:  # A real write: access() says yes to root, and on /proc or a read-only mount.
+    with tempfile.TemporaryFile(prefix=f'.{path.name}.', dir=parent):
+      pass
+  except OSError as error:
+    raise write_error(path, error) from None
   return path
 
 
@@ -124,22 +189,38 @@ class RunHistory:
   def load(cls, directory: str | Path) -> 'RunHistory':
     """Reads progress.json back, for `--resume`."""
     path = Path(directory) / PROGRESS_FILE
-    try:
-      progress = json.loads(path.read_text())
-      return cls(config=progress['config'], seed=progress['seed'],
-                 rounds=rounds_of(progress))
-    except FileNotFoundError as error:
+    if not path.exists():
       raise UserError(f'no {PROGRESS_FILE} in {directory}: nothing to resume; drop --resume'
-                      ' or point --output at an earlier run') from error
-    except (OSError, ValueError, KeyError, TypeError) as error:
-      raise UserError(f'{path} is unreadable ({error}); restore it or start a fresh'
-                      ' --output') from error
+                      ' or point --output at an earlier run')
+    progress = read_progress(path)
+    return cls(config=progress.get('config') or {}, seed=progress.get('seed'),
+               rounds=rounds_of(progress))
 
 
 def rounds_of(progress: dict) -> list[dict]:
   """The round records of a progress.json, in its current shape or the older one (a list)."""
   history = progress['history']
   return list(history['cycles'] if isinstance(history, dict) else history)
+
+
+PROGRESS_ADVICE = ('the loop rewrites it from the checkpoints: rerun self_improve.py with the '
+                   'same flags and --resume')
+
+
+def read_progress(path: str | Path) -> dict:
+  """A progress.json checked for the shape readers rely on (a record per round, each with
+  its `cycle` and a `metrics` object), or a `UserError` saying how to rebuild it."""
+  progress = read_json(path, PROGRESS_ADVICE)
+  try:
+    records = rounds_of(progress)
+    ok = all(isinstance(r, dict) and isinstance(r.get('cycle'), int)
+             and isinstance(r.get('metrics', {}), dict) for r in records)
+  except (KeyError, TypeError):
+    ok = False
+  if not ok or not isinstance(progress.get('config', {}), dict):
+    raise UserError(f'{path} does not hold a run\'s rounds (wrong or missing fields); '
+                    + PROGRESS_ADVICE)
+  return progress
 
 
 def _round_seconds(record: dict) -> float:

@@ -9,7 +9,6 @@ the intrinsic score minus that of graded real quality, base model -> last round
 (`metrics.goodhart_gap`).
 """
 
-import json
 import pathlib
 
 from inversion_jax import early_warning
@@ -32,7 +31,7 @@ def load_rounds(run_dir) -> tuple[dict, list[dict]]:
   if not path.exists():
     raise UserError(f'no {history_lib.PROGRESS_FILE} in {run_dir}: not a run directory, or no '
                     'round has completed yet')
-  progress = json.loads(path.read_text())
+  progress = history_lib.read_progress(path)
   rounds = [dict(r, metrics=dict(r.get('metrics') or {})) for r in history_lib.rounds_of(progress)]
   for record in rounds:
     cycle = int(record['cycle'])
@@ -48,7 +47,15 @@ def load_rounds(run_dir) -> tuple[dict, list[dict]]:
 
 def _read_quality(run_dir, round_index: int) -> dict | None:
   path = quality_path(run_dir, round_index)
-  return json.loads(path.read_text())['metrics'] if path.exists() else None
+  if not path.exists():
+    return None
+  advice = (f'delete it and run evaluate_quality.py --workdir={run_dir} to evaluate round '
+            f'{round_index} again')
+  metrics = history_lib.read_json(path, advice).get('metrics')
+  if not isinstance(metrics, dict) or not all(
+      isinstance(v, (int, float)) or v is None for v in metrics.values()):
+    raise UserError(f'{path} has no numeric "metrics" object; {advice}')
+  return metrics
 
 
 def _tools(rounds) -> list[str]:

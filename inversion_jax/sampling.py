@@ -13,6 +13,7 @@ add empty cache slots) between `decode` calls without changing any row's tokens:
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -37,8 +38,9 @@ class SamplingConfig:
   stop_at_newline: bool = True
 
   def __post_init__(self):
-    if self.temperature < 0:
-      raise ValueError(f'temperature must be >= 0, got {self.temperature}')
+    if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+            and self.temperature >= 0):  # NaN passes a plain `< 0` test.
+      raise ValueError(f'temperature must be a finite number >= 0, got {self.temperature}')
     if self.max_new_tokens < 1:
       raise ValueError(f'max_new_tokens must be >= 1, got {self.max_new_tokens}')
     if self.top_p is not None and not 0 < self.top_p <= 1:

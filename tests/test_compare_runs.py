@@ -112,3 +112,16 @@ def test_results_section_reads_the_numbers_and_replaces_the_block(tmp_path):
   text = readme.read_text()
   assert 'STALE' not in text and text.startswith('top\n') and text.endswith('bottom\n')
   assert '| graded quality change (%) | -7.50 [' in text and '(n=2)' in text  # (-10 - 5) / 2.
+
+
+def test_refuses_the_same_run_twice_a_corrupt_progress_and_an_unwritable_output(tmp_path):
+  a = make_run(tmp_path, 'a', 0, 0.36)
+  (tmp_path / 'link').symlink_to(a)
+  with pytest.raises(compare_runs.UserError, match='are the same run'):
+    compare_runs.check_distinct([a, tmp_path / 'link'])
+  (a / history.PROGRESS_FILE).write_text('{"history": {"cycles": [{"cycle": "x"}]}}')
+  with pytest.raises(compare_runs.UserError, match='progress.json does not hold a run'):
+    compare_runs.group_runs([a])
+  with pytest.raises(compare_runs.UserError, match='cannot write /proc/x.md'):
+    compare_runs.output_prefix('/proc/x')
+  assert compare_runs.output_prefix(str(tmp_path / 'new' / 'cmp')) == tmp_path / 'new' / 'cmp'

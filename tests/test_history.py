@@ -1,6 +1,7 @@
 """Tests for the run's JSON record: atomic writes, progress/results files, summary."""
 
 import dataclasses
+import errno
 import json
 import os
 
@@ -99,8 +100,40 @@ def test_load_without_progress_is_a_user_error(tmp_path):
   with pytest.raises(UserError, match='nothing to resume'):
     history.RunHistory.load(tmp_path)
   (tmp_path / 'progress.json').write_text('{"config": ')
-  with pytest.raises(UserError, match='unreadable'):
+  with pytest.raises(UserError, match='progress.json is not valid JSON.*--resume'):
     history.RunHistory.load(tmp_path)
+
+
+@pytest.mark.parametrize('text, message', [
+    ('{"config": ', 'not valid JSON'), (b'\xff\xfe', 'not valid JSON'), ('[1, 2]', 'JSON list'),
+    ('{"history": 3}', 'wrong or missing fields'), ('{}', 'wrong or missing fields'),
+    ('{"history": {"cycles": [{"cycle": "1"}]}}', 'wrong or missing fields'),
+    ('{"history": {"cycles": [{"cycle": 1, "metrics": []}]}}', 'wrong or missing fields'),
+])
+def test_corrupt_or_wrong_typed_progress_is_one_user_error(tmp_path, text, message):
+  path = tmp_path / 'progress.json'
+  path.write_bytes(text if isinstance(text, bytes) else text.encode())
+  with pytest.raises(UserError, match=message):
+    history.read_progress(path)
+
+
+def test_written_files_honour_the_umask(tmp_path):
+  old = os.umask(0o027)
+  try:
+    path = history.write_json_atomic(tmp_path / 'a.json', {'v': 1})
+  finally:
+    os.umask(old)
+  assert path.stat().st_mode & 0o777 == 0o640
+  path = history.write_json_atomic(tmp_path / 'b.json', {'v': 1})
+  assert path.stat().st_mode & 0o777 == 0o666 & ~old
+
+
+def test_output_file_is_checked_before_the_work(tmp_path):
+  with pytest.raises(UserError, match='does not exist'):
+    history.check_output_file(tmp_path / 'missing' / 'x.json')
+  with pytest.raises(UserError, match='is a directory'):
+    history.check_output_file(tmp_path)
+  assert history.check_output_file(tmp_path / 'x.json') == tmp_path / 'x.json'
 
 
 @dataclasses.dataclass
@@ -123,10 +156,11 @@ def test_write_json_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypat
   history.write_json_atomic(path, {'v': 1})
 
   def failing_replace(src, dst):
-    raise OSError('disk full')
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
   monkeypatch.setattr(os, 'replace', failing_replace)
-  with pytest.raises(OSError, match='disk full'):
+  with pytest.raises(UserError, match=r'cannot write .*progress.json \(No space left on device\); '
+                     'the disk is full'):
     history.write_json_atomic(path, {'v': 2})
   assert json.loads(path.read_text()) == {'v': 1}
   assert os.listdir(tmp_path) == ['progress.json']  # No temp file left behind.

