@@ -206,17 +206,23 @@ def _alternatives(value, where, path) -> tuple[tuple[str, ...], ...]:
   return tuple(tuple(alt) for alt in value)
 
 
+def _patterns(items, where, path) -> tuple[str, ...]:
+  """Regular expressions of a spec field; one that does not compile is a UserError."""
+  for pattern in items:
+    try:
+      re.compile(pattern)
+    except re.error as error:
+      raise UserError(f'{path}: {where} {pattern!r} is not a regular expression ({error})'
+                      ) from None
+  return tuple(items)
+
+
 def _requirements(items, where, path) -> tuple[Requirement, ...]:
   out = []
   for i, item in enumerate(items or ()):
     _check_fields(item, _REQUIRED_FIELDS, f'{where}[{i}]', path)
-    unless = tuple(item.get('unless_positional', ()))
-    for pattern in unless:
-      try:
-        re.compile(pattern)
-      except re.error as error:
-        raise UserError(f'{path}: {where}[{i}].unless_positional {pattern!r} is not a regular '
-                        f'expression ({error})') from None
+    unless = _patterns(item.get('unless_positional', ()), f'{where}[{i}].unless_positional',
+                       path)
     out.append(Requirement(_alternatives(item.get('any_of'), f'{where}[{i}].any_of', path),
                            str(item.get('doc', '')), unless))
   return tuple(out)
@@ -259,14 +265,8 @@ def parse_spec(obj, path='<spec>') -> ToolSpec:
   intents = {}
   for name, intent in (obj.get('intents') or {}).items():
     _check_fields(intent, _INTENT_FIELDS, f'intents.{name}', path)
-    patterns = {field: tuple(intent.get(field, ())) for field in ('keywords', 'unless', 'default')}
-    for field, items in patterns.items():
-      for pattern in items:
-        try:
-          re.compile(pattern)
-        except re.error as error:
-          raise UserError(f'{path}: intents.{name} {field} {pattern!r} is not a regular '
-                          f'expression ({error})') from None
+    patterns = {field: _patterns(intent.get(field, ()), f'intents.{name} {field}', path)
+                for field in ('keywords', 'unless', 'default')}
     intents[name] = Intent(name, patterns['keywords'],
                            _alternatives(intent.get('options'), f'intents.{name}.options', path),
                            str(intent.get('doc', '')), patterns['unless'], patterns['default'])
