@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from inversion_jax import experiment, history, presets, rounds, selection
+from inversion_jax import errors
 from inversion_jax.errors import UserError
 from tests.test_experiment import config_for, round_metrics, run_driver, tiny_gguf  # noqa: F401
 
@@ -75,7 +76,7 @@ def test_after_only_in_the_last_round_completes_resumes_and_reports(tiny_gguf, t
     return real_run_round(exp, lora, round_index, *args)
 
   monkeypatch.setattr(rounds, 'run_round', stop_in_round_3)
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(errors.Interrupted, match='rounds 1-2 are saved'):  # Ctrl-C, reported.
     experiment.run(broken)
   monkeypatch.setattr(rounds, 'run_round', real_run_round)
   experiment.run(broken, resume=True)

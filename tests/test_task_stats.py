@@ -159,5 +159,5 @@ def test_compare_runs_refuses_a_run_given_twice(tmp_path):
   done = subprocess.run([sys.executable, str(script), str(run), str(run),
                          f'--output={tmp_path / "cmp"}'], capture_output=True, text=True,
                         timeout=300)
-  assert done.returncode == 2 and 'given twice' in done.stderr
+  assert done.returncode == 2 and 'the same run' in done.stderr  # check_distinct, before grouping
   assert 'Traceback' not in done.stderr and len(done.stderr.strip().splitlines()) == 1
