@@ -25,11 +25,23 @@ One run on one machine and one set of weights measures:
      tokens at the full-batch (`--floor_batch`) decode throughput of
      `sampling.jit_generate` (t(N+1) - t(1)), its prompt tokens (every row's suffix plus
      each call's shared prefix once) at the prefill throughput of one `jit_forward` over
-     `--floor_batch` x `--floor_prefill_len` tokens, and its training tokens at a third of
-     that (forward + backward ~ 3 forwards). Reported as round seconds / floor seconds.
+     `--floor_batch` x `--floor_prefill_len` tokens, and its training's matmul FLOPs
+     (`step_flops`: forward + backward over each trained example's own tokens, no padding)
+     at the throughput of one jitted f32 matmul of the model's MLP shape, measured in the
+     same run. Per stage: train, held-out (its decode + prompt tokens) and signals (the
+     prompt tokens they embed or score) each against their own floor.
+  4. THE ORIGINAL'S TRAINING (reference): transformers + PEFT LoRA on the very examples the
+     round trained on, every row padded to 512 tokens, batch 4, AdamW, clipping at 1.0
+     (HF Trainer's), `--reference_train_steps` steps timed after a warm-up and scaled to
+     the round's steps. With the EOS reference of 2. it makes the original's whole pipeline.
+
+  The 'dose' config is the original's dose: 50 x 3 with a threshold calibrated so that
+  ~60 % (`--dose_acceptance`) of round 1's BEFORE candidates pass (>= 90 examples
+  trained), and every held-out task of the test split.
 
   python experiments/benchmark_round.py --output_json=benchmarks/round_cpu.json
   python experiments/benchmark_round.py --configs=demo --reference_rows=3 --skip_reference
+  python experiments/benchmark_round.py --configs=dose --repeats=1 --reference_rows=2
 
 Generated commands are text: nothing here executes them.
 """
@@ -41,6 +53,7 @@ import math
 import os
 import pathlib
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,6 +73,7 @@ from inversion_jax import experiment  # noqa: E402
 from inversion_jax import prompts as prompts_lib  # noqa: E402
 from inversion_jax import rounds  # noqa: E402
 from inversion_jax import sampling  # noqa: E402
+from inversion_jax import training  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.loading import registry  # noqa: E402
 from inversion_jax.scoring import text as text_lib  # noqa: E402
@@ -73,6 +87,10 @@ CONFIGS = {
                  eval_tasks=18),
     'original': dict(tasks=50, candidates=3, max_new_tokens=100, threshold=0.5,
                      eval_split='test', eval_tasks=36),
+    # The original's dose: 50 x 3, a threshold calibrated to ~60 % acceptance on round 1's
+    # BEFORE scores (>= 90 examples trained), every held-out task of the test split.
+    'dose': dict(tasks=50, candidates=3, max_new_tokens=100, threshold=0.5, eval_split='test',
+                 eval_tasks=0),
 }
 STAGES = ('generate', 'invert', 'rate', 'validate', 'train', 'heldout')
 SCORING_STAGES = ('generate', 'invert', 'rate')
@@ -95,6 +113,11 @@ def define_flags() -> None:
   flags.DEFINE_string('compile_cache', '', "Persistent compile cache directory; '' = the "
                       "library's default, 'off' = none (the first round then compiles all).")
   flags.DEFINE_integer('seed', 0, 'Seed of the rounds and of the reference rows.')
+  flags.DEFINE_float('dose_acceptance', 0.6, "Share of round 1's BEFORE candidates the 'dose' "
+                     'threshold keeps (its quantile of their scores).')
+  flags.DEFINE_float('dose_threshold', None, "The 'dose' threshold as given (no calibration).")
+  flags.DEFINE_integer('reference_train_steps', 3, "Steps of the original's training timed "
+                       '(after one warm-up), scaled to the round; 0 = not timed.')
   flags.DEFINE_string('output_json', 'benchmark_round.json', 'Where to write the results.')
 
 
@@ -175,12 +198,16 @@ def time_rounds(config: experiment.RunConfig, model_source, repeats: int) -> tup
   runs, result = [], None
   for index in range(repeats):
     before = CompileCounter.snapshot()
+    cpu = cpu_seconds()
     result = rounds.run_round(exp, exp.initial_lora, 1)
     record = result.record
     metrics = record['metrics']
     runs.append({
         'repeat': index + 1,
         'timings': {k: float(v) for k, v in record['timings'].items()},
+        # CPU time of every thread of this process: on a machine that other jobs load, the
+        # wall time an uncontended core would take (pinned to one core: `taskset -c 1`).
+        'cpu_seconds': cpu_seconds() - cpu,
         'tokens': {'before': int(metrics.get('before/tokens_generated', 0)),
                    'after': int(metrics.get('after/tokens_generated', 0)),
                    'heldout': int(metrics.get('heldout/tokens', 0))},
@@ -192,8 +219,14 @@ def time_rounds(config: experiment.RunConfig, model_source, repeats: int) -> tup
     logging.info('%d x %d round, repeat %d: %s', config.tasks, config.candidates, index + 1,
                  runs[-1]['timings'])
   work = round_work(exp, result)
+  exp.benchmark_examples = train_examples(exp, result)  # For the original's training.
   return {'config': config.as_dict(), 'rows_per_round': 2 * config.tasks * config.candidates,
           'runs': runs, 'first': runs[0], 'steady': steady(runs), 'work': work}, exp
+
+
+def cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def steady(runs: list[dict]) -> dict:
@@ -214,7 +247,7 @@ def round_work(exp, result: rounds.RoundResult) -> dict:
   """
   count = exp.count_tokens
   style = exp.style
-  prefill = decode = train = 0
+  prefill = decode = train = signal_prefill = 0
   by_name = {p.name: p for p in result.phases}
   for name in ('before', 'after'):
     phase = by_name.get(name)
@@ -233,14 +266,94 @@ def round_work(exp, result: rounds.RoundResult) -> dict:
         if r['kept']:
           prompt, completion = style.training_text(r['tool'], r['task'], r['command'])
           train += count(prompt) + count(completion) + 1  # + EOS
+    if 'agreement_rate' in phase.metrics:  # The commands embedded for the early warning.
+      signal_prefill += sum(count(r['command'] or ' ') + 1 for r in rows)
+  if 'after' in by_name:  # kl_from_base: the last token of up to 64 prompts, two models.
+    prompts = [style.generation(r['tool'], r['task']) for r in by_name['after'].rows][::max(
+        1, exp.config.candidates)][:64]
+    signal_prefill += 2 * (sum(count(p.suffix) for p in prompts) +
+                           sum(count(h) for h in {p.prefix for p in prompts}))
   held = next((p for p in result.phases if p.name == 'heldout'), None)
+  held_decode = held_prefill = 0
   if held is not None:
-    decode += int(held.metrics.get('tokens', 0))
+    held_decode = int(held.metrics.get('tokens', 0))
     prompts = [style.generation(r['tool'], r['task']) for r in held.rows]
-    prefill += sum(count(p.suffix) for p in prompts) + sum(count(h) for h in {
+    held_prefill = sum(count(p.suffix) for p in prompts) + sum(count(h) for h in {
         p.prefix for p in prompts})
-  return {'decode_tokens': decode, 'prefill_tokens': prefill,
-          'train_tokens': train * exp.config.epochs}
+  return {'decode_tokens': decode + held_decode, 'prefill_tokens': prefill + held_prefill,
+          'train_tokens': train * exp.config.epochs,
+          'heldout_decode_tokens': held_decode, 'heldout_prefill_tokens': held_prefill,
+          'signal_prefill_tokens': signal_prefill,
+          'train_lengths': training.example_lengths(train_examples(exp, result)),
+          'train_flops': train_flops(exp, result)}
+
+
+def train_examples(exp, result: rounds.RoundResult) -> list:
+  """The examples the round trained on: BEFORE's kept rows, as `rounds.fine_tune` makes them."""
+  before = next((p for p in result.phases if p.name == 'before'), None)
+  rows = [r for r in (before.rows if before else []) if r['kept']]
+  return [training.make_example(exp.tokenizer, *exp.style.training_text(
+      r['tool'], r['task'], r['command']), add_bos=exp.generator.add_bos) for r in rows]
+
+
+def step_flops(model_config, lora_rank: int, lengths) -> float:
+  """Matmul FLOPs of a train step's forward + backward over examples of `lengths` tokens,
+  each attending only to itself (no padding, no packing waste): the training floor's work.
+
+  Forward: 2 x multiply-adds of every projection, the MLP, the LM head, the LoRA factors
+  and attention (q.k and p.v over the example's own tokens). Backward: the frozen weights
+  need only the input gradients (1x the forward), the adapters and attention input and
+  weight-side gradients (2x).
+  """
+  c = model_config
+  d, q, kv, f = c.embed_dim, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.hidden_dim
+  frozen = c.num_layers * 2 * (d * q + 2 * d * kv + q * d + 3 * d * f) + 2 * d * c.vocab_size
+  lora = c.num_layers * 2 * lora_rank * ((d + q) + 2 * (d + kv) + (q + d))
+  total = 0.0
+  for n in lengths:
+    attention = c.num_layers * 2 * 2 * q * n * n  # q.k and p.v, every query, every key.
+    total += n * (2 * frozen + 3 * lora) + 3 * attention
+  return total
+
+
+def train_flops(exp, result: rounds.RoundResult) -> float:
+  lengths = training.example_lengths(train_examples(exp, result))
+  return exp.config.epochs * step_flops(exp.generator.config, exp.config.lora_rank, lengths)
+
+
+def measure_matmul(rows: int = 512, inner: int = 576, cols: int = 1536, repeats: int = 5,
+                   dtype=jnp.float32) -> dict:
+  """FLOP/s of one jitted [rows, inner] x [inner, cols] product (the model's MLP shape)."""
+  rng = np.random.default_rng(0)
+  a = jnp.asarray(rng.standard_normal((rows, inner)), dtype)
+  b = jnp.asarray(rng.standard_normal((inner, cols)), dtype)
+  dot = jax.jit(lambda x, y: x @ y)
+  jax.block_until_ready(dot(a, b))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(dot(a, b))
+    times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
+  return {'shape': [rows, inner, cols], 'seconds': seconds,
+          'flop_s': 2 * rows * inner * cols / seconds}
+
+
+def calibrate_threshold(config: experiment.RunConfig, model_source, acceptance: float) -> dict:
+  """The threshold keeping `acceptance` of round 1's BEFORE candidates: scores them once
+  (the round scores the same candidates again: same seeds, same adapters)."""
+  if not 0 < acceptance <= 1:
+    raise UserError(f'--dose_acceptance must be in (0, 1], got {acceptance}')
+  start = time.perf_counter()
+  exp = experiment.build(config, model_source=model_source)
+  generator = exp.generator.with_state(exp.inference_state(exp.initial_lora))
+  scores = np.sort(np.nan_to_num(rounds.score_round(exp, generator, 1, 'before').scores,
+                                 nan=0.0))[::-1]
+  keep = max(1, math.ceil(acceptance * len(scores)))
+  threshold = float(np.clip(scores[keep - 1], 0.0, 1.0))
+  return {'threshold': threshold, 'acceptance_target': acceptance,
+          'accepted': int(np.sum(scores >= threshold)), 'candidates': int(len(scores)),
+          'seconds': time.perf_counter() - start}
 
 
 # ----------------------------------------------------------------------------- the floor
@@ -278,11 +391,20 @@ def measure_floor(graphdef, state, config, batch: int = 64, prefill_len: int = 1
 
 
 def floor_seconds(work: dict, floor: dict) -> dict:
+  """Each stage's work at the measured rates: decode and prompt tokens at the decode and
+  prefill throughputs, training's FLOPs (`step_flops`) at the matmul throughput."""
   decode = work['decode_tokens'] / floor['decode_tok_s']
   prefill = work['prefill_tokens'] / floor['prefill_tok_s']
-  train = 3 * work['train_tokens'] / floor['prefill_tok_s']
-  return {'decode': decode, 'prefill': prefill, 'train': train,
-          'generation': decode + prefill, 'total': decode + prefill + train}
+  if floor.get('matmul_flop_s') and 'train_flops' in work:
+    train = work['train_flops'] / floor['matmul_flop_s']
+  else:
+    train = 3 * work['train_tokens'] / floor['prefill_tok_s']
+  heldout = (work.get('heldout_decode_tokens', 0) / floor['decode_tok_s'] +
+             work.get('heldout_prefill_tokens', 0) / floor['prefill_tok_s'])
+  signals = work.get('signal_prefill_tokens', 0) / floor['prefill_tok_s']
+  return {'decode': decode, 'prefill': prefill, 'train': train, 'heldout': heldout,
+          'signals': signals, 'scoring': decode + prefill - heldout,
+          'generation': decode + prefill, 'total': decode + prefill + train + signals}
 
 
 # ----------------------------------------------------------------------------- the reference
@@ -367,6 +489,64 @@ def time_reference(hf, tokenizer, eos_ids, rows: int, seed: int = 0,
   return out
 
 
+def time_reference_training(hf, tokenizer, examples, run_config, steps: int,
+                            max_len: int = 512, seed: int = 0) -> dict:
+  """The original's training of `examples`, timed: transformers + PEFT LoRA (its rank,
+  alpha, dropout and targets), every row padded to `max_len` tokens, batch
+  `run_config.batch_size`, AdamW (lr `run_config.lr`) with HF Trainer's gradient clipping
+  at 1.0, loss on every token (the original trained on padding too). One warm-up step,
+  then `steps` steps timed; their mean is scaled to one epoch of `examples`."""
+  import peft  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(seed)
+  model = peft.get_peft_model(hf, peft.LoraConfig(
+      r=run_config.lora_rank, lora_alpha=run_config.lora_alpha,
+      lora_dropout=run_config.lora_dropout, target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+      task_type='CAUSAL_LM'))
+  model.train()
+  optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                lr=run_config.lr, weight_decay=0.0)
+  batch = run_config.batch_size
+  total_steps = math.ceil(len(examples) / batch) * run_config.epochs
+  pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+
+  def rows(start):
+    chosen = [examples[(start + i) % len(examples)] for i in range(batch)]
+    ids = torch.full((batch, max_len), pad, dtype=torch.long)
+    mask = torch.zeros((batch, max_len), dtype=torch.long)
+    for i, e in enumerate(chosen):
+      sequence = list(e.prompt + e.completion)[:max_len]
+      ids[i, :len(sequence)] = torch.tensor(sequence)
+      mask[i, :len(sequence)] = 1
+    return ids, mask
+
+  def step(start):
+    ids, mask = rows(start)
+    loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    return float(loss.detach())
+
+  step(0)  # Warm-up.
+  times, cpu = [], cpu_seconds()
+  for index in range(steps):
+    start = time.perf_counter()
+    step((index + 1) * batch)
+    times.append(time.perf_counter() - start)
+  per_step = float(np.mean(times))
+  cpu_per_step = (cpu_seconds() - cpu) / max(steps, 1)
+  model.unload()  # Leaves `hf` without adapters.
+  return {'steps_timed': steps, 'seconds_per_step': per_step, 'step_seconds': times,
+          'steps_per_round': total_steps, 'seconds_scaled': per_step * total_steps,
+          'cpu_seconds_per_step': cpu_per_step, 'cpu_seconds_scaled': cpu_per_step * total_steps,
+          'max_len': max_len, 'batch_size': batch, 'examples': len(examples),
+          'torch_threads': torch.get_num_threads(),
+          'what': "transformers + PEFT, rows padded to max_len, batch 4, AdamW, clip 1.0: "
+                  "timed on steps_timed steps, scaled to steps_per_round"}
+
+
 def scale_reference(reference: dict, rows: int) -> dict:
   """Per-row means times the round's rows (BEFORE + AFTER), per variant and step."""
   return {name: {step: seconds * rows for step, seconds in
@@ -388,6 +568,17 @@ def ratios(entry: dict, floor: dict) -> dict:
       out[which]['ours_over_floor'] = timings['total'] / fs['total'] if fs['total'] else None
       out[which]['generation_over_floor'] = (generation / fs['generation']
                                              if fs['generation'] else None)
+      for stage in ('train', 'heldout', 'signals'):
+        out[which][f'{stage}_over_floor'] = (timings.get(stage, 0.0) / fs[stage]
+                                             if fs.get(stage) else None)
+    reference_train = entry.get('reference_train')
+    if reference_train and timings.get('train'):
+      out[which]['reference_train_over_ours'] = (reference_train['seconds_scaled'] /
+                                                 timings['train'])
+      scaled = (entry.get('reference_scaled') or {}).get('eos')
+      if scaled:  # The original's whole pipeline (EOS-stopping generation + its training).
+        out[which]['reference_pipeline_over_ours_round'] = (
+            (scaled['total'] + reference_train['seconds_scaled']) / timings['total'])
   return out
 
 
@@ -465,6 +656,9 @@ def format_table(results: dict) -> str:
              if stage in (*SCORING_STAGES, 'total') else '' for v in ('eos', 'forced')]
       lines.append(f"| {stage} | {_fmt(first.get(stage))} | {_fmt(steady_t.get(stage))} | "
                    f"{ref[0]} | {ref[1]} |")
+    lines.append('round CPU seconds (all threads; = wall time on an uncontended core when '
+                 'pinned to one): ' + ', '.join(f"repeat {run['repeat']} {run['cpu_seconds']:.0f}"
+                                                for run in entry['runs']))
     tokens = entry['first']['tokens']
     compiles = entry['first']['compiles']
     lines.append(f"tokens generated: before {tokens['before']}, after {tokens['after']}, held-out "
@@ -486,9 +680,38 @@ def format_table(results: dict) -> str:
     if 'floor_seconds' in entry:
       fs = entry['floor_seconds']
       lines.append(f"floor: {fs['total']:.1f} s (decode {fs['decode']:.1f}, prefill "
-                   f"{fs['prefill']:.1f}, train {fs['train']:.1f}) for "
+                   f"{fs['prefill']:.1f}, train {fs['train']:.1f}, of which held-out "
+                   f"{fs['heldout']:.1f}; signals {fs['signals']:.1f}) for "
                    f"{entry['work']['decode_tokens']} decode, {entry['work']['prefill_tokens']} "
                    f"prompt and {entry['work']['train_tokens']} training tokens")
+    calibration = entry.get('calibration')
+    if calibration:
+      lines.append(f"threshold {calibration['threshold']:.4f} " + (
+          'as given' if calibration.get('given') else
+          f"(keeps {calibration['accepted']}/{calibration['candidates']} of round 1's BEFORE "
+          f"candidates, target {calibration['acceptance_target']:.0%}; scoring them took "
+          f"{calibration['seconds']:.0f} s, not in the round)"))
+    train = entry['first']['timings']
+    lines.append(f"train: {entry['first']['metrics'].get('train/num_examples', 0):.0f} examples, "
+                 f"first {_fmt(train.get('train'))} s (steps meeting a new shape "
+                 f"{_fmt(train.get('train_new_shapes'))} s), steady "
+                 f"{_fmt(steady_t.get('train'))} s")
+    reference_train = entry.get('reference_train')
+    if reference_train:
+      lines.append(f"reference training (the original's way: transformers + PEFT, padded to "
+                   f"{reference_train['max_len']}, batch {reference_train['batch_size']}): "
+                   f"{reference_train['seconds_per_step']:.2f} s/step timed on "
+                   f"{reference_train['steps_timed']} steps, x {reference_train['steps_per_round']}"
+                   f" steps = {reference_train['seconds_scaled']:.0f} s (scaled)")
+    for which in ('first', 'steady'):
+      parts = [f"{label} {_fmt(r[which].get(key), '.2f')}x" for label, key in (
+          ('train/floor', 'train_over_floor'), ('held-out/floor', 'heldout_over_floor'),
+          ('signals/floor', 'signals_over_floor'),
+          ('ref training/ours', 'reference_train_over_ours'),
+          ('ref pipeline (eos + training)/our round', 'reference_pipeline_over_ours_round'))
+               if r[which].get(key) is not None]
+      if parts:
+        lines.append(f"{which}: " + ', '.join(parts))
   return '\n'.join(lines)
 
 
@@ -506,6 +729,10 @@ class Settings:
   floor_steps: int = 16
   floor_repeats: int = 3
   seed: int = 0
+  dose_acceptance: float = 0.6
+  dose_threshold: float | None = None
+  reference_train_steps: int = 3
+  reference_train_len: int = 512
   overrides: dict = dataclasses.field(default_factory=dict)  # Per config name (tests).
   reference_steps: dict = dataclasses.field(default_factory=lambda: dict(REFERENCE_STEPS))
 
@@ -521,23 +748,41 @@ def run_benchmark(settings: Settings, model_source=None) -> dict:
   results = {'model': settings.model, 'machine': machine_info(),
              'settings': {k: v for k, v in dataclasses.asdict(settings).items()},
              'configs': {}}
-  exp = None
+  exp, examples = None, {}
   for name in settings.configs:
     overrides = dict(settings.overrides.get(name, {}))
     if name == 'original':
       overrides.setdefault('eval_tasks', settings.eval_tasks_original)
     config = run_config(name, overrides, settings.model, settings.seed, settings.prompt_style)
+    calibration = None
+    if name == 'dose' and 'threshold' not in overrides:
+      if settings.dose_threshold is None:
+        calibration = calibrate_threshold(config, source, settings.dose_acceptance)
+      else:
+        calibration = {'threshold': settings.dose_threshold, 'given': True}
+      config = dataclasses.replace(config, threshold=calibration['threshold'])
     jax.clear_caches()  # Each config's first round compiles (or loads) as a fresh process would.
     results['configs'][name], exp = time_rounds(config, source, settings.repeats)
+    if calibration:
+      results['configs'][name]['calibration'] = calibration
+    examples[name] = exp.benchmark_examples
   graphdef, state = exp.generator.graphdef, exp.plain_state
   results['floor'] = measure_floor(graphdef, state, exp.generator.config, settings.floor_batch,
                                    settings.floor_prefill_len, settings.floor_steps,
                                    repeats=settings.floor_repeats, seed=settings.seed)
+  matmul = measure_matmul(repeats=max(3, settings.floor_repeats))
+  results['floor']['matmul'], results['floor']['matmul_flop_s'] = matmul, matmul['flop_s']
   if not settings.skip_reference:
     hf = benchmark_sampler.hf_model(model_config.replace(dtype='float32'), flat)
     results['reference'] = time_reference(hf, tokenizer, tokenizer.eos_ids,
                                           settings.reference_rows, settings.seed,
                                           settings.reference_steps)
+    if settings.reference_train_steps:
+      for name, entry in results['configs'].items():
+        if examples[name]:
+          entry['reference_train'] = time_reference_training(
+              hf, tokenizer, examples[name], run_config(name, settings.overrides.get(name)),
+              settings.reference_train_steps, settings.reference_train_len, settings.seed)
     del hf
   for entry in results['configs'].values():
     entry['floor_seconds'] = floor_seconds(entry['work'], results['floor'])
@@ -553,7 +798,9 @@ def settings_from_flags() -> Settings:
                   reference_rows=FLAGS.reference_rows, skip_reference=FLAGS.skip_reference,
                   floor_batch=FLAGS.floor_batch, floor_prefill_len=FLAGS.floor_prefill_len,
                   floor_steps=FLAGS.floor_steps, floor_repeats=FLAGS.floor_repeats,
-                  seed=FLAGS.seed)
+                  seed=FLAGS.seed, dose_acceptance=FLAGS.dose_acceptance,
+                  dose_threshold=FLAGS.dose_threshold,
+                  reference_train_steps=FLAGS.reference_train_steps)
 
 
 @exit_on_user_error

@@ -77,10 +77,13 @@ class LoRA(nnx.Module):
 
   def __call__(self, x, dropout_key):
     if dropout_key is not None and self.dropout > 0:
-      # One key per row ([B] keys): a row's mask does not depend on the rows beside it,
-      # so any split of a batch over devices or micro-batches draws the same masks.
-      keep = jax.vmap(lambda key, row: jax.random.bernoulli(key, 1.0 - self.dropout, row.shape))(
-          dropout_key, x)
+      # One key per row ([B] keys) or per token ([B, T] keys, training): a row's (a token's)
+      # mask does not depend on the rows beside it, so any split of a batch over devices or
+      # micro-batches, or any packing of examples into rows, draws the same masks.
+      draw = lambda key, row: jax.random.bernoulli(key, 1.0 - self.dropout, row.shape)
+      for _ in range(dropout_key.ndim):
+        draw = jax.vmap(draw)
+      keep = draw(dropout_key, x)
       x = jnp.where(keep, x / (1.0 - self.dropout), 0).astype(x.dtype)
     return (x @ self.a[...] @ self.b[...]) * jnp.asarray(self.scale, x.dtype)
 
@@ -171,8 +174,11 @@ def einsum_f32(spec, a, b):
 
 
 def _fold(keys, index):
-  """Per-row keys [B] folded with `index` (a layer, a projection)."""
-  return None if keys is None else jax.vmap(lambda key: jax.random.fold_in(key, index))(keys)
+  """Per-row [B] or per-token [B, T] keys folded with `index` (a layer, a projection)."""
+  if keys is None:
+    return None
+  flat = jax.vmap(lambda key: jax.random.fold_in(key, index))(keys.reshape(-1))
+  return flat.reshape(keys.shape)
 
 
 class Attention(nnx.Module):
@@ -345,10 +351,13 @@ class Output(NamedTuple):
 
 
 def forward(graphdef, state, tokens, positions, key_start=None, cache=None, write_index=0,
-            prefix=None, dropout_key=None, last_only=False, hidden_layers=()) -> Output:
+            prefix=None, dropout_key=None, last_only=False, hidden_layers=(),
+            segment_ids=None) -> Output:
   """Pure forward pass: logits, updated cache (or None) and requested hidden states.
 
-  `hidden_layers` is a static tuple of layer indices (see `Output`).
+  `hidden_layers` is a static tuple of layer indices (see `Output`). `segment_ids` [B, T]
+  (no cache): a token attends only to earlier tokens of its own segment, so several
+  sequences packed into one row (training) do not see each other.
 
   `state` is one `nnx.State`, or a tuple of states that together make the model (e.g.
   LoRA params and frozen base params while training). Without a cache the keys are the tokens themselves (training, scoring); with one, the
@@ -359,6 +368,8 @@ def forward(graphdef, state, tokens, positions, key_start=None, cache=None, writ
     key_start = jnp.zeros((batch,), jnp.int32)
   num_slots = num_queries if cache is None else cache[0].k.shape[-1]
   mask = attention_mask(key_start, num_queries, num_slots, write_index)
+  if segment_ids is not None:
+    mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
   model = nnx.merge(graphdef, *state) if isinstance(state, tuple) else nnx.merge(graphdef, state)
   for layer in hidden_layers:
     if not 0 <= layer <= model.config.num_layers:

@@ -119,12 +119,15 @@ def intrinsic_phase(exp, generator, round_index: int, name: str) -> tuple[Phase,
   metrics['threshold'] = filter_.threshold
   metrics['tokens_generated'] = batch.tokens_generated
   start = time.perf_counter()
-  # The V2 filter's embeddings (last layer by default) serve here too: embed once a phase.
-  reuse = bool(candidates) and candidates[0].embedding is not None and filter_.layer is None
-  metrics['agreement_rate'] = early_warning.agreement_rate(
-      generator, [r.command for r in batch.rows], [r.group for r in batch.rows],
-      embeddings=[c.embedding for c in candidates] if reuse else None)
-  seconds['signals'] = time.perf_counter() - start
+  # Agreement only where the early warning reads it: round 1's BEFORE (its baseline), AFTER,
+  # and BEFORE in a round without AFTER (the signals' phase then).
+  if name == 'after' or round_index == 1 or not runs_after(exp.config, round_index):
+    # The V2 filter's embeddings (last layer by default) serve here too: embed once a phase.
+    reuse = bool(candidates) and candidates[0].embedding is not None and filter_.layer is None
+    metrics['agreement_rate'] = early_warning.agreement_rate(
+        generator, [r.command for r in batch.rows], [r.group for r in batch.rows],
+        embeddings=[c.embedding for c in candidates] if reuse else None)
+    seconds['signals'] = time.perf_counter() - start
   rows = [_row(r, k) | g for r, k, g in zip(batch.rows, keep, graded.rows)]
   selected = [row for row, k in zip(batch.rows, keep) if k]
   return Phase(name, metrics, rows, seconds), selected
@@ -162,7 +165,10 @@ def fine_tune(exp, lora, rows, round_index) -> tuple[object, object, Phase]:
       r.task.tool, r.task.text, r.command), add_bos=exp.generator.add_bos) for r in rows]
   result = exp.trainer.run(lora, opt_state, examples, derive_seed(exp.config.seed, round_index,
                                                                    'train'))
-  return result.lora, result.opt_state, _train_phase(result.losses, len(examples), None, start)
+  phase = _train_phase(result.losses, len(examples), None, start)
+  # Of which steps that met a new batch shape (compiled or loaded it): first round vs steady.
+  phase.seconds['train_new_shapes'] = result.new_shape_seconds
+  return result.lora, result.opt_state, phase
 
 
 def _train_phase(losses, num_examples, skipped_reason, start) -> Phase:

@@ -55,13 +55,25 @@ def hf(bench, tiny_source):
 def test_benchmark_on_tiny_model(bench, tiny_source):
   short = {'generate': (8, 0.7), 'invert': (6, 0.3), 'rate': (3, 0.1)}
   settings = bench.Settings(
-      model='tiny', configs=('demo', 'original'), repeats=2, reference_rows=1, floor_batch=8,
+      model='tiny', configs=('demo', 'dose'), repeats=2, reference_rows=1, floor_batch=8,
       floor_prefill_len=16, floor_steps=2, floor_repeats=1, reference_steps=short,
-      overrides={'demo': TINY, 'original': TINY | dict(candidates=1, eval_split='small')})
+      reference_train_steps=1, reference_train_len=64,
+      overrides={'demo': TINY, 'dose': {k: v for k, v in TINY.items() if k != 'threshold'} | dict(
+          candidates=1, eval_split='small')})
   results = bench.run_benchmark(settings, model_source=tiny_source)
   json.loads(json.dumps(results))  # JSON-ready as it is.
   assert results['machine']['cpu_count'] >= 1 and 'jax' in results['machine']
-  for name, rows in (('demo', 8), ('original', 4)):
+  dose = results['configs']['dose']
+  calibration = dose['calibration']  # 60 % of 2 candidates: both kept, and both trained.
+  assert calibration['accepted'] == 2 and dose['config']['threshold'] == calibration['threshold']
+  assert dose['first']['metrics']['train/num_examples'] == 2
+  assert dose['reference_train']['steps_per_round'] == 1 and dose['reference_train'][
+      'seconds_scaled'] > 0
+  assert dose['work']['train_flops'] > 0 and results['floor']['matmul_flop_s'] > 0
+  for key in ('train_over_floor', 'reference_train_over_ours',
+              'reference_pipeline_over_ours_round'):
+    assert math.isfinite(dose['ratios']['first'][key]) and dose['ratios']['first'][key] > 0
+  for name, rows in (('demo', 8), ('dose', 4)):
     entry = results['configs'][name]
     assert entry['rows_per_round'] == rows
     assert len(entry['runs']) == 2
@@ -94,7 +106,8 @@ def test_benchmark_on_tiny_model(bench, tiny_source):
   assert '\n' not in row['command'] and '\n' not in row['reconstruction']
   assert 0.0 <= row['score'] <= 1.0
   table = bench.format_table(results)
-  assert '## demo' in table and '## original' in table and 'ref forced' in table
+  assert '## demo' in table and '## dose' in table and 'ref forced' in table
+  assert 'reference training' in table and 'train/floor' in table
 
 
 def test_completion_ids_cut_at_the_first_eos(bench):

@@ -65,7 +65,9 @@ def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
     assert record['metrics']['train/num_examples'] == 6  # threshold 0 keeps every candidate
     assert np.isfinite(record['metrics']['train/final_loss'])
     assert set(record['timings']) == {'generate', 'invert', 'rate', 'validate', 'signals', 'train',
-                                      'total'}
+                                      'train_new_shapes', 'total'}
+    # Steps that met a new batch shape (compiled it) are part of the train stage.
+    assert record['timings']['train_new_shapes'] <= record['timings']['train']
     assert 'signal/kl_from_base' in record['metrics'] and 'after/agreement_rate' in record['metrics']
   results = json.loads((config.run_dir / history.RESULTS_FILE).read_text())
   assert results['summary'] and results['cycles_completed'] == 2

@@ -114,15 +114,14 @@ def test_dropout_changes_the_loss_row_by_row():
   own: the same row alone or beside another gives the same loss."""
   graphdef, lora, base = tiny_lora(0.3, CONFIG)
   lora = jax.tree.map(lambda x: x + 0.05, lora)  # b != 0, so the adapters matter.
-  inputs, targets, weights = training.batch_arrays(examples(2), 2, 32, False, 0)
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(np.arange(2))
-  dropped = training.loss_sums(lora, base, graphdef, inputs, targets, weights, keys)
-  plain = training.loss_sums(lora, base, graphdef, inputs, targets, weights, None)
+  rows = training.batch_arrays(examples(2), 2, 32, False, 0)
+  keys = training.token_keys(jax.random.key(0), rows)
+  dropped = training.loss_sums(lora, base, graphdef, rows, keys)
+  plain = training.loss_sums(lora, base, graphdef, rows, None)
   assert abs(float(dropped[0]) - float(plain[0])) > 1e-3
-  second = training.loss_sums(lora, base, graphdef, inputs[1:], targets[1:], weights[1:],
-                              keys[1:])
-  first = training.loss_sums(lora, base, graphdef, inputs[:1], targets[:1], weights[:1],
-                             keys[:1])
+  part = lambda s: training.Rows(*(a[s] for a in rows))
+  second = training.loss_sums(lora, base, graphdef, part(slice(1, None)), keys[1:])
+  first = training.loss_sums(lora, base, graphdef, part(slice(None, 1)), keys[:1])
   np.testing.assert_allclose(float(first[0]) + float(second[0]), float(dropped[0]), rtol=1e-5)
 
 
