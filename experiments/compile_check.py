@@ -16,6 +16,7 @@ figures, not measurements of a run.
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -27,6 +28,7 @@ os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')  # No TPU metadata server on th
 os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')  # Other JAX processes hold libtpu's lock.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from inversion_jax import parallel  # noqa: E402
@@ -39,7 +41,8 @@ GiB = 1024 ** 3
 
 SHAPES = {'mistral-7b': ModelConfig.mistral_7b_v02, 'llama3-8b': ModelConfig.llama3_8b,
           'llama2-7b': ModelConfig.llama2_7b, 'tinyllama-1b': ModelConfig.tinyllama_1b,
-          'smollm2-135m': ModelConfig.smollm2_135m}
+          'smollm2-135m': ModelConfig.smollm2_135m,
+          'tiny': ModelConfig.tiny}  # Checks the tool itself in seconds.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,6 @@ def topology_devices(name: str):
   try:
     import libtpu  # noqa: F401,PLC0415  # pylint: disable=g-import-not-at-top,unused-import
   except ImportError as error:
-    import jax  # noqa: PLC0415  # pylint: disable=g-import-not-at-top
     raise UserError('compiling for a TPU needs the tpu extra (libtpu): pip install '
                     f'"jax[tpu]=={jax.__version__}"') from error
   from jax.experimental import topologies  # noqa: PLC0415  # pylint: disable=g-import-not-at-top
@@ -159,29 +161,43 @@ def main(argv):
   start = time.perf_counter()
   say = lambda text: print(f'[{time.perf_counter() - start:6.0f} s] {text}', file=sys.stderr,
                            flush=True)
-  result = footprint.check_round(config, backend, shape, quantize=FLAGS.quantize, progress=say)
-  for program in result['programs']:
-    program['roofline_ms_estimate'] = 1e3 * roofline(program, chip, FLAGS.quantize)
-  hbm = chip.hbm_bytes
-  result = dict(
-      topology=FLAGS.topology, devices=len(devices),
-      hosts=len({d.process_index for d in devices}),
-      mesh=dict(backend.mesh.shape), chip=dataclasses.asdict(chip), shape=FLAGS.shape,
-      dtype=FLAGS.dtype, quantize=FLAGS.quantize, round=dataclasses.asdict(shape),
-      **result, fits=result['peak']['bytes'] <= hbm, margin_bytes=hbm - result['peak']['bytes'],
-      margin_fraction=(hbm - result['peak']['bytes']) / hbm,
-      note='compile-time figures from XLA (memory_analysis, cost_analysis), not a run; '
-           'roofline_ms_estimate is an estimate from published peak figures; flops and '
-           'bytes of the decode loop are per step (XLA counts a while body once)',
-      compile_seconds=round(time.perf_counter() - start, 1), commit=commit(),
-      jax=__import__('jax').__version__,
-      date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-      host='2-core AMD EPYC, loaded by parallel work (compiles pinned to one core)')
+  describe = functools.partial(describe_result, devices=devices, chip=chip, backend=backend,
+                               shape=shape, start=start)
+  write = lambda partial: write_json(describe(partial, complete=False))
+  result = describe(footprint.check_round(config, backend, shape, quantize=FLAGS.quantize,
+                                          progress=say, report=write), complete=True)
   print(table(result))
+  write_json(result)
+
+
+def write_json(result: dict) -> None:
+  """Written after every program: a check cut short keeps what it compiled."""
   if FLAGS.output:
     with open(FLAGS.output, 'w', encoding='utf-8') as file:
       json.dump(result, file, indent=1)
       file.write('\n')
+
+
+def describe_result(result: dict, *, devices, chip: Chip, backend, shape, start,
+                    complete: bool) -> dict:
+  """The check's figures with the fit, the roofline estimates and how they were made."""
+  for program in result['programs']:
+    program['roofline_ms_estimate'] = 1e3 * roofline(program, chip, FLAGS.quantize)
+  hbm, peak = chip.hbm_bytes, result['peak']['bytes']
+  return dict(
+      topology=FLAGS.topology, devices=len(devices),
+      hosts=len({d.process_index for d in devices}),
+      mesh=dict(backend.mesh.shape), chip=dataclasses.asdict(chip), shape=FLAGS.shape,
+      dtype=FLAGS.dtype, quantize=FLAGS.quantize, round=dataclasses.asdict(shape),
+      complete=complete, **result, fits=peak <= hbm, margin_bytes=hbm - peak,
+      margin_fraction=(hbm - peak) / hbm,
+      note='compile-time figures from XLA (memory_analysis, cost_analysis), not a run; '
+           'roofline_ms_estimate is an estimate from published peak figures; flops and '
+           'bytes of the decode loop are per step (XLA counts a while body once)',
+      compile_seconds=round(time.perf_counter() - start, 1), commit=commit(),
+      jax=jax.__version__,
+      date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+      host='2-core AMD EPYC, loaded by parallel work (compiles pinned to one core)')
 
 
 if __name__ == '__main__':

@@ -436,7 +436,10 @@ def from_flat_params(config: ModelConfig, flat, place=None):
     if tuple(tensor.shape) != tuple(leaf.shape):
       raise ValueError(f'{name}: shape {tensor.shape} does not fit the model ({leaf.shape})')
     sharding = place(path, leaf) if place is not None else None
-    if sharding is None:
+    if isinstance(tensor, jax.Array):  # Already on a device (random weights of a shape).
+      tensor = jnp.asarray(tensor, dtype)
+      values.append(tensor if sharding is None else jax.device_put(tensor, sharding))
+    elif sharding is None:
       values.append(jnp.asarray(np.asarray(tensor[...], dtype)))
     else:
       values.append(jax.make_array_from_callback(

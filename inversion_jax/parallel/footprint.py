@@ -25,6 +25,7 @@ from inversion_jax import lora as lora_lib
 from inversion_jax import model as model_lib
 from inversion_jax import quantize as quantize_lib
 from inversion_jax import sampling as sampling_lib
+from inversion_jax import parallel
 from inversion_jax import training
 from inversion_jax.parallel import sharding as sharding_lib
 
@@ -185,44 +186,45 @@ def _compile(name, jitted, args, transient_args) -> tuple[Program, object]:
 
 
 def generator_programs(gen: generation.Generator, shape: RoundShape, label: str,
-                       progress=print) -> list[Program]:
-  """Prefix prefill, the first prefill part, a part written into the carry, the decode
-  loop at the widest cache and the batch shrink, compiled for `gen`'s backend."""
+                       progress=print) -> dict:
+  """name -> a function compiling it (a `Program`): the prefix prefill, the first prefill
+  part, a part written into the carry and the decode loop at its widest cache, for
+  `gen`'s backend."""
   backend, config = gen.backend, gen.config
   sampling = sampling_lib.SamplingConfig(shape.temperature, shape.max_new, top_k=shape.top_k)
   common = dict(sampling=sampling, pad_id=0)
-  batch = generation.parallel.round_up(shape.rows, gen.batch_multiple)
-  part = generation.parallel.round_up(shape.part_rows, gen.batch_multiple)
-  programs = []
+  batch = parallel.round_up(shape.rows, gen.batch_multiple)
+  part = parallel.round_up(shape.part_rows, gen.batch_multiple)
 
   def run(name, fn, args, transient_args, donate=(), **static):
     progress(f'compiling {label}{name}')
     jitted = backend.compile(fn, gen.graphdef, donate_argnums=tuple(i + 1 for i in donate),
                              **static)
-    program, compiled = _compile(label + name, jitted, (gen.state, *args), transient_args)
-    programs.append(program)
-    return compiled
+    return _compile(label + name, jitted, (gen.state, *args), transient_args)[0]
 
   tokens = backend.shared(np.zeros((shape.prefix_len,), np.int32))
-  run('prefix prefill', sampling_lib.prefill_prefix, (tokens,), tokens)
   prefix = prefix_cache(config, backend, shape.prefix_len)
   rows = backend.rows((np.zeros((part, shape.part_width), np.int32), np.zeros((part,), np.int32),
                        np.zeros((part, 2), np.uint32)))
   masks = (gen.stop_mask, gen.content_mask)
-  run('prefill part', generation._prefill, (*rows, *masks, prefix), (rows, masks),
-              cache_prompt_len=shape.cache_prompt, batch=batch,
-              generated_slots=shape.max_new, **common)
   carry = _abstract_like(jax.eval_shape(lambda: sampling_lib.blank_state(
       config, batch, shape.cache_prompt, shape.max_new, 0, max_new=shape.max_new)), backend)
-  run('prefill into carry', generation._prefill_into,
-      (carry, backend.shared(np.int32(0)), *rows, *masks, prefix), (carry, rows, masks),
-      donate=(0,),
-      cache_prompt_len=shape.cache_prompt, **common)
-  run('decode loop (per step)', generation._decode,
-      (carry, *masks, prefix, backend.shared(np.int32(shape.max_new))), (carry, masks),
-      donate=(0,),
-      prompt_slots=shape.cache_prompt, **common)
-  return programs
+  return {
+      'prefix prefill': lambda: run('prefix prefill', sampling_lib.prefill_prefix, (tokens,),
+                                    tokens),
+      'prefill part': lambda: run(
+          'prefill part', generation._prefill, (*rows, *masks, prefix), (rows, masks),
+          cache_prompt_len=shape.cache_prompt, batch=batch, generated_slots=shape.max_new,
+          **common),
+      'prefill into carry': lambda: run(
+          'prefill into carry', generation._prefill_into,
+          (carry, backend.shared(np.int32(0)), *rows, *masks, prefix), (carry, rows, masks),
+          donate=(0,), cache_prompt_len=shape.cache_prompt, **common),
+      'decode loop (per step)': lambda: run(
+          'decode loop (per step)', generation._decode,
+          (carry, *masks, prefix, backend.shared(np.int32(shape.max_new))), (carry, masks),
+          donate=(0,), prompt_slots=shape.cache_prompt, **common),
+  }
 
 
 def train_program(trainer: training.Trainer, run: RunState, shape: RoundShape,
@@ -273,11 +275,11 @@ class ShapeTokenizer:
 
 def check_round(config, backend, shape: RoundShape = RoundShape(), *, quantize: str = 'none',
                 lora_config: lora_lib.LoRAConfig = lora_lib.LoRAConfig(), plain_state=None,
-                progress=print) -> dict:
+                progress=print, report=None) -> dict:
   """Every program of a round compiled on `backend`, and what the run keeps resident.
 
-  `plain_state`: placed or host weights; None compiles from abstract ones. Returns the
-  resident items, each program's figures and the peak (bytes per device).
+  `plain_state`: placed or host weights; None compiles from abstract ones. Returns
+  `summary`; `report(summary)` is called after each program (compiles take minutes).
   """
   if plain_state is None:
     plain_graphdef, plain_state = abstract_model(config)
@@ -294,13 +296,31 @@ def check_round(config, backend, shape: RoundShape = RoundShape(), *, quantize: 
       training.TrainConfig(batch_size=shape.train_batch, max_grad_norm=shape.max_grad_norm),
       backend=backend, show_progress=False)
   items = resident(run, backend, trainer.optimizer, generators, shape, config)
-  programs = generator_programs(generators['round'], shape,
-                                '' if quantize == 'none' else f'{quantize} ', progress)
-  programs.append(merge_program(run, backend, lora_config, progress))
-  programs.append(train_program(trainer, run, shape, progress))
+  label = '' if quantize == 'none' else f'{quantize} '
+  compilers = generator_programs(generators['round'], shape, label, progress) | {
+      'adapter merge': lambda: merge_program(run, backend, lora_config, progress),
+      'train step': lambda: train_program(trainer, run, shape, progress)}
+  programs = []
+  result = summary(items, programs)
+  for name in PROGRAM_ORDER:
+    programs.append(compilers[name]())
+    result = summary(items, programs)
+    if report is not None:
+      report(result)
+  return result
+
+
+# The largest first: a check cut short still shows the peak.
+PROGRAM_ORDER = ('decode loop (per step)', 'train step', 'prefill part', 'prefill into carry',
+                 'prefix prefill', 'adapter merge')
+
+
+def summary(items: dict, programs: list[Program]) -> dict:
+  """The resident items, each program's figures and the peak (bytes per device)."""
   total = sum(items.values())
-  peak = max(programs, key=lambda p: p.extra)
+  peak = max(programs, key=lambda p: p.extra, default=None)
   return dict(resident=items, resident_total=total,
               programs=[dataclasses.asdict(p) | {'extra': p.extra, 'peak': total + p.extra}
                         for p in programs],
-              peak=dict(program=peak.name, bytes=total + peak.extra))
+              peak=dict(program=peak.name if peak else None,
+                        bytes=total + (peak.extra if peak else 0)))
