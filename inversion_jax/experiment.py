@@ -34,6 +34,7 @@ from inversion_jax import training
 from inversion_jax.errors import UserError
 from inversion_jax.loading import registry
 from inversion_jax.parallel import distributed
+from inversion_jax.parallel import footprint
 from inversion_jax.quality import evaluation
 from inversion_jax.quality import heldout
 from inversion_jax.sampling import SamplingConfig
@@ -281,18 +282,18 @@ def build(config: RunConfig, model_source=None) -> Experiment:
   config.validate()
   model_config, flat, tokenizer = model_source or registry.load_model_source(config.model)
   config.check_layers(model_config.num_layers)
-  plain_graphdef, plain_state = model_lib.from_flat_params(
-      model_config.replace(dtype=config.dtype), flat)
-  lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout,
-                                    init=config.lora_init)
-  graphdef, state = lora_lib.add_lora(plain_graphdef, plain_state, lora_config, seed=config.seed)
-  graphdef, lora, base = lora_lib.split_lora(graphdef, state)
   backend = parallel.make_backend(config.parallel, config.num_devices,
                                   shard_params=config.shard_params,
                                   model_axis=config.model_axis, model_config=model_config)
-  if config.batch_size % backend.data_size:
-    raise UserError(f'--batch_size={config.batch_size} must be a multiple of the '
-                    f'{backend.data_size} data-parallel devices')
+  # Each tensor placed straight into its sharding; one base for every stage (footprint.py).
+  plain_graphdef, plain_state = model_lib.from_flat_params(
+      model_config.replace(dtype=config.dtype), flat, place=backend.param_sharding)
+  lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout,
+                                    init=config.lora_init)
+  run_state = footprint.run_state(plain_graphdef, plain_state, backend, lora_config,
+                                  seed=config.seed)
+  graphdef, lora, base, plain_state = (run_state.graphdef, run_state.lora, run_state.base,
+                                       run_state.plain)
   train_config = training.TrainConfig(
       learning_rate=config.lr, batch_size=config.batch_size, epochs=config.epochs,
       completion_only=config.completion_only, max_grad_norm=config.max_grad_norm)

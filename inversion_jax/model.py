@@ -21,6 +21,8 @@ once into a `PrefixCache` of P slots with batch size 1; every row attends to all
   row 1   [ u   v   w   x ] y ...  key_start=0, slot 2 -> position 4 + 2 - 0 = 6
 """
 
+import contextlib
+import contextvars
 from typing import NamedTuple
 
 import jax
@@ -161,14 +163,31 @@ def apply_rope(x, rope: RopeTables):
   return (x32 * cos + swapped * sin).astype(x.dtype)
 
 
+# The platform code is being traced for; None: the process's default backend.
+_PLATFORM = contextvars.ContextVar('compute_platform', default=None)
+
+
+@contextlib.contextmanager
+def compute_platform(platform: str):
+  """Traces inside compile for `platform` (a backend sets its devices' platform): a
+  program lowered on a CPU host for a TPU mesh must not take the CPU's workarounds."""
+  token = _PLATFORM.set(platform)
+  try:
+    yield
+  finally:
+    _PLATFORM.reset(token)
+
+
 def einsum_f32(spec, a, b):
   """`einsum` accumulating and returning float32 whatever the operands' dtype.
 
   XLA:CPU (jaxlib 0.11) has no kernel for some bf16 x bf16 -> f32 dots outside its
   matmul library ("Unsupported element type for DotThunk"), so on the CPU the operands
-  are widened first; accelerators take the mixed-precision dot as it is.
+  are widened first; accelerators take the mixed-precision dot as it is. The platform is
+  the one being compiled for (`compute_platform`), not the host's.
   """
-  if a.dtype != jnp.float32 and jax.default_backend() == 'cpu':
+  platform = _PLATFORM.get() or jax.default_backend()
+  if a.dtype != jnp.float32 and platform == 'cpu':
     a, b = a.astype(jnp.float32), b.astype(jnp.float32)
   return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
 
@@ -403,27 +422,40 @@ def create(config: ModelConfig, seed: int = 0) -> tuple[nnx.GraphDef, nnx.State]
   return nnx.split(Transformer(config, rngs=nnx.Rngs(seed)))
 
 
-def from_flat_params(config: ModelConfig, flat: dict[str, np.ndarray]):
-  """Builds (graphdef, state) from loader output (dotted names, float arrays).
+def from_flat_params(config: ModelConfig, flat, place=None):
+  """Builds (graphdef, state) from loader output (dotted names -> arrays or lazy tensors).
 
   The model is created abstractly (no random init), then every parameter is filled from
-  `flat`; missing or unexpected names and shape mismatches raise with the names listed.
+  `flat`, one tensor at a time in the config's dtype; missing or unexpected names and
+  shape mismatches raise with the names listed. `place(path, leaf)` gives a parameter's
+  sharding (`MeshBackend.param_sharding`): each device then reads only its own slice of
+  the tensor (`jax.make_array_from_callback`), and no tensor is ever whole on one
+  device; without it (or where it gives None) the default device holds it.
   """
   abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0)))
   graphdef, state = nnx.split(abstract)
-  expected = {'.'.join(map(str, path)): leaf for path, leaf in _flat_items(state)}
-  missing = sorted(set(expected) - set(flat))
-  unexpected = sorted(set(flat) - set(expected))
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))
+  names = ['.'.join(str(_key_name(k)) for k in path) for path, _ in leaves]
+  missing = sorted(set(names) - set(flat))
+  unexpected = sorted(set(flat) - set(names))
   if missing or unexpected:
     raise ValueError(f'parameter names differ: missing {missing[:5]}, unexpected {unexpected[:5]}')
   dtype = config.jnp_dtype
-  values = {}
-  for name, leaf in expected.items():
-    array = flat[name]
-    if tuple(array.shape) != tuple(leaf.shape):
-      raise ValueError(f'{name}: shape {array.shape} does not fit the model ({leaf.shape})')
-    values[name] = jnp.asarray(array, dtype)
-  nnx.replace_by_pure_dict(state, _unflatten(values))
+  values = []
+  for name, (path, leaf) in zip(names, leaves):
+    tensor = flat[name]
+    if tuple(tensor.shape) != tuple(leaf.shape):
+      raise ValueError(f'{name}: shape {tensor.shape} does not fit the model ({leaf.shape})')
+    sharding = place(path, leaf) if place is not None else None
+    if isinstance(tensor, jax.Array):  # Already on a device (random weights of a shape).
+      tensor = jnp.asarray(tensor, dtype)
+      values.append(tensor if sharding is None else jax.device_put(tensor, sharding))
+    elif sharding is None:
+      values.append(jnp.asarray(np.asarray(tensor[...], dtype)))
+    else:
+      values.append(jax.make_array_from_callback(
+          tuple(leaf.shape), sharding, lambda index, t=tensor: np.asarray(t[index], dtype)))
+  nnx.replace_by_pure_dict(state, jax.tree_util.tree_unflatten(treedef, values))
   return graphdef, state
 
 
@@ -443,14 +475,3 @@ def _key_name(key):
     if hasattr(key, attr):
       return getattr(key, attr)
   return str(key)
-
-
-def _unflatten(values: dict[str, jax.Array]) -> dict:
-  tree: dict = {}
-  for name, value in values.items():
-    node = tree
-    *parents, leaf = name.split('.')
-    for part in parents:
-      node = node.setdefault(int(part) if part.isdigit() else part, {})
-    node[int(leaf) if leaf.isdigit() else leaf] = value
-  return tree

@@ -8,6 +8,7 @@ of bfloat16's) where it is bandwidth-bound. Embeddings, norms and the LM head st
 were. Training never sees this: generation quantizes the merged weights it is given.
 """
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -46,8 +47,13 @@ def int8_weight_only(graphdef, state):
 
 
 def apply(mode: str, graphdef, state):
-  """`int8_weight_only` for 'int8', the inputs unchanged for 'none'."""
-  return int8_weight_only(graphdef, state) if check(mode) == 'int8' else (graphdef, state)
+  """`int8_weight_only` for 'int8', the inputs unchanged for 'none'; on abstract weights
+  (`jax.ShapeDtypeStruct`s, for compiling without them) the abstract int8 model."""
+  if check(mode) != 'int8':
+    return graphdef, state
+  if any(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state)):
+    return nnx.split(nnx.eval_shape(lambda s: nnx.merge(*int8_weight_only(graphdef, s)), state))
+  return int8_weight_only(graphdef, state)
 
 
 def _projections(block):

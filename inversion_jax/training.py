@@ -261,11 +261,10 @@ class Trainer:
     self.device_base = self.backend.params(base)
     self._step = self.backend.compile_step(
         gradient_sums, functools.partial(apply_sums, optimizer=self.optimizer), graphdef)
-    shards = self.backend.data_size
-    per_shard = config.batch_size / shards
-    if per_shard != int(per_shard):
-      raise ValueError(f'batch_size {config.batch_size} does not divide over {shards} devices')
-    self.micro = min(config.micro_batch_size or int(per_shard), int(per_shard))
+    # A batch the data shards do not divide (the original's 4 rows on 8 shards) is
+    # padded with weightless rows: the sums, so the loss and gradients, are unchanged.
+    per_shard = -(-config.batch_size // self.backend.data_size)
+    self.micro = min(config.micro_batch_size or per_shard, per_shard)
     self.accum = math.ceil(per_shard / self.micro)
     self.shapes_seen: set[tuple[int, ...]] = set()
 

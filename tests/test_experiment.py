@@ -287,7 +287,6 @@ def test_scoring_on_four_devices_equals_one(tiny_gguf):
     (dict(parallel='ring'), 'unknown --parallel'), (dict(shard_params=True), 'needs --parallel=mesh'),
     (dict(parallel='mesh', num_devices=4, shard_params=True), 'num_heads=6 is not divisible'),
     (dict(parallel='mesh', num_devices=4, model_axis=2), 'needs --shard_params'),
-    (dict(parallel='mesh', num_devices=4, batch_size=2), 'multiple of the 4 data-parallel'),
 ])
 def test_bad_settings_are_user_errors(tiny_gguf, tmp_path, overrides, message):
   with pytest.raises(UserError, match=message):

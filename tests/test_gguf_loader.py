@@ -60,7 +60,7 @@ def test_quantized_and_tied(tmp_path):
     np.testing.assert_allclose(params[name], array, rtol=0, atol=tolerances.get(name, 0),
                                err_msg=name)
   # Quantization error is small noise, not a shuffled layout.
-  q = params['layers.0.attn.q_proj.kernel']
+  q = np.asarray(params['layers.0.attn.q_proj.kernel'])
   assert np.corrcoef(q.ravel(), expected['layers.0.attn.q_proj.kernel'].ravel())[0, 1] > 0.999
 
 

@@ -17,7 +17,7 @@ def _assert_matches_hf(params, weights, atol=0.0):
   for hf_name, array in weights.items():
     entry, _ = names.lookup(hf_name, 'hf')
     ours = params[names.rename(hf_name, 'hf', 'ours')]
-    assert ours.dtype == np.float32
+    assert ours.dtype == np.asarray(array).dtype  # The checkpoint's own: cast when placed.
     np.testing.assert_allclose(ours, np.asarray(array, np.float32).T if entry.transpose else
                                array, rtol=0, atol=atol, err_msg=hf_name)
 

@@ -7,6 +7,11 @@ embeddings to 1e-4 relative (float32 sums in another order); train-step losses t
 and adapters to 1e-4 / 1e-6 absolute, as in test_training.
 """
 
+import os
+import pathlib
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -24,6 +29,7 @@ from inversion_jax.sampling import SamplingConfig
 from tests.test_training import examples, tiny_lora
 from tests.tiny import ByteTokenizer
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Sizes the model axis of 2 divides: 6 heads, 2 kv heads, MLP 88, vocab 264.
 CONFIG = ModelConfig.tiny(vocab_size=264)
 SETUPS = {
@@ -92,9 +98,10 @@ def test_sharded_weights_are_split_on_the_model_axis(tiny_model):
   assert gen.state['final_norm']['scale'][...].sharding.spec == P()
 
 
-def train(setup, micro=None):
+def train(setup, micro=None, batch_size=4):
   graphdef, lora, base = tiny_lora(0.3, CONFIG)  # Dropout on: its masks must not move.
-  config = training.TrainConfig(learning_rate=1e-2, batch_size=4, micro_batch_size=micro)
+  config = training.TrainConfig(learning_rate=1e-2, batch_size=batch_size,
+                                micro_batch_size=micro)
   trainer = training.Trainer(graphdef, base, config, show_progress=False, backend=backend(setup))
   return trainer.run(lora, trainer.init_opt_state(lora), examples(8), seed=3)
 
@@ -107,6 +114,39 @@ def test_train_steps_match_one_device_with_dropout(name, micro):
   np.testing.assert_allclose(got.losses, expected.losses, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(got.lora), jax.tree.leaves(expected.lora)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def assert_same_training(got, expected):
+  np.testing.assert_allclose(got.losses, expected.losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(got.lora), jax.tree.leaves(expected.lora)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_batch_the_shards_do_not_divide_pads_with_weightless_rows():
+  """2 or 3 rows a batch on 4 data shards: padded to 4 with rows of zero weight, the
+  same loss and adapters as one device (examples(8): batches of 3, 3, 2 rows too)."""
+  for batch_size in (2, 3):
+    assert_same_training(train(dict(kind='mesh', num_devices=4), batch_size=batch_size),
+                         train(SETUPS['one device'], batch_size=batch_size))
+
+
+EIGHT_DEVICES = """
+import jax
+from tests.test_parallel import SETUPS, assert_same_training, train
+assert jax.device_count() == 8
+for setup in (dict(kind='mesh', num_devices=8),
+              dict(kind='mesh', num_devices=8, shard_params=True, model_axis=2)):
+  assert_same_training(train(setup), train(SETUPS['one device']))  # 4 rows on 8 or 4 shards.
+print('same')
+"""
+
+
+def test_the_original_batch_of_four_on_eight_devices():
+  """README's pod commands: batch 4 on 8 data shards (8 fake CPU devices, own process)."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  done = subprocess.run([sys.executable, '-c', EIGHT_DEVICES], env=env, cwd=ROOT,
+                        capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0 and done.stdout.strip() == 'same', done.stderr[-2000:]
 
 
 def test_dropout_changes_the_loss_row_by_row():

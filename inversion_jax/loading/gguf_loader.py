@@ -5,7 +5,8 @@ things differ from an HF checkpoint and are undone here:
 
 * Shapes are stored fastest-axis first (ggml `ne` order); `gguf`'s reader already hands back
   numpy arrays in the reversed, row-major order, i.e. HF's [out, in] for Linear weights.
-* Weights are block-quantized; `gguf.quants.dequantize` expands them to float32.
+* Weights are block-quantized; `gguf.quants.dequantize` expands them to float32, one
+  tensor at a time when the model is placed (`names.LazyTensor`).
 * llama.cpp's converter permutes the rows of attn_q / attn_k within each head from HF's
   rotate-half RoPE layout to the interleaved-pairs layout its kernel uses. We permute them back,
   so the model sees exactly what an HF checkpoint holds.
@@ -106,21 +107,32 @@ def unpermute_rope_rows(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 def dequantize(tensor) -> np.ndarray:
   """One GGUF tensor as float32 in numpy (row-major, HF) order, whatever its storage type."""
-  type_name = gguf.GGMLQuantizationType(tensor.tensor_type).name
-  try:
-    array = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-  except NotImplementedError as error:
-    raise UserError(f'tensor {tensor.name} uses GGUF type {type_name}, which cannot be '
-                    'dequantized; use a file quantized as F16/BF16/Q8_0/Q4_K/Q6_K or similar'
-                    ) from error
+  array = _dequantize_data(tensor, tensor.data)
   shape = tuple(int(d) for d in reversed(tensor.shape))
   return np.asarray(array, dtype=np.float32).reshape(shape)
 
 
-def params_from_gguf(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, np.ndarray]:
-  """Every tensor, dequantized, un-permuted and renamed into our layout."""
-  params = {}
+def _dequantize_data(tensor, data) -> np.ndarray:
+  try:
+    return gguf.quants.dequantize(data, tensor.tensor_type)
+  except NotImplementedError as error:
+    type_name = gguf.GGMLQuantizationType(tensor.tensor_type).name
+    raise UserError(f'tensor {tensor.name} uses GGUF type {type_name}, which cannot be '
+                    'dequantized; use a file quantized as F16/BF16/Q8_0/Q4_K/Q6_K or similar'
+                    ) from error
+
+
+def params_from_gguf(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, names.LazyTensor]:
+  """Every tensor, renamed into our layout, dequantized and un-permuted when read.
+
+  Lazy (`names.LazyTensor`): a tensor is dequantized (float32) when the model is placed,
+  one at a time, so the whole model is never float32 on the host at once.
+  """
+  params, readable = {}, set()
   for tensor in reader.tensors:
+    if tensor.tensor_type not in readable:  # Unsupported types fail now, not when placed.
+      _dequantize_data(tensor, tensor.data[:1])
+      readable.add(tensor.tensor_type)
     found = names.lookup(tensor.name, 'gguf')
     if found is None:
       if tensor.name in _IGNORED_TENSORS:
@@ -130,14 +142,30 @@ def params_from_gguf(reader: gguf.GGUFReader, config: ModelConfig) -> dict[str, 
       raise UserError(f'GGUF tensor {tensor.name!r} is not part of a llama model; this file '
                       'holds an architecture variant we do not support')
     entry, layer = found
+    shape = tuple(int(d) for d in reversed(tensor.shape))
+    params[entry.ours.replace('{i}', layer)] = names.LazyTensor(
+        shape[::-1] if entry.transpose else shape, np.float32,
+        lambda index, t=tensor, e=entry: _ours(t, e, config)[index])
+  names.check_params(config, params, f'GGUF file {reader.data.filename}')
+  return params
+
+
+# The last tensor read, as (tensor, array): a tensor's device slices are read one after
+# another, so it is dequantized once (holding the tensor keeps its id from being reused).
+_LAST = [None, None]
+
+
+def _ours(tensor, entry: names.ParamName, config: ModelConfig) -> np.ndarray:
+  """One tensor dequantized, un-permuted and in our layout (float32)."""
+  if _LAST[0] is not tensor:
+    _LAST[:] = None, None  # Free the previous one first.
     weight = dequantize(tensor)
     if entry.gguf.endswith('attn_q.weight'):
       weight = unpermute_rope_rows(weight, config.num_heads)
     elif entry.gguf.endswith('attn_k.weight'):
       weight = unpermute_rope_rows(weight, config.num_kv_heads)
-    params[entry.ours.replace('{i}', layer)] = names.to_ours(weight, entry)
-  names.check_params(config, params, f'GGUF file {reader.data.filename}')
-  return params
+    _LAST[:] = tensor, names.to_ours(weight, entry)
+  return _LAST[1]
 
 
 def load_gguf(source: str | os.PathLike | gguf.GGUFReader,

@@ -1,8 +1,10 @@
 """Reads a Hugging Face Llama/Mistral checkpoint directory into a `ModelConfig` and our params.
 
-Real users bring HF checkpoints (config.json + safetensors, single or sharded). Tensors are read
-with `safetensors` into numpy (bf16 arrives as `ml_dtypes.bfloat16`) and cast to float32;
-Linear weights are transposed into our [in, out] kernels by the shared name table.
+Real users bring HF checkpoints (config.json + safetensors, single or sharded). Tensors are
+named and shaped here but read only when the model is placed (`names.LazyTensor`: each
+device's slice, in the checkpoint's dtype, bf16 as `ml_dtypes.bfloat16`), so a 7B model
+never sits whole in host memory as float32; Linear weights are transposed into our
+[in, out] kernels by the shared name table.
 """
 
 import json
@@ -111,8 +113,9 @@ def _weight_files(path: pathlib.Path) -> list[pathlib.Path]:
   return files
 
 
-def _read_tensors(file: pathlib.Path, params: dict[str, np.ndarray]) -> None:
-  """Adds one safetensors file's tensors to `params`, renamed and transposed into our layout."""
+def _read_tensors(file: pathlib.Path, params: dict) -> None:
+  """Adds one safetensors file's tensors to `params` as `LazyTensor`s: renamed, and read
+  (transposed into our [in, out] layout) only when placed, slice by slice."""
   try:
     with safetensors.safe_open(str(file), framework='np') as reader:
       for key in reader.keys():
@@ -122,15 +125,34 @@ def _read_tensors(file: pathlib.Path, params: dict[str, np.ndarray]) -> None:
             continue
           raise UserError(f'{file} holds tensor {key!r}, which a Llama model does not have')
         entry, layer = found
-        params[entry.ours.replace('{i}', layer)] = names.to_ours(reader.get_tensor(key), entry)
+        part = reader.get_slice(key)
+        shape = tuple(part.get_shape())
+        dtype = reader.get_tensor(key).dtype if not shape else part[(slice(0, 1),) * len(
+            shape)].dtype
+        if entry.transpose:
+          shape = shape[::-1]
+        params[entry.ours.replace('{i}', layer)] = names.LazyTensor(
+            shape, dtype, _slice_reader(file, key, entry.transpose))
   except UserError:
     raise
   except Exception as error:  # safetensors raises its own error types on corrupt files.
     raise UserError(f'{file} cannot be read as safetensors ({error}); re-download it') from error
 
 
-def load_hf_dir(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, np.ndarray]]:
-  """`(config, flat_params)` from a local HF checkpoint directory."""
+def _slice_reader(file: pathlib.Path, key: str, transpose: bool):
+  """index (in our layout) -> that part of the tensor, read from the memory-mapped file."""
+  def read(index):
+    with safetensors.safe_open(str(file), framework='np') as reader:
+      part = reader.get_slice(key)
+      if transpose:  # Ours [in, out] = the checkpoint's [out, in] transposed.
+        return np.ascontiguousarray(part[index[::-1]].T)
+      return part[index]
+
+  return read
+
+
+def load_hf_dir(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, names.LazyTensor]]:
+  """`(config, flat_params)` from a local HF checkpoint directory (lazy tensors)."""
   path = pathlib.Path(path)
   if not path.is_dir():
     raise UserError(f'{path} is not a directory; pass a Hugging Face checkpoint directory')

@@ -77,6 +77,40 @@ def rename(name: str, source_fmt: str, target_fmt: str) -> str | None:
   return getattr(entry, target_fmt).replace('{i}', layer)
 
 
+class LazyTensor:
+  """One checkpoint tensor in our layout, read from its file only when indexed.
+
+  `t[...]` reads it whole, `t[index]` (a tuple of slices, as `jax.make_array_from_callback`
+  asks for a device's shard) only that part; the values keep the checkpoint's dtype
+  (`dtype`), so loading casts each piece straight to the model's dtype and a 7B model is
+  never held as float32 on the host. `read(index)` gets slices in OUR layout.
+  """
+
+  def __init__(self, shape, dtype, read):
+    self.shape, self.dtype, self._read = tuple(shape), np.dtype(dtype), read
+
+  @property
+  def ndim(self) -> int:
+    return len(self.shape)
+
+  def __getitem__(self, index) -> np.ndarray:
+    return np.asarray(self._read(_as_slices(index, self.ndim)))
+
+  def __array__(self, dtype=None, copy=None):
+    del copy
+    array = self[...]
+    return array if dtype is None else array.astype(dtype)
+
+
+def _as_slices(index, ndim: int) -> tuple:
+  """An index (Ellipsis, slices, a tuple of them) as one slice per axis."""
+  index = index if isinstance(index, tuple) else (index,)
+  if any(i is Ellipsis for i in index):
+    at = next(j for j, i in enumerate(index) if i is Ellipsis)
+    index = index[:at] + (slice(None),) * (ndim - len(index) + 1) + index[at + 1:]
+  return tuple(index) + (slice(None),) * (ndim - len(index))
+
+
 def to_ours(array: np.ndarray, entry: ParamName) -> np.ndarray:
   """A checkpoint tensor as our float32 array, transposing Linear weights to [in, out]."""
   array = np.asarray(array, dtype=np.float32)

@@ -2,7 +2,10 @@
 
 Callers hand a backend NumPy (or placed) pytrees and say what each one is:
 `params` (weights), `rows` (a global batch, rows on one axis, split over the data-parallel
-devices) or `shared` (small values every device needs whole: a prefix cache, a mask).
+devices) or `shared` (small values every device needs whole: a mask, a step's key).
+On a mesh of abstract devices (a TPU topology from `jax.experimental.topologies`, on a
+host without that accelerator) "placing" gives `jax.ShapeDtypeStruct`s with their
+sharding, so the same pure functions lower and compile without any weights.
 `compile(fn, *static)` returns fn on the placed arguments; `compile_step` builds a train
 step from a function that returns SUMS (loss, gradients, token counts): the pmap backend
 adds them across devices with `psum`, the mesh backend needs nothing (its arrays are
@@ -18,6 +21,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from inversion_jax import model as model_lib
 from inversion_jax.errors import UserError
 from inversion_jax.parallel import distributed
 from inversion_jax.parallel import sharding as sharding_lib
@@ -36,6 +40,10 @@ class Backend(abc.ABC):
   def is_main(self) -> bool:
     """Process 0: the only one that prints and writes files."""
     return distributed.is_main()
+
+  def param_sharding(self, path, leaf):
+    """Where one weight is loaded to; None: the default device (`params` places it)."""
+    del path, leaf
 
   @abc.abstractmethod
   def params(self, tree): ...
@@ -61,6 +69,26 @@ class Backend(abc.ABC):
   def _reduce(self, tree):
     """The sum over data-parallel shards of per-shard sums."""
 
+  @property
+  def platform(self) -> str:
+    """The platform of the backend's devices: what traced code is compiled for."""
+    return self.devices[0].platform
+
+  def _traced(self, fn, out_specs):
+    """fn traced for this backend's platform (`model.compute_platform`), its outputs
+    constrained to `out_specs(path, leaf)` where given (no output layout left to XLA)."""
+    platform = self.platform
+
+    def traced(*args):
+      with model_lib.compute_platform(platform):
+        out = fn(*args)
+      return out if out_specs is None else self._constrain(out, out_specs)
+
+    return traced
+
+  def _constrain(self, tree, out_specs):
+    return tree
+
   def compile(self, fn, *static, donate_argnums=(), **static_kw):
     """fn(*static, *placed, **static_kw), compiled once per (fn, static values);
     `donate_argnums` count the placed arguments."""
@@ -76,14 +104,15 @@ class Backend(abc.ABC):
   @functools.lru_cache(maxsize=64)  # noqa: B019 (backends live as long as a run)
   def _compiled(self, fn, static, static_kw, update_fn, donate_argnums):
     bound = functools.partial(fn, *static, **dict(static_kw))
-    if update_fn is None:
-      return self._wrap(bound, donate_argnums)
+    if update_fn is None:  # A generator's call: rows out, caches on (data, model).
+      return self._wrap(self._traced(bound, sharding_lib.output_spec), donate_argnums)
 
     def step(params, opt_state, frozen, batch, extras):
       sums = self._reduce(bound(params, frozen, batch, extras))
       return update_fn(params, opt_state, sums, extras)
 
-    return self._wrap(step, donate_argnums)
+    # Adapters, optimizer state and loss: every device holds them whole.
+    return self._wrap(self._traced(step, lambda path, leaf: P()), donate_argnums)
 
 
 class PmapBackend(Backend):
@@ -127,7 +156,7 @@ class PmapBackend(Backend):
   def fetch_shared(self, tree):
     return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
-  def _wrap(self, fn, donate_argnums):
+  def _wrap(self, fn, donate_argnums):  # pmap's outputs keep their device axis.
     return jax.pmap(fn, axis_name=AXIS, donate_argnums=donate_argnums)
 
   def _reduce(self, tree):
@@ -141,14 +170,21 @@ class MeshBackend(Backend):
 
   def __init__(self, mesh: Mesh, param_specs=None):
     self.mesh = mesh
+    self.devices = list(mesh.devices.flat)
     self.data_size = mesh.shape['data']
     self.param_specs = param_specs  # Path -> PartitionSpec; None: replicated.
+    # Devices no client of this process drives (a TPU topology on a CPU host): placing
+    # gives abstract values, and compiled programs can only be lowered and compiled.
+    self.abstract = not set(self.devices) <= set(jax.devices())
+
+  def param_sharding(self, path, leaf) -> NamedSharding:
+    """Where one weight lives: tensor-parallel on 'model', or on every device."""
+    spec = P() if self.param_specs is None else self.param_specs(path, leaf)
+    return NamedSharding(self.mesh, spec)
 
   def params(self, tree):
-    if self.param_specs is None:
-      return self.shared(tree)
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: self._put(x, NamedSharding(self.mesh, self.param_specs(path, x))), tree)
+        lambda path, x: self._put(x, self.param_sharding(path, x)), tree)
 
   def shared(self, tree):
     return jax.tree.map(lambda x: self._put(x, NamedSharding(self.mesh, P())), tree)
@@ -157,7 +193,18 @@ class MeshBackend(Backend):
     spec = P(*([None] * axis), 'data')
     return jax.tree.map(lambda x: self._put(x, NamedSharding(self.mesh, spec)), tree)
 
+  def _constrain(self, tree, out_specs):
+    def constrain(path, leaf):
+      spec = sharding_lib.fitting_spec(out_specs(path, leaf), leaf.shape, self.mesh)
+      return jax.lax.with_sharding_constraint(leaf, NamedSharding(self.mesh, spec))
+
+    return jax.tree_util.tree_map_with_path(constrain, tree)
+
   def _put(self, x, sharding):
+    if isinstance(x, (jax.Array, jax.ShapeDtypeStruct)) and x.sharding == sharding:
+      return x  # Already placed there: shared, not copied (one base for every stage).
+    if self.abstract or isinstance(x, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
     if jax.process_count() == 1:
       return jax.device_put(x, sharding)
     # Every process knows the whole global value; each hands over its devices' pieces.
@@ -210,17 +257,21 @@ def check_settings(kind: str, shard_params: bool = False, model_axis: int = 0) -
 
 
 def make_backend(kind: str = 'pmap', num_devices: int = 1, *, shard_params: bool = False,
-                 model_axis: int = 0, model_config=None) -> Backend:
+                 model_axis: int = 0, model_config=None, devices=None) -> Backend:
   """The backend for `--parallel=kind` over `num_devices` devices per process.
 
   One device in one process runs on a 1 x 1 mesh (plain `jit`) whatever the kind: pmap of
   one device would only add an axis. `model_axis` (with `shard_params`; 0 = all devices)
-  sets the mesh's 'model' size; the rest is 'data'.
+  sets the mesh's 'model' size; the rest is 'data'. `devices`, when given, is the whole
+  device list (`num_devices` is then unused): any devices, a TPU topology's abstract ones
+  included (`compile_check.py` lowers a run for a pod from a CPU host that way).
   """
   check_settings(kind, shard_params, model_axis)
-  if num_devices < 1:
-    raise UserError(f'--num_devices must be a positive integer, got {num_devices}')
-  devices = global_devices(num_devices)
+  if devices is None:
+    if num_devices < 1:
+      raise UserError(f'--num_devices must be a positive integer, got {num_devices}')
+    devices = global_devices(num_devices)
+  devices = list(devices)
   if kind == 'pmap' and jax.process_count() > 1:
     raise UserError('a multi-process run needs --parallel=mesh (pmap spans one process)')
   if kind == 'pmap' and len(devices) > 1:

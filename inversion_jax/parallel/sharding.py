@@ -45,3 +45,28 @@ def check_divisible(config, model: int) -> None:
       raise UserError(f'--shard_params: the model\'s {name}={value} is not divisible by the '
                       f'model axis of {model} devices; choose --model_axis to divide it '
                       f'(or run without --shard_params)')
+
+
+def output_spec(path, leaf) -> P:
+  """Where a generator call's output lives: KV caches split by row on 'data' and by kv
+  head on 'model' (as the column-parallel k/v projections make them), a shared prefix's
+  cache by kv head only, scalars everywhere, anything else by row (its first axis)."""
+  names = _names(path)
+  ndim = getattr(leaf, 'ndim', 0)
+  if ndim == 0:
+    return P()
+  if names and names[-1] in ('k', 'v'):  # LayerCache: [B, K, ...] or a prefix's [K, ...].
+    return P('data', 'model') if ndim == 4 else P('model')
+  return P('data')
+
+
+def fitting_spec(spec: P, shape, mesh) -> P:
+  """`spec` with every axis the mesh does not divide evenly left whole (replicated)."""
+  parts = []
+  for size, part in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = () if part is None else (part,) if isinstance(part, str) else tuple(part)
+    shards = 1
+    for name in names:
+      shards *= mesh.shape[name]
+    parts.append(part if shards and size % shards == 0 else None)
+  return P(*parts)
