@@ -12,7 +12,7 @@
 # the snapshot's package. Settings live in one place: experiments/study/common.flags (shared)
 # and <arm>.flags (the filter), passed with absl --flagfile from the snapshot. Runs go to
 # $STUDY_ROOT/runs/<arm>_s<seed>, one log each in $STUDY_ROOT/logs/<arm>_s<seed>.log
-# (appended). Every run is started with --resume: relaunching the same command continues each
+# (appended). Every run is started with --resume_or_start: relaunching continues each
 # run after its last completed round and skips finished ones. Lanes run under nohup and
 # `taskset -c <lane>`, so they survive the shell that started them.
 #
@@ -64,7 +64,7 @@ cycles() {  # the study's rounds, from the flag files (the smoke run: 1)
 }
 
 run_one() {  # arm seed
-  local arm=$1 seed=$2 name="${prefix}$1_s$2" flags=("${SMOKE_FLAGS[@]}")
+  local arm=$1 seed=$2 name="${prefix}$1_s$2" flags=("${SMOKE_FLAGS[@]}") status=0
   [[ -n $prefix ]] || flags=()
   local log=$root/logs/$name.log
   if (( $(rounds_done "$root/runs/$name") >= $(cycles) )); then
@@ -74,8 +74,11 @@ run_one() {  # arm seed
   (cd "$src" && "$PY" experiments/self_improve.py \
       --flagfile="$src/experiments/study/common.flags" \
       --flagfile="$src/experiments/study/$arm.flags" \
-      "${flags[@]}" --seed="$seed" --name="$name" --output="$root/runs" --resume) >> "$log" 2>&1 \
-    || { echo "== $name FAILED $(date -u +%FT%TZ) (exit $?)" >> "$log"; return 1; }
+      "${flags[@]}" --seed="$seed" --name="$name" --output="$root/runs" --resume_or_start) \
+      >> "$log" 2>&1 || status=$?
+  if (( status != 0 )); then
+    echo "== $name FAILED $(date -u +%FT%TZ) (exit $status)" >> "$log"; return 1
+  fi
   echo "== $name done $(date -u +%FT%TZ)" >> "$log"
 }
 
