@@ -58,7 +58,8 @@ def main(argv: list[str]) -> int:
   if argv[1] == 'run':
     command = [str(PYTHON), *MAIN_JOB, *argv[2:]]
   else:
-    command = [str(PYTHON), '-m', 'pytest', '-q', *argv[2:]]
+    # Every core: the tests are mostly single-threaded XLA compiles (pytest-xdist).
+    command = [str(PYTHON), '-m', 'pytest', '-q', '-n', 'auto', *argv[2:]]
   return subprocess.run(command).returncode
 
 

@@ -8,7 +8,7 @@ only. The seed and run name are overrides:
 `--config=configs/study_v1.py --config.seed=1 --config.name=study_v1_s1`.
 """
 
-from inversion_jax import config_files
+from inversion_jax.loop import config_files
 
 ARMS = {'v1': 'threshold', 'v2': 'reproducibility', 'r': 'random_matched'}
 

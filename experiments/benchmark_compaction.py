@@ -24,10 +24,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import compile_cache, generation, model, prompts  # noqa: E402
+from inversion_jax import compile_cache  # noqa: E402
+from inversion_jax.decode import generation, prompts  # noqa: E402
+from inversion_jax.decode.sampling import SamplingConfig  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from inversion_jax.loading import registry  # noqa: E402
-from inversion_jax.sampling import SamplingConfig  # noqa: E402
+from inversion_jax.nn import model  # noqa: E402
+from inversion_jax.nn.loading import registry  # noqa: E402
 from inversion_jax.tasks import bank  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -69,15 +69,15 @@ from absl import app, flags, logging  # noqa: E402
 
 from experiments import benchmark_sampler  # noqa: E402
 from inversion_jax import compile_cache  # noqa: E402
-from inversion_jax import experiment  # noqa: E402
-from inversion_jax import prompts as prompts_lib  # noqa: E402
-from inversion_jax import rounds  # noqa: E402
-from inversion_jax import sampling  # noqa: E402
-from inversion_jax import training  # noqa: E402
+from inversion_jax.decode import prompts as prompts_lib  # noqa: E402
+from inversion_jax.decode import sampling  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from inversion_jax.loading import registry  # noqa: E402
+from inversion_jax.loop import experiment  # noqa: E402
+from inversion_jax.loop import rounds  # noqa: E402
+from inversion_jax.nn.loading import registry  # noqa: E402
 from inversion_jax.scoring import text as text_lib  # noqa: E402
 from inversion_jax.tasks import bank as bank_lib  # noqa: E402
+from inversion_jax.train import training  # noqa: E402
 
 FLAGS = flags.FLAGS
 

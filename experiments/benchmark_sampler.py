@@ -42,12 +42,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import model as model_lib  # noqa: E402
-from inversion_jax import quantize  # noqa: E402
-from inversion_jax import sampling  # noqa: E402
-from inversion_jax.config import ModelConfig  # noqa: E402
+from inversion_jax.decode import sampling  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from inversion_jax.loading import names, registry  # noqa: E402
+from inversion_jax.nn import model as model_lib  # noqa: E402
+from inversion_jax.nn import quantize  # noqa: E402
+from inversion_jax.nn import config as config_lib  # noqa: E402
+from inversion_jax.nn.config import ModelConfig  # noqa: E402
+from inversion_jax.nn.loading import names, registry  # noqa: E402
 
 SHAPES = {
     'smollm2-135m': ModelConfig.smollm2_135m,
@@ -64,7 +65,7 @@ def define_flags() -> None:
   flags.DEFINE_string('model', None, 'Registry name, .gguf file or HF dir: real weights.')
   flags.DEFINE_enum('shape', None, sorted(SHAPES), 'Random weights of this real shape '
                     '(default smollm2-135m when --model is not given).')
-  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Parameter/compute dtype.')
+  flags.DEFINE_enum('dtype', 'float32', list(config_lib.DTYPES), 'Parameter/compute dtype.')
   flags.DEFINE_list('batches', None, 'Batch sizes. Default: 64,128 on CPU; 1,150 on GPU.')
   flags.DEFINE_integer('new_tokens', 32, 'N: decode steps timed (t(N+1) - t(1)).')
   flags.DEFINE_integer('prompt_len', 32, 'Prompt tokens per row (prefilled, not timed).')
@@ -79,7 +80,7 @@ def define_flags() -> None:
   flags.DEFINE_enum('device', 'auto', ['auto', 'cpu', 'cuda'],
                     'Torch device; auto: cuda when JAX runs on a GPU.')
   flags.DEFINE_integer('seed', 0, 'Seed of the random weights and tokens.')
-  flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
+  flags.DEFINE_enum('quantize', 'none', list(quantize.MODES),
                     'Our sampler on int8 weight-only block projections (the floors and '
                     'transformers stay in --dtype).')
   flags.DEFINE_string('output_json', 'benchmark_sampler.json', 'Where to write the results.')
@@ -341,6 +342,8 @@ def hf_floor_calls(hf, config: ModelConfig, batch: int, steps: int = FLOOR_STEPS
 
 def _to_torch(array):
   import torch  # pylint: disable=g-import-not-at-top
+  if isinstance(array, names.LazyTensor):  # A loader's tensor: read it now.
+    array = array[...]
   if isinstance(array, np.ndarray):
     if array.dtype.name == 'bfloat16':
       return torch.from_numpy(array.view(np.uint16)).view(torch.bfloat16)

@@ -29,9 +29,11 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from inversion_jax import experiment, goodhart_event, history, metrics, report  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.goodhart import goodhart_event, metrics  # noqa: E402
+from inversion_jax.loop import experiment  # noqa: E402
 from inversion_jax.quality import task_stats  # noqa: E402
+from inversion_jax.records import history, report  # noqa: E402
 
 FLAGS = flags.FLAGS
 DEFAULTS = experiment.RunConfig().as_dict()

@@ -32,8 +32,10 @@ import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from inversion_jax import parallel  # noqa: E402
-from inversion_jax.config import ModelConfig  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.nn import config as config_lib  # noqa: E402
+from inversion_jax.nn import quantize as quantize_lib  # noqa: E402
+from inversion_jax.nn.config import ModelConfig  # noqa: E402
 from inversion_jax.parallel import footprint  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,8 +71,8 @@ flags.DEFINE_string('topology', 'v5e:2x4', 'A Cloud TPU topology libtpu knows: v
 flags.DEFINE_integer('model_axis', 4, 'Chips sharing the weights (tensor-parallel).')
 flags.DEFINE_enum('shape', 'mistral-7b', list(SHAPES), 'Model shape (weights are abstract).')
 flags.DEFINE_integer('rows', 150, 'Rows of a generation call: tasks x candidates.')
-flags.DEFINE_enum('dtype', 'bfloat16', ['bfloat16', 'float32'], 'Weight dtype.')
-flags.DEFINE_enum('quantize', 'none', ['none', 'int8'], 'Generation weights.')
+flags.DEFINE_enum('dtype', 'bfloat16', list(config_lib.DTYPES), 'Weight dtype.')
+flags.DEFINE_enum('quantize', 'none', list(quantize_lib.MODES), 'Generation weights.')
 flags.DEFINE_integer('prefix_len', footprint.RoundShape.prefix_len, 'Shared prefix tokens.')
 flags.DEFINE_integer('max_new_tokens', footprint.RoundShape.max_new, 'Generation budget.')
 flags.DEFINE_integer('batch_size', footprint.RoundShape.train_batch, 'Train batch (rows).')

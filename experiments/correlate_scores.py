@@ -11,7 +11,6 @@ percentile bootstrap 95 % CI over tasks (resampling whole tasks keeps candidates
 task together), and writes every row and the table as JSON. Nothing is executed.
 """
 
-import json
 import os
 import sys
 import time
@@ -22,9 +21,12 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from inversion_jax import compile_cache, early_warning, experiment, history  # noqa: E402
+from inversion_jax import compile_cache  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.goodhart import early_warning  # noqa: E402
+from inversion_jax.loop import experiment  # noqa: E402
 from inversion_jax.quality import evaluation, heldout  # noqa: E402
+from inversion_jax.records import history  # noqa: E402
 from inversion_jax.scoring import inversion  # noqa: E402
 from inversion_jax.tasks.bank import Task  # noqa: E402
 

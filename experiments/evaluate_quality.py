@@ -20,9 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import compile_cache, experiment, history, metrics, report, rounds, run_dir  # noqa: E402
-from inversion_jax.checkpointing import CHECKPOINT_SUBDIR, RUN_CONFIG_FILE, RoundCheckpointer  # noqa: E402
+from inversion_jax import compile_cache  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.goodhart import metrics  # noqa: E402
+from inversion_jax.loop import experiment, rounds  # noqa: E402
+from inversion_jax.records import history, report, run_dir  # noqa: E402
+from inversion_jax.train.checkpointing import CHECKPOINT_SUBDIR, RUN_CONFIG_FILE, RoundCheckpointer  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'The run directory (runs/NAME).')

@@ -16,8 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import export  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.train import export  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'The run directory (<output>/<name>).')

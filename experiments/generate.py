@@ -17,11 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
 
-from inversion_jax import generation, prompts  # noqa: E402
-from inversion_jax import model as model_lib  # noqa: E402
-from inversion_jax import sampling  # noqa: E402
+from inversion_jax.decode import generation, prompts  # noqa: E402
+from inversion_jax.decode import sampling  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from inversion_jax.loading import registry  # noqa: E402
+from inversion_jax.nn import config as config_lib  # noqa: E402
+from inversion_jax.nn import model as model_lib  # noqa: E402
+from inversion_jax.nn import quantize as quantize_lib  # noqa: E402
+from inversion_jax.nn.loading import registry  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model', registry.DEFAULT_MODEL,
@@ -35,8 +37,8 @@ flags.DEFINE_integer('max_new_tokens', 40, 'Tokens to sample per completion.')
 flags.DEFINE_float('temperature', 0.7, 'Sampling temperature; 0 is greedy.')
 flags.DEFINE_integer('seed', 0, 'PRNG seed of the sampler.')
 flags.DEFINE_integer('batch', 4, 'Number of samples of the prompt (decoded as one batch).')
-flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Parameter/compute dtype.')
-flags.DEFINE_enum('quantize', 'none', ['none', 'int8'],
+flags.DEFINE_enum('dtype', 'float32', list(config_lib.DTYPES), 'Parameter/compute dtype.')
+flags.DEFINE_enum('quantize', 'none', list(quantize_lib.MODES),
                   'int8: weight-only int8 block projections (per-channel scales).')
 flags.DEFINE_bool('stop_at_newline', None, 'End each completion at its first newline. '
                   'Default: on for the command prompt, off for --prompt.')

@@ -21,9 +21,9 @@ import torch  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from experiments import benchmark_sampler  # noqa: E402
-from inversion_jax import prompts  # noqa: E402
+from inversion_jax.decode import prompts  # noqa: E402
 from inversion_jax.errors import exit_on_user_error  # noqa: E402
-from inversion_jax.loading import registry  # noqa: E402
+from inversion_jax.nn.loading import registry  # noqa: E402
 from inversion_jax.tasks import bank  # noqa: E402
 
 FLAGS = flags.FLAGS

@@ -16,8 +16,8 @@ from absl import flags
 import jax
 
 import benchmark_round
-from inversion_jax import experiment
-from inversion_jax import rounds
+from inversion_jax.loop import experiment
+from inversion_jax.loop import rounds
 from inversion_jax.parallel import backends
 
 FLAGS = flags.FLAGS

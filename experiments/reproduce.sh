@@ -8,7 +8,7 @@
 #   bash experiments/reproduce.sh --collect  # no runs: compare the finished ones, copy the
 #                                            # small files of all (a study still under way)
 #
-# Settings and why (BUILD_NOTES "The study"):
+# Settings and why (BUILD_NOTES "The study's settings"):
 #   --tasks=8 --candidates=3    24 rows a phase. Chosen on wall time alone: one probe round at
 #                               16 x 3 took 487 s on this CPU (2026-12-02), so 48 rounds would
 #                               take ~6 h; 24 rows costs about half a round (decode time grows

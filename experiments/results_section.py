@@ -1,8 +1,10 @@
-"""README's Results section from the study's compare_runs JSON (numbers are read, not typed).
+"""The study's results block from its compare_runs JSON (numbers are read, not typed).
 
-  python experiments/results_section.py benchmarks/study/compare.json --readme=README.md
+  python experiments/results_section.py benchmarks/study/compare.json \
+      --readme=benchmarks/RESULTS.md
 
-Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in README.
+Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in
+benchmarks/RESULTS.md (or the file given with --readme).
 """
 
 import json
@@ -18,7 +20,8 @@ from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.quality import task_stats  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('readme', 'README.md', 'The README whose Results block is replaced.')
+flags.DEFINE_string('readme', 'benchmarks/RESULTS.md',
+                    'The markdown file whose results block is replaced.')
 flags.DEFINE_string('note', '', 'Markdown put under the table (the study state, the command).')
 
 START, END = '<!-- results:start -->', '<!-- results:end -->'

@@ -26,10 +26,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from inversion_jax import history  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.quality import measure_check  # noqa: E402
 from inversion_jax.quality.heldout import builder  # noqa: E402
+from inversion_jax.records import history  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('output', 'measures', 'Path prefix of the .json and .md written.')

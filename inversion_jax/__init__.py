@@ -11,19 +11,19 @@ cheap and submodules can set JAX flags first):
 import importlib
 
 _EXPORTS = {
-    'RunConfig': ('inversion_jax.experiment', 'RunConfig'),
-    'run': ('inversion_jax.experiment', 'run'),
-    'apply_preset': ('inversion_jax.presets', 'apply'),
-    'load_model': ('inversion_jax.loading.registry', 'load_model_source'),
-    'from_flat_params': ('inversion_jax.model', 'from_flat_params'),
-    'Generator': ('inversion_jax.generation', 'Generator'),
-    'SamplingConfig': ('inversion_jax.sampling', 'SamplingConfig'),
+    'RunConfig': ('inversion_jax.loop.run_config', 'RunConfig'),
+    'run': ('inversion_jax.loop.experiment', 'run'),
+    'apply_preset': ('inversion_jax.loop.presets', 'apply'),
+    'load_model': ('inversion_jax.nn.loading.registry', 'load_model_source'),
+    'from_flat_params': ('inversion_jax.nn.model', 'from_flat_params'),
+    'Generator': ('inversion_jax.decode.generation', 'Generator'),
+    'SamplingConfig': ('inversion_jax.decode.sampling', 'SamplingConfig'),
     'validate': ('inversion_jax.quality.validator', 'validate'),
     'evaluate_model': ('inversion_jax.quality.evaluation', 'evaluate_model'),
     'load_heldout': ('inversion_jax.quality.heldout', 'load'),
-    'get_filter': ('inversion_jax.selection', 'get_filter'),
-    'ThresholdFilter': ('inversion_jax.selection', 'ThresholdFilter'),
-    'ReproducibilityFilter': ('inversion_jax.selection', 'ReproducibilityFilter'),
+    'get_filter': ('inversion_jax.loop.selection', 'get_filter'),
+    'ThresholdFilter': ('inversion_jax.loop.selection', 'ThresholdFilter'),
+    'ReproducibilityFilter': ('inversion_jax.loop.selection', 'ReproducibilityFilter'),
     'UserError': ('inversion_jax.errors', 'UserError'),
 }
 __all__ = sorted(_EXPORTS)

@@ -22,27 +22,27 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 @pytest.fixture(scope='session')
 def smollm2_gguf_path():
   """Path of the real SmolLM2 GGUF, downloaded once per machine."""
-  from inversion_jax.loading import registry  # pylint: disable=g-import-not-at-top
+  from inversion_jax.nn.loading import registry  # pylint: disable=g-import-not-at-top
   return registry.resolve_registry_gguf(registry.DEFAULT_MODEL)
 
 
 @pytest.fixture(scope='session')
 def smollm2_reader(smollm2_gguf_path):
   """The parsed GGUF (parsing its ~100k tokenizer strings takes seconds: do it once)."""
-  from inversion_jax.loading import gguf_loader  # pylint: disable=g-import-not-at-top
+  from inversion_jax.nn.loading import gguf_loader  # pylint: disable=g-import-not-at-top
   return gguf_loader.open_gguf(smollm2_gguf_path)
 
 
 @pytest.fixture(scope='session')
 def smollm2_loaded(smollm2_reader):
   """`(config, flat_params)` of the real model."""
-  from inversion_jax.loading import gguf_loader  # pylint: disable=g-import-not-at-top
+  from inversion_jax.nn.loading import gguf_loader  # pylint: disable=g-import-not-at-top
   return gguf_loader.load_gguf(smollm2_reader)
 
 
 @pytest.fixture(scope='session')
 def smollm2_tokenizer(smollm2_reader):
-  from inversion_jax.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from inversion_jax.nn.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   return Tokenizer.from_gguf(smollm2_reader)
 
 
@@ -88,3 +88,10 @@ def no_process(monkeypatch):
       monkeypatch.setattr(os, name, forbidden)
   monkeypatch.setattr(subprocess, 'Popen', forbidden)
   monkeypatch.setattr(pty, 'spawn', forbidden)
+
+
+@pytest.fixture(scope='session')
+def tiny_gguf(tmp_path_factory):
+  """A tiny random Llama with a byte-level BPE tokenizer (2,048-token context), as a GGUF."""
+  from tests import tiny_run  # pylint: disable=g-import-not-at-top
+  return tiny_run.write_tiny_gguf(tmp_path_factory.mktemp('model') / 'tiny.gguf')

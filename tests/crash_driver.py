@@ -15,7 +15,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inversion_jax import checkpointing, generation, training  # noqa: E402
+from inversion_jax.decode import generation  # noqa: E402
+from inversion_jax.train import checkpointing, training  # noqa: E402
 
 
 def kill_on_call(owner, name, n):

@@ -20,9 +20,12 @@ import numpy as np  # noqa: E402
 def compute(model_path: str, num_devices: int):
   """Scoring and one train step on the mesh backend; NumPy results."""
   import jax  # pylint: disable=g-import-not-at-top
-  from inversion_jax import generation, lora as lora_lib, model as model_lib, parallel, training
-  from inversion_jax.loading import registry
-  from inversion_jax.sampling import SamplingConfig
+  from inversion_jax import parallel
+  from inversion_jax.decode import generation
+  from inversion_jax.decode.sampling import SamplingConfig
+  from inversion_jax.nn import lora as lora_lib, model as model_lib
+  from inversion_jax.nn.loading import registry
+  from inversion_jax.train import training
 
   config, flat, tokenizer = registry.load_model_source(model_path)
   graphdef, state = model_lib.from_flat_params(config, flat)

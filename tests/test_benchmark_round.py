@@ -12,8 +12,8 @@ import pathlib
 
 import pytest
 
-from inversion_jax.config import ModelConfig
-from inversion_jax.loading import registry
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.nn.loading import registry
 from inversion_jax.scoring import text as text_lib
 from tests import tiny_checkpoints
 
@@ -52,6 +52,7 @@ def hf(bench, tiny_source):
   return bench.benchmark_sampler.hf_model(config, flat)
 
 
+@pytest.mark.slow
 def test_benchmark_on_tiny_model(bench, tiny_source):
   short = {'generate': (8, 0.7), 'invert': (6, 0.3), 'rate': (3, 0.1)}
   settings = bench.Settings(

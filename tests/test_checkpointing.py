@@ -2,15 +2,14 @@
 
 import json
 import os
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 import pytest
 
-from inversion_jax import checkpointing
 from inversion_jax.errors import UserError
+from inversion_jax.train import checkpointing
 
 CONFIG = {'lr': 0.0002, 'tasks': 50, 'cycles': 3, 'tools': ('nmap', 'hydra'), 'seed': 0}
 

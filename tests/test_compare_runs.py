@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from inversion_jax import history
+from inversion_jax.records import history
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'experiments'))
@@ -53,6 +53,7 @@ def test_groups_means_and_t_intervals(tmp_path):
   assert 'graded quality change (%)' in compare_runs.markdown(result)
 
 
+@pytest.mark.slow
 def test_cli_writes_files_and_refuses_other_differences(tmp_path):
   a = make_run(tmp_path, 'a', 0, 0.36)
   b = make_run(tmp_path, 'b', 1, 0.35, 'reproducibility')

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from inversion_jax import config_files, experiment, presets, selection
 from inversion_jax.errors import UserError
+from inversion_jax.loop import config_files, experiment, presets, selection
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs').glob('*.py'))
@@ -83,6 +83,7 @@ def self_improve(*args):
                         capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_file_overrides_and_flags_resolve_in_order():
   done = self_improve('--config=configs/original.py', '--config.top_k=10', '--config.cycles=4',
                       '--cycles=2', '--threshold=0.25', '--print_config')
@@ -93,9 +94,10 @@ def test_file_overrides_and_flags_resolve_in_order():
   assert resolved == json.loads(json.dumps(expected.as_dict()))
 
 
+@pytest.mark.slow
 def test_bad_config_input_is_one_line(tmp_path):
   bad_file = tmp_path / 'bad.py'
-  bad_file.write_text('from inversion_jax import config_files\n\n\ndef get_config():\n'
+  bad_file.write_text('from inversion_jax.loop import config_files\n\n\ndef get_config():\n'
                       '  config = config_files.base()\n  config.cyclez = 3\n  return config\n')
   for args, message in [
       (['--config=configs/nothere.py'], 'config file configs/nothere.py does not exist'),

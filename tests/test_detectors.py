@@ -8,12 +8,12 @@ import sys
 import pytest
 from scipy import stats
 
-from inversion_jax import detector_metrics as dm
-from inversion_jax import detectors
-from inversion_jax import goodhart_event
-from inversion_jax import history
-from inversion_jax import rollback_pairs
 from inversion_jax.errors import UserError
+from inversion_jax.goodhart import detector_metrics as dm
+from inversion_jax.goodhart import detectors
+from inversion_jax.goodhart import goodhart_event
+from inversion_jax.goodhart import rollback_pairs
+from inversion_jax.records import history
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -142,6 +142,7 @@ def test_evaluate_runs_and_resolves_delta(tmp_path):
     detectors.evaluate([detectors.Run('x', 'maybe', [])], 0.05, 2)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
   pos, neg = write_run(tmp_path, 'pos', POSITIVE), write_run(tmp_path, 'neg', NEGATIVE)
   script = ROOT / 'experiments' / 'detectors' / 'evaluate.py'
@@ -166,7 +167,7 @@ def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
 
 def test_replayed_early_warning_equals_the_loops_own_score():
   """The replay reads what the loop stored: same baseline, same signals, same alarm."""
-  from inversion_jax import early_warning
+  from inversion_jax.goodhart import early_warning
   first = {'before/agreement_rate': 0.5, 'before/indicator/mean_option_count': 2.0,
            'before/indicator/unknown_option_rate': 0.2, 'before/indicator/distinct_ratio': 1.0}
   afters = [{'after/agreement_rate': 0.4, 'after/indicator/mean_option_count': 2.2,
@@ -210,6 +211,7 @@ def test_rollback_pairs_by_seed_with_rounds_lost_and_t_intervals():
     rollback_pairs.pair(warn, [other])
 
 
+@pytest.mark.slow
 def test_rollback_cli_needs_both_sides_in_one_line(tmp_path):
   neg = write_run(tmp_path, 'neg', NEGATIVE)
   script = ROOT / 'experiments' / 'detectors' / 'rollback.py'

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from inversion_jax import early_warning
+from inversion_jax.goodhart import early_warning
 
 
 def test_score_counts_signals_past_limits():

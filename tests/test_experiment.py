@@ -1,9 +1,6 @@
 """The loop end to end on a tiny random model: rounds, resume after SIGKILL, bad input."""
 
-import builtins
 import json
-import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -11,44 +8,20 @@ import sys
 import numpy as np
 import pytest
 
-from inversion_jax import experiment, generation, history, parallel, summaries, training
-from inversion_jax.checkpointing import RoundCheckpointer
-from inversion_jax.config import ModelConfig
+from inversion_jax import parallel
+from inversion_jax.decode import generation
+from inversion_jax.decode.sampling import SamplingConfig
 from inversion_jax.errors import UserError
-from inversion_jax.loading import registry
-from inversion_jax.sampling import SamplingConfig
+from inversion_jax.loop import experiment
+from inversion_jax.nn.loading import registry
+from inversion_jax.records import history, summaries
 from inversion_jax.scoring import inversion
 from inversion_jax.tasks import bank as bank_lib
-from tests import tiny_checkpoints
+from inversion_jax.train import training
+from inversion_jax.train.checkpointing import RoundCheckpointer
+from tests.tiny_run import ROOT, config_for, flag_list, round_metrics, run_driver
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-DRIVER = ROOT / 'experiments' / 'self_improve.py'
-TINY_FLAGS = dict(cycles=2, tasks=3, candidates=2, threshold=0.0, max_new_tokens=8,
-                  lora_rank=4, max_batch=8, eval_every=0)
-
-
-@pytest.fixture(scope='session')
-def tiny_gguf(tmp_path_factory):
-  """A tiny random Llama with a byte-level BPE tokenizer, as a GGUF file."""
-  config = ModelConfig.tiny(vocab_size=266, max_seq_len=2048, tie_embeddings=True)
-  path = tmp_path_factory.mktemp('model') / 'tiny.gguf'
-  weights = tiny_checkpoints.random_hf_weights(config, seed=0)
-  weights = {k: 0.2 * v if 'norm' not in k else 1 + 0 * v for k, v in weights.items()}
-  tiny_checkpoints.write_gguf(path, config, weights)
-  return str(path)
-
-
-def config_for(tiny_gguf, tmp_path, **overrides):
-  values = TINY_FLAGS | dict(model=tiny_gguf, output=str(tmp_path), name='run') | overrides
-  return experiment.RunConfig(**values)
-
-
-def round_metrics(run_dir):
-  """Per-round records without wall-clock timings and timestamps (which differ run to run)."""
-  rounds = history.rounds_of(json.loads((pathlib.Path(run_dir) / history.PROGRESS_FILE).read_text()))
-  return [{k: v for k, v in r.items() if k not in ('timings', 'timestamp')} for r in rounds]
-
-
+@pytest.mark.slow
 def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
   config = config_for(tiny_gguf, tmp_path)
   result = experiment.run(config)
@@ -88,19 +61,6 @@ def assert_tensorboard_has_every_metric(run_dir, rounds):
       assert (step, pytest.approx(value)) in [(e.step, e.value) for e in events.Scalars(tag)], tag
 
 
-def run_driver(args, crash=None):
-  command = [sys.executable]
-  command += ([str(ROOT / 'tests' / 'crash_driver.py'), *crash, '--'] if crash else [str(DRIVER)])
-  return subprocess.run(command + args, capture_output=True, text=True, cwd=ROOT, timeout=600)
-
-
-def flag_list(config: experiment.RunConfig):
-  def text(value):
-    return ','.join(map(str, value)) if isinstance(value, (list, tuple)) else value
-
-  return [f'--{k}={text(v)}' for k, v in config.as_dict().items() if v is not None]
-
-
 @pytest.fixture(scope='module')
 def straight_run(tiny_gguf, tmp_path_factory):
   """An uninterrupted 2-round run to compare resumed runs with."""
@@ -109,6 +69,7 @@ def straight_run(tiny_gguf, tmp_path_factory):
   return round_metrics(config.run_dir)
 
 
+@pytest.mark.slow
 def test_resume_with_v2_and_fidelity_after_sigkill(tiny_gguf, tmp_path):
   """The V2 filter and the fidelity scorer replay exactly after a kill mid-training."""
   overrides = dict(filter='reproducibility', scorer='fidelity', fidelity_layer=1)
@@ -125,6 +86,7 @@ def test_resume_with_v2_and_fidelity_after_sigkill(tiny_gguf, tmp_path):
 
 
 @pytest.mark.parametrize('phase', ['generate', 'train'])
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(tiny_gguf, tmp_path, phase, straight_run):
   """Killed mid-round-2 (SIGKILL), then --resume: same per-round metrics, bit for bit.
 
@@ -145,6 +107,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_gguf, tmp_path, phase, 
 
 
 @pytest.mark.parametrize('parallel', ['mesh', 'pmap'])
+@pytest.mark.slow
 def test_resume_on_four_devices(tiny_gguf, tmp_path, straight_run, parallel):
   """--parallel=mesh|pmap on 4 devices: killed mid-training and resumed equals its own
   uninterrupted run bit for bit, and the 1-device run to float32 rounding."""
@@ -163,6 +126,7 @@ def test_resume_on_four_devices(tiny_gguf, tmp_path, straight_run, parallel):
 
 
 @pytest.mark.parametrize('parallel', [dict(), dict(parallel='mesh', num_devices=4)])
+@pytest.mark.slow
 def test_a_round_runs_no_process(tiny_gguf, tmp_path, no_process, parallel):
   """Generated commands are text: nothing may start a process during a whole round."""
   del no_process  # Patches os.system, os.exec*, os.spawn*, fork, subprocess.Popen, pty.spawn.
@@ -179,6 +143,7 @@ def test_a_round_runs_no_process(tiny_gguf, tmp_path, no_process, parallel):
 
 @pytest.mark.parametrize('overrides', [dict(filter='reproducibility', repro_m=2),
                                        dict(scorer='fidelity', fidelity_layer=1)])
+@pytest.mark.slow
 def test_v2_filter_and_fidelity_scorer_rounds(tiny_gguf, tmp_path, overrides):
   config = config_for(tiny_gguf, tmp_path, cycles=1, **overrides)
   record = experiment.run(config).rounds[0]
@@ -195,9 +160,10 @@ def test_v2_filter_and_fidelity_scorer_rounds(tiny_gguf, tmp_path, overrides):
 
 
 @pytest.mark.parametrize('action', ['stop', 'rollback'])
+@pytest.mark.slow
 def test_goodhart_stop_and_rollback(tiny_gguf, tmp_path, monkeypatch, capsys, action):
   """An alarm in round 1: stop ends the run there; rollback starts round 2 from the base."""
-  from inversion_jax import monitor
+  from inversion_jax.goodhart import monitor
   monkeypatch.setattr(monitor.GoodhartMonitor, 'check',
                       lambda self, rounds: monitor.Alarm(rounds[-1]['cycle'], ['forced'], 0, 1.0)
                       if rounds[-1]['cycle'] == 1 else None)
@@ -219,6 +185,7 @@ def test_goodhart_stop_and_rollback(tiny_gguf, tmp_path, monkeypatch, capsys, ac
     assert 'Round 1** (rollback)' in report and base_rows
 
 
+@pytest.mark.slow
 def test_heldout_evaluation_in_the_loop_and_offline(tiny_gguf, tmp_path):
   config = config_for(tiny_gguf, tmp_path, eval_every=2, eval_tasks=9)
   result = experiment.run(config)
@@ -250,10 +217,11 @@ def test_heldout_evaluation_in_the_loop_and_offline(tiny_gguf, tmp_path):
   assert '| 1 |' in (config.run_dir / 'report.md').read_text()
 
 
+@pytest.mark.slow
 def test_scoring_on_four_devices_equals_one(tiny_gguf):
   model_config, flat, tokenizer = registry.load_model_source(tiny_gguf)
-  from inversion_jax import model as model_lib
-  from inversion_jax import prompts
+  from inversion_jax.decode import prompts
+  from inversion_jax.nn import model as model_lib
   graphdef, state = model_lib.from_flat_params(model_config, flat)
   greedy = inversion.ScorerConfig(
       judge='expected', generation=SamplingConfig(0.0, 8), reconstruction=SamplingConfig(0.0, 8))
@@ -294,6 +262,7 @@ def test_bad_settings_are_user_errors(tiny_gguf, tmp_path, overrides, message):
   assert not (tmp_path / 'run').exists()  # Nothing half-made is left behind.
 
 
+@pytest.mark.slow
 def test_unwritable_output_and_existing_run(tiny_gguf, tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('not a directory')
@@ -305,6 +274,7 @@ def test_unwritable_output_and_existing_run(tiny_gguf, tmp_path):
     experiment.run(config)
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tiny_gguf, tmp_path):
   config = config_for(tiny_gguf, tmp_path, cycles=1)
   assert run_driver(flag_list(config)).returncode == 0
@@ -326,6 +296,7 @@ def test_cli_errors_are_one_line(tiny_gguf, tmp_path):
   assert '--process_id=5 is out of range' in run_driver(cases[4]).stderr
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_a_user_error(tiny_gguf, tmp_path):
   config = config_for(tiny_gguf, tmp_path, cycles=1)
   experiment.run(config)
@@ -336,6 +307,7 @@ def test_corrupt_checkpoint_is_a_user_error(tiny_gguf, tmp_path):
     experiment.run(config_for(tiny_gguf, tmp_path, cycles=2), resume=True)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_round_and_keeps_earlier_rounds(tiny_gguf, tmp_path, monkeypatch):
   config = config_for(tiny_gguf, tmp_path)
   original = training.Trainer.run

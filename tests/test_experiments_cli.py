@@ -18,9 +18,8 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
 import tiny_checkpoints as tc
-from inversion_jax import model as model_lib
-from inversion_jax.config import ModelConfig
-from tests.test_experiment import tiny_gguf  # noqa: F401 (fixture: 2,048-token context)
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GENERATE = ROOT / 'experiments' / 'generate.py'
@@ -53,6 +52,7 @@ def run_generate(*args):
                         env=env, timeout=120, check=False)
 
 
+@pytest.mark.slow
 def test_generate_prints_one_line_per_sample(tiny_hf_dir):
   result = run_generate(f'--model={tiny_hf_dir}', '--prompt=hello world', '--max_new_tokens=5',
                         '--batch=3', '--temperature=1.0')
@@ -65,6 +65,7 @@ def test_generate_prints_one_line_per_sample(tiny_hf_dir):
     (['--model=no-such-model'], 'smollm2-135m-instruct'),
     (['--batch=0'], '--batch'),
 ])
+@pytest.mark.slow
 def test_generate_bad_input_is_one_line_exit_2(args, message):
   result = run_generate(*args)
   errors = [line for line in result.stderr.splitlines() if line.startswith('error:')]
@@ -85,6 +86,7 @@ def bench():
   return module
 
 
+@pytest.mark.slow
 def test_benchmark_runs_on_tiny_model(bench):
   config = ModelConfig.tiny()
   flat = bench.random_flat_params(config)
@@ -116,6 +118,7 @@ def test_decode_params_counts_the_head_once(bench, tie):
 
 
 @pytest.mark.parametrize('tie', [True, False])
+@pytest.mark.slow
 def test_transformers_model_holds_our_weights(bench, tie):
   """The benchmark compares like with like: same logits, and its generate runs."""
   torch = pytest.importorskip('torch')
@@ -183,6 +186,7 @@ def test_decode_rates_from_the_two_timings(bench):
 
 
 @pytest.mark.parametrize('call', ['generate', 'rate'])
+@pytest.mark.slow
 def test_compaction_benchmark_checks_its_peers_agree(tiny_gguf, tmp_path, call):  # noqa: F811
   """benchmark_compaction.py on the tiny model: the one-call loop, compaction and length
   grouping give the same texts (it exits 2 when they do not) and it writes its figures."""

@@ -19,12 +19,12 @@ import pytest
 from flax import nnx
 
 import tiny_checkpoints as tc
-from inversion_jax import checkpointing, export
-from inversion_jax import lora as lora_lib
-from inversion_jax import model as model_lib
-from inversion_jax.config import ModelConfig
 from inversion_jax.errors import UserError
-from inversion_jax.loading import gguf_loader, registry
+from inversion_jax.nn import lora as lora_lib
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.nn.loading import gguf_loader, registry
+from inversion_jax.train import checkpointing, export
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = ModelConfig.tiny(vocab_size=266, tie_embeddings=True)
@@ -160,6 +160,7 @@ def run_cli(*args):
                         capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_exports_and_bad_input_is_one_line(run, tmp_path):
   done = run_cli(f'--workdir={run["workdir"]}', '--round=1', '--format=peft',
                  f'--out={tmp_path / "p"}')

@@ -13,14 +13,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from inversion_jax import experiment
-from inversion_jax import lora as lora_lib
-from inversion_jax import model as model_lib
 from inversion_jax import parallel
-from inversion_jax.config import ModelConfig
+from inversion_jax.loop import experiment
+from inversion_jax.nn import lora as lora_lib
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
 from inversion_jax.parallel import footprint
 from inversion_jax.parallel import sharding as sharding_lib
-from tests.test_experiment import config_for, tiny_gguf  # noqa: F401  (fixture)
+from tests.tiny_run import config_for
 
 CONFIG = ModelConfig.tiny(vocab_size=264)
 SHAPE = footprint.RoundShape(rows=12, prefix_len=16, part_rows=8, part_width=16,

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inversion_jax import generation
-from inversion_jax import model as model_lib
-from inversion_jax import sampling
-from inversion_jax.config import ModelConfig
+from inversion_jax.decode import generation
+from inversion_jax.decode import sampling
 from inversion_jax.errors import UserError
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
 from tests.tiny import ByteTokenizer
 
 GREEDY = sampling.SamplingConfig(temperature=0.0, max_new_tokens=12)
@@ -91,6 +91,7 @@ def test_loop_ends_when_all_rows_stop(tiny_model):
   assert int(out.tokens.sum()) == 0
 
 
+@pytest.mark.slow
 def test_pmap_four_devices_equals_one(tiny_model):
   assert jax.local_device_count() == 4, 'conftest sets 4 fake CPU devices'
   prompts = [('Prefix: ', f'task number {i}' * (i % 3 + 1)) for i in range(10)]
@@ -102,6 +103,7 @@ def test_pmap_four_devices_equals_one(tiny_model):
   np.testing.assert_allclose(logits_one, logits_four, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_sampling_is_seeded_and_varies(tiny_model):
   gen = make_generator(tiny_model, stop_strings=())
   hot = sampling.SamplingConfig(temperature=1.5, max_new_tokens=10, top_k=50, top_p=0.95)
@@ -136,6 +138,7 @@ LONG = sampling.SamplingConfig(temperature=1.0, max_new_tokens=100)  # The cache
 
 @pytest.mark.parametrize('config', [GREEDY, SAMPLED, sampling.SamplingConfig(
     temperature=0.8, max_new_tokens=40, top_k=20), LONG])
+@pytest.mark.slow
 def test_compacting_decode_gives_the_plain_loop_tokens(tiny_model, config):
   """Row compaction (finished rows dropped every k steps, the cache grown from 32 empty
   slots as the steps need them) changes cost, not tokens."""
@@ -152,6 +155,7 @@ def test_compacting_decode_gives_the_plain_loop_tokens(tiny_model, config):
     assert max(plain.num_tokens) > 64  # Rows ran past two growths of the cache.
 
 
+@pytest.mark.slow
 def test_samples_do_not_depend_on_max_batch_or_devices(tiny_model):
   prompts = [('', f'prompt {i}') for i in range(19)]
   reference = make_generator(tiny_model, max_batch=64).generate(prompts, SAMPLED, seed=5)
@@ -164,6 +168,7 @@ def test_samples_do_not_depend_on_max_batch_or_devices(tiny_model):
 
 
 @pytest.mark.parametrize('vocab, chunk', [(1024, 256), (300, 16), (2000, 128)])
+@pytest.mark.slow
 def test_inverse_cdf_draws_follow_the_softmax(vocab, chunk):
   """40k draws are as close to softmax(logits) as `jax.random.categorical`'s; masked
   (-inf) tokens and chunks never come up. A 10 % temperature error fails this test."""

@@ -1,15 +1,14 @@
 """GGUF loading: tiny files written here, plus parity with transformers on the real model."""
 
-import functools
 
 import gguf
 import numpy as np
 import pytest
 
 import tiny_checkpoints as tc
-from inversion_jax.config import ModelConfig
 from inversion_jax.errors import UserError
-from inversion_jax.loading import gguf_loader, names
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.nn.loading import gguf_loader, names
 
 Q = gguf.GGMLQuantizationType
 
@@ -123,6 +122,7 @@ def test_smollm2_config_matches_preset(smollm2_loaded):
   assert params.keys() == names.expected_shapes(config).keys()
 
 
+@pytest.mark.slow
 def test_smollm2_params_match_transformers_gguf_loading(smollm2_loaded, smollm2_transformers):
   """Same file through transformers' own GGUF path (dequantize + reverse_permute)."""
   _, params = smollm2_loaded

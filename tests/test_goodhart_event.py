@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from inversion_jax import goodhart_event as gold
-from inversion_jax import history
 from inversion_jax.errors import UserError
+from inversion_jax.goodhart import goodhart_event as gold
+from inversion_jax.records import history
 
 BASE_SCORE = 0.20
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from inversion_jax import prompts
+from inversion_jax.decode import prompts
 from inversion_jax.errors import UserError
 from inversion_jax.quality import heldout
 from inversion_jax.quality.heldout import builder

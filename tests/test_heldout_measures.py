@@ -1,8 +1,9 @@
 """The NLC2CMD score carried beside strict and graded: grading, round records, summary,
 report and plot."""
 
-from inversion_jax import history, metrics, report
+from inversion_jax.goodhart import metrics
 from inversion_jax.quality import evaluation
+from inversion_jax.records import history, report
 
 ITEMS = [{'tool': 'nmap', 'task': 'Identify the software and versions listening on 172.31.9.14',
           'values': {'host': '172.31.9.14'}, 'intent_options': [['-sV'], ['-A']],

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import tiny_checkpoints as tc
-from inversion_jax.config import ModelConfig
 from inversion_jax.errors import UserError
-from inversion_jax.loading import hf_loader, names
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.nn.loading import hf_loader, names
 
 
 def _assert_matches_hf(params, weights, atol=0.0):

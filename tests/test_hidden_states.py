@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inversion_jax import generation
-from inversion_jax import model as model_lib
-from inversion_jax.config import ModelConfig
+from inversion_jax.decode import generation
 from inversion_jax.errors import UserError
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
 from tests.tiny import ByteTokenizer
 
 
@@ -23,6 +23,7 @@ def make_generator(tiny_model, **kw):
   return generation.Generator(graphdef, state, ByteTokenizer(), show_progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_forward_returns_requested_layers_and_lens_of_last_layer_is_the_logits(tiny_model):
   graphdef, state = tiny_model
   config = model_lib.model_config(graphdef, state)
@@ -52,6 +53,7 @@ def direct_embedding(tiny_model, text, layer):
   return np.asarray(out.hidden_states[0][0, 1:]).mean(0)  # Without BOS.
 
 
+@pytest.mark.slow
 def test_embed_mean_pools_real_tokens_on_one_and_four_devices(tiny_model):
   texts = ['nmap -sV 10.0.0.1', 'nc -lvnp 4444', 'gobuster dir -u http://a.lan -w x.txt']
   expected = np.stack([direct_embedding(tiny_model, t, 1) for t in texts])
@@ -81,6 +83,7 @@ def direct_fidelity(tiny_model, prefix, suffix, completion, layer, k):
 
 
 @pytest.mark.parametrize('layer,k', [(2, 5), (1, 40)])
+@pytest.mark.slow
 def test_fidelity_equals_a_direct_computation_from_logits(tiny_model, layer, k):
   prefix = 'Write the command.\n\n'
   rows = [('Tool: nmap\nTask: scan\nCommand:', 'nmap -sV x'),

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from inversion_jax import limits
 from inversion_jax.errors import UserError
+from inversion_jax.goodhart import limits
 
 
 def test_every_signal_is_checked_in_its_gaming_direction_only():

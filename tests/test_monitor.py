@@ -2,8 +2,8 @@
 
 import pytest
 
-from inversion_jax import monitor
 from inversion_jax.errors import UserError
+from inversion_jax.goodhart import monitor
 
 
 def record(cycle, before, after, quality, base=None, **indicators):

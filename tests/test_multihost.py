@@ -17,8 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from inversion_jax import history
-from tests.test_experiment import TINY_FLAGS, tiny_gguf  # noqa: F401 (fixture)
+from inversion_jax.records import history
+from tests.tiny_run import TINY_FLAGS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = ROOT / 'tests' / 'multihost_worker.py'
@@ -50,6 +50,7 @@ def run_pair(commands, timeout=900):
   return outputs
 
 
+@pytest.mark.slow
 def test_two_processes_score_and_train_like_one(tiny_gguf, tmp_path):  # noqa: F811
   port = free_port()
   run_pair([[sys.executable, str(WORKER), str(i), str(port), tiny_gguf, str(tmp_path)]
@@ -75,6 +76,7 @@ def run_flags(tiny_gguf, output, name):  # noqa: F811
   return [f'--{k}={v}' for k, v in flags.items()] + ['--parallel=mesh']
 
 
+@pytest.mark.slow
 def test_a_two_process_round_equals_one_process(tiny_gguf, tmp_path):  # noqa: F811
   driver = [sys.executable, str(ROOT / 'experiments' / 'self_improve.py')]
   port = free_port()

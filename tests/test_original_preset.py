@@ -15,14 +15,17 @@ import numpy as np
 import optax
 import pytest
 
-from inversion_jax import experiment, generation, history, lora as lora_lib, presets, sampling
-from inversion_jax import model as model_lib
-from inversion_jax import training
-from inversion_jax.config import ModelConfig
+from inversion_jax.decode import generation, sampling
 from inversion_jax.errors import UserError
+from inversion_jax.loop import experiment, presets
+from inversion_jax.nn import lora as lora_lib
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.records import history
 from inversion_jax.scoring import text as text_lib
 from inversion_jax.tasks import bank as bank_lib
-from tests.test_experiment import TINY_FLAGS, config_for, tiny_gguf  # noqa: F401 (fixture)
+from inversion_jax.train import training
+from tests.tiny_run import TINY_FLAGS, config_for
 from tests.tiny import ByteTokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -107,6 +110,7 @@ def test_top_k_50_never_picks_outside_the_top_50():
     assert len(set(picks[:, row])) > 10  # It does sample, not just take the argmax.
 
 
+@pytest.mark.slow
 def test_stopping_at_eos_continues_the_newline_stopped_rows():
   graphdef, state = model_lib.create(ModelConfig.tiny(), seed=7)
   stops = tuple('aeiou ')  # Frequent stops for a random model (the loop's is '\n').
@@ -180,6 +184,7 @@ def test_preset_fills_only_what_was_not_given():
     presets.apply(experiment.RunConfig(), 'faithful')
 
 
+@pytest.mark.slow
 def test_preset_original_run_writes_the_originals_fields(tiny_gguf, tmp_path):  # noqa: F811
   explicit = ['cycles', 'tasks', 'candidates', 'threshold', 'max_new_tokens']
   config = presets.apply(config_for(tiny_gguf, tmp_path, cycles=1, threshold=0.0),
@@ -208,7 +213,8 @@ def test_preset_original_run_writes_the_originals_fields(tiny_gguf, tmp_path):  
 
 @pytest.mark.parametrize('flag,message', [
     ('--preset=faithful', 'preset'), ('--top_k=0', 'top_k'), ('--max_grad_norm=-1', 'max_grad_norm'),
-    ('--task_bank=mine', 'task bank')])
+    ('--task_bank=mine', 'task_bank')])
+@pytest.mark.slow
 def test_bad_original_flags_are_one_line(flag, message, tmp_path):
   result = subprocess.run([sys.executable, str(ROOT / 'experiments' / 'self_improve.py'), flag,
                            f'--output={tmp_path}', '--name=x'], capture_output=True, text=True,

@@ -17,17 +17,16 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from inversion_jax import generation
-from inversion_jax import model as model_lib
 from inversion_jax import parallel
-from inversion_jax import training
-from inversion_jax.config import ModelConfig
+from inversion_jax.decode import generation
+from inversion_jax.decode.sampling import SamplingConfig
 from inversion_jax.errors import UserError
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
 from inversion_jax.parallel import distributed
 from inversion_jax.parallel import sharding
-from inversion_jax.sampling import SamplingConfig
-from tests.test_training import examples, tiny_lora
-from tests.tiny import ByteTokenizer
+from inversion_jax.train import training
+from tests.tiny import ByteTokenizer, examples, tiny_lora
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Sizes the model axis of 2 divides: 6 heads, 2 kv heads, MLP 88, vocab 264.
@@ -71,6 +70,7 @@ def reference(tiny_model):
 
 
 @pytest.mark.parametrize('name', list(RUN_SETUPS))
+@pytest.mark.slow
 def test_every_backend_gives_the_same_rows(tiny_model, reference, name):
   gen = make_generator(tiny_model, RUN_SETUPS[name], max_batch=16)
   assert gen.generate(PROMPTS, SamplingConfig(0.0, 12)).texts == reference['greedy']
@@ -108,6 +108,7 @@ def train(setup, micro=None, batch_size=4):
 
 @pytest.mark.parametrize('name,micro', [(name, None) for name in list(RUN_SETUPS)[1:]]
                          + [('one device', 1), ('mesh data x2, model x2', 1)])
+@pytest.mark.slow
 def test_train_steps_match_one_device_with_dropout(name, micro):
   expected = train(SETUPS['one device'])
   got = train(RUN_SETUPS[name], micro)
@@ -122,6 +123,7 @@ def assert_same_training(got, expected):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_batch_the_shards_do_not_divide_pads_with_weightless_rows():
   """2 or 3 rows a batch on 4 data shards: padded to 4 with rows of zero weight, the
   same loss and adapters as one device (examples(8): batches of 3, 3, 2 rows too)."""
@@ -141,6 +143,7 @@ print('same')
 """
 
 
+@pytest.mark.slow
 def test_the_original_batch_of_four_on_eight_devices():
   """README's pod commands: batch 4 on 8 data shards (8 fake CPU devices, own process)."""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
@@ -149,6 +152,7 @@ def test_the_original_batch_of_four_on_eight_devices():
   assert done.returncode == 0 and done.stdout.strip() == 'same', done.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_dropout_changes_the_loss_row_by_row():
   """The check above would hold trivially if dropout did nothing; and a row's mask is its
   own: the same row alone or beside another gives the same loss."""

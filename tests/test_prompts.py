@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from inversion_jax import prompts
+from inversion_jax.decode import prompts
 from inversion_jax.errors import UserError
 from inversion_jax.tasks import default_bank
 
@@ -28,10 +28,10 @@ ROWS = [('nmap', 'Scan 10.0.0.5 for open ports', 'nmap 10.0.0.5'),
 def test_prefix_is_shared_and_suffix_varies(name):
   style = prompts.get_style(name)
   for kind, rows in _all_kinds(style, ROWS).items():
-    prefix, suffixes = prompts.split_prefix(rows)
-    assert prefix.endswith('\n') and prefix == rows[0].prefix, kind
-    assert suffixes[0] != suffixes[1], kind
-    assert rows[0].text == prefix + suffixes[0]
+    prefix = rows[0].prefix
+    assert prefix.endswith('\n') and all(r.prefix == prefix for r in rows), kind
+    assert rows[0].suffix != rows[1].suffix, kind
+    assert all(r.text == prefix + r.suffix for r in rows), kind
 
 
 def test_original_style_is_the_original_text():
@@ -131,11 +131,3 @@ def test_row_values_are_kept_on_one_line():
 def test_unknown_style_is_a_user_error_listing_styles():
   with pytest.raises(UserError, match='fewshot, original'):
     prompts.get_style('chat')
-
-
-def test_split_prefix_rejects_mixed_prefixes():
-  rows = [prompts.get_style('original').generation('nmap', 'a'),
-          prompts.get_style('fewshot').generation('nmap', 'a')]
-  with pytest.raises(ValueError, match='prefixes'):
-    prompts.split_prefix(rows)
-  assert prompts.split_prefix([]) == ('', [])

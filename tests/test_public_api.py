@@ -1,7 +1,9 @@
 """`import inversion_jax as ij`: a tiny round with the top-level names only."""
 
+import pytest
+
 import inversion_jax as ij
-from tests.test_experiment import TINY_FLAGS, tiny_gguf  # noqa: F401 (fixture)
+from tests.tiny_run import TINY_FLAGS
 
 
 def test_every_exported_name_resolves():
@@ -9,6 +11,7 @@ def test_every_exported_name_resolves():
     assert getattr(ij, name) is not None
 
 
+@pytest.mark.slow
 def test_a_tiny_round_with_the_public_names(tiny_gguf, tmp_path):  # noqa: F811
   config, params, tokenizer = ij.load_model(tiny_gguf)
   graphdef, state = ij.from_flat_params(config, params)

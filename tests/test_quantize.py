@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inversion_jax import generation, quantize, sampling
-from inversion_jax import model as model_lib
-from inversion_jax.config import ModelConfig
+from inversion_jax.decode import generation, sampling
 from inversion_jax.errors import UserError
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn import quantize
+from inversion_jax.nn.config import ModelConfig
 from tests.tiny import ByteTokenizer
 
 
@@ -21,6 +22,7 @@ def test_per_channel_error_is_at_most_half_a_step():
   assert int(jnp.max(jnp.abs(values))) == 127  # Every column uses its whole range.
 
 
+@pytest.mark.slow
 def test_int8_logits_are_close_and_the_weights_are_int8():
   graphdef, state = model_lib.create(ModelConfig.tiny(), seed=3)
   qgraph, qstate = quantize.int8_weight_only(graphdef, state)
@@ -35,6 +37,7 @@ def test_int8_logits_are_close_and_the_weights_are_int8():
   assert 0 < relative < 0.02, relative
 
 
+@pytest.mark.slow
 def test_generator_int8_path_generates_and_requantizes_new_weights():
   graphdef, state = model_lib.create(ModelConfig.tiny(), seed=3)
   plain = generation.Generator(graphdef, state, ByteTokenizer(), show_progress=False)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import tiny_checkpoints as tc
-from inversion_jax.config import ModelConfig
 from inversion_jax.errors import UserError
-from inversion_jax.loading import registry
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.nn.loading import registry
 
 _MEMBER = 'fake_pkg/tiny.gguf'
 

@@ -17,11 +17,13 @@ import sys
 
 import pytest
 
-from inversion_jax import checkpointing, errors, experiment, history, report, rounds
-from inversion_jax import run_dir as run_dir_lib
+from inversion_jax import errors
 from inversion_jax.errors import UserError
-from tests.test_experiment import DRIVER, ROOT, config_for, flag_list, round_metrics, run_driver
-from tests.test_experiment import tiny_gguf  # noqa: F401  (the shared tiny model fixture)
+from inversion_jax.loop import experiment, rounds
+from inversion_jax.records import history, report
+from inversion_jax.records import run_dir as run_dir_lib
+from inversion_jax.train import checkpointing
+from tests.tiny_run import DRIVER, ROOT, config_for, flag_list, round_metrics, run_driver
 
 
 def _summary(run_dir):
@@ -121,6 +123,7 @@ def _check_complete(run_dir, metrics, summary, label, cycles=2):
   assert not list(run_dir.rglob('*.tmp')) and not list(run_dir.rglob('*orbax-checkpoint-tmp*')), label
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_at_every_write_point_ends_as_uninterrupted(tiny_gguf,  # noqa: F811
                                                                         write_points, tmp_path):
   _, metrics, summary, points = write_points
@@ -145,6 +148,7 @@ def _point(points, label, last=False):
   return found[-1] if last else found[0]
 
 
+@pytest.mark.slow
 def test_resume_repairs_lost_and_corrupt_files(tiny_gguf, write_points, tmp_path):  # noqa: F811
   """After round 1's commit without run_config.json (the old gap), a complete run with
   corrupt progress.json and run_config.json: resume rewrites them from the checkpoints."""
@@ -188,6 +192,7 @@ def test_resume_semantics(tiny_gguf, write_points, tmp_path):  # noqa: F811
       experiment.run(config_for(tiny_gguf, tmp_path / 'new'), resume=True, resume_or_start=True)
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_and_keeps_the_earlier_round(tiny_gguf, write_points,  # noqa: F811
                                                           tmp_path, monkeypatch):
   """Orbax's RESOURCE_EXHAUSTED (a full disk) in round 2's save: round 1 stays loadable
@@ -232,6 +237,7 @@ def test_full_disk_in_a_json_write_names_the_file(tiny_gguf, tmp_path, monkeypat
   assert not list(config.run_dir.glob('.*.tmp'))
 
 
+@pytest.mark.slow
 def test_kill_9_between_the_last_commit_and_progress(tiny_gguf, write_points,  # noqa: F811
                                                     tmp_path):
   """A real SIGKILL right after the last round commits (a 1-round run, to keep it short):
@@ -326,12 +332,13 @@ def test_tilde_in_output_is_the_home_directory():
 
 
 def test_sampling_refuses_non_finite_temperatures():
-  from inversion_jax.sampling import SamplingConfig  # pylint: disable=import-outside-toplevel
+  from inversion_jax.decode.sampling import SamplingConfig  # pylint: disable=import-outside-toplevel
   for bad in (float('nan'), float('inf'), -1.0):
     with pytest.raises(ValueError, match='finite number >= 0'):
       SamplingConfig(temperature=bad)
 
 
+@pytest.mark.slow
 def test_clis_check_outputs_and_inputs_before_the_work(tmp_path):
   """evaluate_quality --output in a missing directory, a wrong-typed run_config.json, and
   non-UTF-8 input to validate_commands: one line each, before any model loads

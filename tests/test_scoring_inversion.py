@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from inversion_jax import prompts
+from inversion_jax.decode import prompts
+from inversion_jax.decode.generation import Completions
 from inversion_jax.errors import UserError
-from inversion_jax.generation import Completions
 from inversion_jax.scoring import inversion
 from inversion_jax.scoring import text as text_lib
 from inversion_jax.tasks import bank as bank_lib

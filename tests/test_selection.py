@@ -1,14 +1,12 @@
 """Tests for SELECT: the threshold filter and the filter interface."""
 
-from collections.abc import Sequence
-import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from inversion_jax import selection
 from inversion_jax.errors import UserError
+from inversion_jax.loop import selection
 
 
 def _candidates(scores, groups=None):
@@ -48,32 +46,13 @@ def test_get_filter_errors_are_user_errors():
     selection.get_filter('threshold', m=2)
 
 
-def test_kept_returns_candidates_in_order():
-  candidates = _candidates([0.9, 0.1, 0.6])
-  chosen = selection.kept(candidates, selection.ThresholdFilter().select(candidates))
-  assert [c.command for c in chosen] == ['nmap 0', 'nmap 2']
-  with pytest.raises(ValueError, match='mask shape'):
-    selection.kept(candidates, np.ones(2, bool))
-
-
-@dataclasses.dataclass(frozen=True)
-class _BestOfGroup:
-  """A group-aware toy filter: the shape a reproducibility filter will have."""
-
-  def select(self, candidates: Sequence[selection.Candidate]) -> np.ndarray:
-    best = {}
-    for i, c in enumerate(candidates):
-      if c.group not in best or c.score > candidates[best[c.group]].score:
-        best[c.group] = i
-    mask = np.zeros(len(candidates), bool)
-    mask[list(best.values())] = True
-    return mask
-
-
-def test_group_aware_filters_fit_the_same_interface():
-  candidates = _candidates([0.3, 0.8, 0.6, 0.1], groups=[0, 0, 1, 1])
-  chosen: selection.Filter = _BestOfGroup()
-  assert [c.score for c in selection.kept(candidates, chosen.select(candidates))] == [0.8, 0.6]
+def test_every_filter_gives_one_keep_flag_per_candidate():
+  candidates = _embedded([0, 0, 1, 1], [0.9, 0.1, 0.6, 0.7],
+                         [[1, 0], [1, 0.1], [0, 1], [0.1, 1]])
+  for name in selection.FILTERS:
+    settings = dict(threshold=0.5) | (dict(seed=0) if name == 'random_matched' else {})
+    mask = np.asarray(selection.get_filter(name, **settings).select(candidates))
+    assert mask.dtype == bool and mask.shape == (len(candidates),), name
 
 
 def _embedded(groups, scores, vectors, commands=None):

@@ -15,7 +15,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from inversion_jax.errors import UserError
-from inversion_jax.tokenizer import Tokenizer
+from inversion_jax.nn.tokenizer import Tokenizer
 
 spm = pytest.importorskip('sentencepiece')
 transformers = pytest.importorskip('transformers')
@@ -260,13 +260,15 @@ ORIGINAL_RATE = ('Rate how similar these two task descriptions are on a scale of
                  'output a single number.\n\nTask 1: {task1}\nTask 2: {task2}\n\nSimilarity (0-10):')
 
 
+@pytest.mark.slow
 def test_faithful_round_prompts_are_transformers_ids(ours, theirs, monkeypatch):
   """A whole --preset=original scoring round on a tiny Llama with this SentencePiece
   tokenizer: every prompt the sampler sees is token for token what transformers'
   tokenizer makes of the original's prompt string (BOS included)."""
-  from inversion_jax import experiment, generation, presets, prompts
-  from inversion_jax import model as model_lib
-  from inversion_jax.config import ModelConfig
+  from inversion_jax.decode import generation, prompts
+  from inversion_jax.loop import experiment, presets
+  from inversion_jax.nn import model as model_lib
+  from inversion_jax.nn.config import ModelConfig
   from inversion_jax.scoring import inversion
   from inversion_jax.tasks import bank as bank_lib
 

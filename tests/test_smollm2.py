@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inversion_jax import experiment
-from inversion_jax import model as model_lib
-from inversion_jax import sampling
+from inversion_jax.decode import sampling
+from inversion_jax.loop import experiment
+from inversion_jax.nn import model as model_lib
 
 torch = pytest.importorskip('torch')
 
@@ -26,6 +26,7 @@ def ours(smollm2_loaded):
 
 
 @pytest.mark.parametrize('prompt', PROMPTS)
+@pytest.mark.slow
 def test_logits_match_transformers(ours, smollm2_tokenizer, smollm2_transformers, prompt):
   graphdef, state = ours
   ids = smollm2_tokenizer.encode(prompt)
@@ -37,6 +38,7 @@ def test_logits_match_transformers(ours, smollm2_tokenizer, smollm2_transformers
   assert rel < 1e-3, rel
 
 
+@pytest.mark.slow
 def test_thirty_greedy_tokens_match_transformers(ours, smollm2_tokenizer, smollm2_transformers):
   graphdef, state = ours
   eos = smollm2_tokenizer.eos_ids
@@ -55,6 +57,7 @@ def test_thirty_greedy_tokens_match_transformers(ours, smollm2_tokenizer, smollm
     assert np.asarray(gen.tokens[0, :length]).tolist() == reference
 
 
+@pytest.mark.slow
 def test_one_round_on_the_embedded_model(smollm2_loaded, smollm2_tokenizer, tmp_path):
   """A real (short) round: commands and reconstructions are text, scores lie in [0, 1],
   the held-out evaluation grades the base model and the round."""
@@ -79,7 +82,7 @@ def test_one_round_on_the_embedded_model(smollm2_loaded, smollm2_tokenizer, tmp_
 def test_prompts_are_the_joined_texts_ids(smollm2_loaded, smollm2_tokenizer):
   """GPT-2's regex splits the header's final '\n\n' differently when a word follows: every
   row the sampler sees must still be exactly the ids of the joined prompt text."""
-  from inversion_jax import generation, prompts
+  from inversion_jax.decode import generation, prompts
   config, params = smollm2_loaded
   graphdef, state = model_lib.from_flat_params(config, params)
   gen = generation.Generator(graphdef, state, smollm2_tokenizer, show_progress=False)
@@ -92,10 +95,12 @@ def test_prompts_are_the_joined_texts_ids(smollm2_loaded, smollm2_tokenizer):
       assert list(head) + row_ids == smollm2_tokenizer.encode(row.text), style
 
 
+@pytest.mark.slow
 def test_preset_original_round_on_the_embedded_model(smollm2_loaded, smollm2_tokenizer, tmp_path):
   """--preset=original on the embedded model (sizes cut for time) writes the original's fields."""
   import json
-  from inversion_jax import history, presets
+  from inversion_jax.loop import presets
+  from inversion_jax.records import history
   config, params = smollm2_loaded
   explicit = dict(cycles=1, tasks=2, candidates=1, max_new_tokens=24, eval_every=0)
   run = presets.apply(experiment.RunConfig(**explicit, output=str(tmp_path), name='original'),

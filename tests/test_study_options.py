@@ -1,15 +1,14 @@
 """The study's run options on a tiny random model: the calibrated threshold
 (--target_acceptance), the random_matched control and AFTER only where needed (--after_every)."""
 
-import json
 
-import numpy as np
 import pytest
 
-from inversion_jax import experiment, history, presets, rounds, selection
 from inversion_jax import errors
 from inversion_jax.errors import UserError
-from tests.test_experiment import config_for, round_metrics, run_driver, tiny_gguf  # noqa: F401
+from inversion_jax.loop import experiment, presets, rounds, selection
+from inversion_jax.records import history
+from tests.tiny_run import config_for, round_metrics, run_driver
 
 STUDY = dict(cycles=2, target_acceptance=0.5, threshold=0.5)
 
@@ -18,6 +17,7 @@ def _phase_scores(run_dir, round_index, phase):
   return [r['score'] for r in history.read_rows(history.rows_path(run_dir, round_index, phase))]
 
 
+@pytest.mark.slow
 def test_calibrated_threshold_is_fixed_for_every_round_and_shared_by_the_arms(tiny_gguf, tmp_path):
   """Round 1's BEFORE sets the threshold; V1 and random_matched on one seed get the same one,
   random_matched keeps exactly as many candidates as it does, every phase, also after resume."""
@@ -47,6 +47,7 @@ def test_calibrated_threshold_is_fixed_for_every_round_and_shared_by_the_arms(ti
   assert f'threshold {calibration["threshold"]:.4f}, calibrated on round 1' in report
 
 
+@pytest.mark.slow
 def test_after_only_in_the_last_round_completes_resumes_and_reports(tiny_gguf, tmp_path,
                                                                      monkeypatch):
   """--after_every=0 over 3 rounds: AFTER in round 3 only; a run stopped in round 3 resumes to
@@ -107,6 +108,7 @@ def test_bad_study_settings_are_user_errors(overrides, message):
     experiment.RunConfig(**overrides).validate()
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path):
   common = ['--model=no-such-model', f'--output={tmp_path}', '--name=x']
   cases = {
@@ -128,7 +130,7 @@ def test_study_launcher_lists_the_runs_and_rejects_bad_input(tmp_path):
   import os
   import subprocess
   import sys
-  from tests.test_experiment import ROOT
+  from tests.tiny_run import ROOT
   script = ROOT / 'experiments' / 'study' / 'run_study.sh'
   env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'study'), PYTHON=sys.executable)
 

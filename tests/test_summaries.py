@@ -2,8 +2,8 @@
 
 import pytest
 
-from inversion_jax import run_dir as run_dir_lib
-from inversion_jax import summaries
+from inversion_jax.records import run_dir as run_dir_lib
+from inversion_jax.records import summaries
 
 event_accumulator = pytest.importorskip(
     'tensorboard.backend.event_processing.event_accumulator')

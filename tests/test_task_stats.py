@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from inversion_jax import history
 from inversion_jax.errors import UserError
 from inversion_jax.quality import task_stats
+from inversion_jax.records import history
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / 'experiments'))
@@ -146,6 +146,7 @@ def test_compare_runs_task_table_pairs_the_arms(tmp_path):
   assert 'NLC2CMD score' in text and '4 x 2' in text
 
 
+@pytest.mark.slow
 def test_compare_runs_refuses_a_run_given_twice(tmp_path):
   run = make_run(tmp_path, 'a', 0, [0.5], [0.5])
   with pytest.raises(UserError, match='given twice'):

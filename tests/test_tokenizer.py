@@ -10,7 +10,7 @@ from tokenizers import pre_tokenizers
 
 import tiny_checkpoints as tc
 from inversion_jax.errors import UserError
-from inversion_jax.tokenizer import Tokenizer
+from inversion_jax.nn.tokenizer import Tokenizer
 
 _TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -117,6 +117,7 @@ def hf_gguf_tokenizer(smollm2_gguf_path):
       str(smollm2_gguf_path.parent), gguf_file=smollm2_gguf_path.name)
 
 
+@pytest.mark.slow
 def test_smollm2_ids_match_transformers(smollm2_tokenizer, hf_gguf_tokenizer):
   """Same ids as transformers' GGUF tokenizer, up to its one known pre-tokenizer difference.
 

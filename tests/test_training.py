@@ -5,25 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from inversion_jax import lora as lora_lib
-from inversion_jax import model as model_lib
-from inversion_jax import training
-from inversion_jax.config import ModelConfig
-from tests.tiny import ByteTokenizer
+from inversion_jax.nn import lora as lora_lib
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.train import training
+from tests.tiny import examples, tiny_lora
 
 
-def tiny_lora(dropout=0.0, config=None):
-  graphdef, state = model_lib.create(config or ModelConfig.tiny(), seed=0)
-  graphdef, state = lora_lib.add_lora(graphdef, state, lora_lib.LoRAConfig(rank=4, dropout=dropout))
-  return lora_lib.split_lora(graphdef, state)
-
-
-def examples(n=8):
-  tok = ByteTokenizer()
-  rows = [(f'Task: scan host {i}\nCommand:', f' nmap -sV 10.0.0.{i}') for i in range(n)]
-  return [training.make_example(tok, p, c) for p, c in rows]
-
-
+@pytest.mark.slow
 def test_lora_starts_as_identity_and_only_adapters_are_trainable():
   base_graphdef, base_state = model_lib.create(ModelConfig.tiny(), seed=0)
   graphdef, lora, base = tiny_lora()
@@ -51,6 +40,7 @@ def test_padding_and_prompt_tokens_carry_no_loss():
   assert targets[0, first] == rows[0].completion[0]
 
 
+@pytest.mark.slow
 def test_padding_does_not_change_the_loss():
   graphdef, lora, base = tiny_lora()
   rows = examples(2)
@@ -79,6 +69,7 @@ def test_packed_rows_hold_each_example_whole_with_its_own_positions():
 
 
 @pytest.mark.parametrize('dropout', [0.0, 0.3])
+@pytest.mark.slow
 def test_packed_and_unpacked_steps_give_the_same_loss_and_gradients(dropout):
   """Block-diagonal attention, per-example positions and per-token dropout keys: packing
   four examples into one row changes only the float summation order (measured: the same
@@ -137,6 +128,7 @@ def test_training_lowers_the_loss():
 
 
 @pytest.mark.parametrize('num_devices,micro', [(4, None), (1, 1), (2, 1)])
+@pytest.mark.slow
 def test_devices_and_accumulation_match_one_device(num_devices, micro):
   """Same updates on 4 devices, or with accumulation, as one device (f32 sum order: 1e-5)."""
   graphdef, lora, base = tiny_lora()

@@ -129,6 +129,7 @@ def run_cli(*args):
                          *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_table_and_refuses_bad_input(tmp_path):
   rows = tmp_path / 'rows.jsonl'
   rows.write_text(''.join(json.dumps(r) + '\n' for r in ROWS), encoding='utf-8')

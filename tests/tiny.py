@@ -1,4 +1,10 @@
-"""Tiny stand-ins for tests: a byte tokenizer that fits `ModelConfig.tiny()`."""
+"""Tiny stand-ins for tests: a byte tokenizer that fits `ModelConfig.tiny()`, LoRA on the tiny
+model, training examples."""
+
+from inversion_jax.nn import lora as lora_lib
+from inversion_jax.nn import model as model_lib
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.train import training
 
 
 class ByteTokenizer:
@@ -19,3 +25,15 @@ class ByteTokenizer:
 
   def token_texts(self):
     return ['<pad>', '<s>', '</s>'] + [bytes([b]).decode('latin-1') for b in range(256)]
+
+
+def tiny_lora(dropout=0.0, config=None):
+  graphdef, state = model_lib.create(config or ModelConfig.tiny(), seed=0)
+  graphdef, state = lora_lib.add_lora(graphdef, state, lora_lib.LoRAConfig(rank=4, dropout=dropout))
+  return lora_lib.split_lora(graphdef, state)
+
+
+def examples(n=8):
+  tok = ByteTokenizer()
+  rows = [(f'Task: scan host {i}\nCommand:', f' nmap -sV 10.0.0.{i}') for i in range(n)]
+  return [training.make_example(tok, p, c) for p, c in rows]

@@ -11,8 +11,8 @@ import gguf
 import numpy as np
 from safetensors.numpy import save_file
 
-from inversion_jax.config import ModelConfig
-from inversion_jax.loading import names
+from inversion_jax.nn.config import ModelConfig
+from inversion_jax.nn.loading import names
 
 # Divisible by 32 where Q8_0 / Q4_0 need whole blocks along the input axis.
 QUANT_CONFIG = ModelConfig(

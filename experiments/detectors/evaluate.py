@@ -5,12 +5,12 @@
       --delta_from=runs/pilot_s0 --horizon=2 --output=benchmarks/detectors/eval
 
 Labels are the designed mechanism (positive control or controlled-study negative); the
-truth is each run's gold event (`inversion_jax/goodhart_event.py`) under both references
+truth is each run's gold event (`inversion_jax/goodhart/goodhart_event.py`) under both references
 (best so far, the pre-registered one; the base model, beside it). `--delta` gives the gold
 event's drop in graded-quality points; `--delta_from` derives it instead from the per-task
 held-out rows of the runs named (`goodhart_event.derive_delta`: `--delta_multiple` x the
 RMS standard error of consecutive evaluations' paired difference). `--limits` replaces the
-limits table (JSON, `inversion_jax/limits.py`), e.g. one tuned on another mechanism.
+limits table (JSON, `inversion_jax/goodhart/limits.py`), e.g. one tuned on another mechanism.
 Writes `<output>.md` and `<output>.json`; see PREREGISTRATION.md beside this file.
 """
 
@@ -23,8 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from absl import app, flags  # noqa: E402
 
-from inversion_jax import detectors, goodhart_event, history, limits  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.goodhart import detectors, goodhart_event, limits  # noqa: E402
+from inversion_jax.records import history  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('positive', [], 'Run directories of positive controls.')

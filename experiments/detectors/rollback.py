@@ -3,7 +3,7 @@
   python experiments/detectors/rollback.py --warn=runs/echo_s0,runs/echo_s1 \
       --rollback=runs/echo_s0_rollback,runs/echo_s1_rollback --output=benchmarks/detectors/rb
 
-Pairs and measures: `inversion_jax/rollback_pairs.py` (by seed; final held-out quality,
+Pairs and measures: `inversion_jax/goodhart/rollback_pairs.py` (by seed; final held-out quality,
 rollback minus warn, and the rounds lost; mean and Student-t 95 % interval over pairs).
 Writes `<output>.md` and `<output>.json`.
 """
@@ -17,8 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from absl import app, flags  # noqa: E402
 
-from inversion_jax import experiment, history, report, rollback_pairs  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.goodhart import rollback_pairs  # noqa: E402
+from inversion_jax.loop import experiment  # noqa: E402
+from inversion_jax.records import history, report  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('warn', [], 'Run directories made with --on_goodhart=warn.')

@@ -27,10 +27,10 @@ from scipy import stats
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from inversion_jax import experiment  # noqa: E402
-from inversion_jax import presets  # noqa: E402
-from inversion_jax import rounds  # noqa: E402
 from inversion_jax.errors import UserError  # noqa: E402
+from inversion_jax.loop import experiment  # noqa: E402
+from inversion_jax.loop import presets  # noqa: E402
+from inversion_jax.loop import rounds  # noqa: E402
 from inversion_jax.quality import evaluation  # noqa: E402
 from inversion_jax.scoring import inversion  # noqa: E402
 

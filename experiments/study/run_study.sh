@@ -4,6 +4,8 @@
 #
 #   bash experiments/study/run_study.sh COMMIT            # start (or continue) in the background
 #   bash experiments/study/run_study.sh COMMIT --status   # rounds done per run
+#   bash experiments/study/run_study.sh COMMIT --collect benchmarks/study2
+#                                                        # copy each run's small files to commit
 #   SMOKE=1 ARMS=r SEEDS=0 LANES=1 bash experiments/study/run_study.sh COMMIT --foreground
 #                                                        # a tiny check of the launcher
 #
@@ -28,8 +30,9 @@ die() { echo "error: $*" >&2; exit 2; }
 commit=$(git -C "$checkout" rev-parse --verify --quiet "$1^{commit}") \
   || die "$1 is not a commit of $checkout"
 mode=${2:-}
-[[ -z $mode || $mode == --status || $mode == --foreground || $mode == --lane ]] \
-  || die "unknown option $mode (choose --status or --foreground)"
+[[ -z $mode || $mode == --status || $mode == --foreground || $mode == --lane \
+   || $mode == --collect ]] \
+  || die "unknown option $mode (choose --status, --collect DIR or --foreground)"
 short=${commit:0:10}
 root=${STUDY_ROOT:-$(dirname "$checkout")/study-$short}
 PY=${PYTHON:-$checkout/.venv/bin/python}
@@ -100,6 +103,26 @@ if [[ $mode == --status ]]; then
     read -r arm seed <<< "$run"
     name="${prefix}${arm}_s$seed"
     echo "$name $(rounds_done "$root/runs/$name")/$( [[ -d $src ]] && cycles || echo '?') rounds"
+  done
+  exit 0
+fi
+
+if [[ $mode == --collect ]]; then  # What is committed: no checkpoints, no event files.
+  dest=${3:-}
+  [[ -n $dest ]] || die "--collect needs a destination directory (e.g. benchmarks/study2)"
+  for run in "${runs[@]}"; do
+    read -r arm seed <<< "$run"
+    name="${prefix}${arm}_s$seed"
+    [[ -f $root/runs/$name/progress.json ]] || continue
+    mkdir -p "$dest/$name"
+    cp -r "$root/runs/$name/progress.json" "$root/runs/$name/rows" "$dest/$name/"
+    for extra in run_config.json report.md goodhart.png self_improvement_results.json; do
+      [[ -f $root/runs/$name/$extra ]] && cp "$root/runs/$name/$extra" "$dest/$name/"
+    done
+    # The log without its progress bars (carriage-return redraws).
+    [[ -f $root/logs/$name.log ]] && tr '\r' '\n' < "$root/logs/$name.log" \
+      | grep -v -E '^\s*$|it/s\]|row/s\]|batch/s\]' > "$dest/$name/run.log" || true
+    echo "$name: $(rounds_done "$root/runs/$name") rounds -> $dest/$name"
   done
   exit 0
 fi

@@ -21,8 +21,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from inversion_jax import model as model_lib
 from inversion_jax.errors import UserError
+from inversion_jax.nn import model as model_lib
 from inversion_jax.parallel import distributed
 from inversion_jax.parallel import sharding as sharding_lib
 
@@ -127,12 +127,19 @@ class PmapBackend(Backend):
     self._split = NamedSharding(mesh, P(AXIS))
 
   def params(self, tree):
-    return self.shared(tree)
+    def put(x):
+      if isinstance(x, jax.Array) and x.sharding == self._split:
+        return x  # Already placed: shared, not copied (one base for every stage).
+      return self._replicate(x)
+
+    return jax.tree.map(put, tree)
 
   def shared(self, tree):
+    return jax.tree.map(self._replicate, tree)
+
+  def _replicate(self, x):
     n = self.data_size
-    return jax.tree.map(
-        lambda x: jax.device_put(jnp.broadcast_to(x, (n, *np.shape(x))), self._split), tree)
+    return jax.device_put(jnp.broadcast_to(x, (n, *np.shape(x))), self._split)
 
   def rows(self, tree, axis: int = 0):
     n = self.data_size

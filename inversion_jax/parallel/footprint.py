@@ -20,14 +20,13 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from inversion_jax import generation
-from inversion_jax import lora as lora_lib
-from inversion_jax import model as model_lib
-from inversion_jax import quantize as quantize_lib
-from inversion_jax import sampling as sampling_lib
 from inversion_jax import parallel
-from inversion_jax import training
+from inversion_jax.decode import generation
+from inversion_jax.decode import sampling as sampling_lib
+from inversion_jax.nn import lora as lora_lib
+from inversion_jax.nn import model as model_lib
 from inversion_jax.parallel import sharding as sharding_lib
+from inversion_jax.train import training
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Real quality: the static validator, graded quality, NLC2CMD and the held-out set."""

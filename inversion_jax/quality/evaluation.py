@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from inversion_jax.decode.sampling import SamplingConfig
 from inversion_jax.quality import indicators
 from inversion_jax.quality import nlc2cmd
 from inversion_jax.quality import validator
-from inversion_jax.sampling import SamplingConfig
 from inversion_jax.scoring import text as text_lib
 
 # Bank slot names that are a validator role under another name.

@@ -48,10 +48,6 @@ class Parsed:
   def canonicals(self) -> list[str]:
     return [o.spec.canonical for o in self.options]
 
-  def has(self, canonical: str, value: str | None = None) -> bool:
-    return any(o.spec.canonical == canonical and (value is None or o.value == value)
-               for o in self.options)
-
 
 class OptionTable:
   """The names a spec (and one of its modes) accepts, indexed for the parser."""

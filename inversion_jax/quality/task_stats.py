@@ -28,10 +28,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from inversion_jax import history
-from inversion_jax import metrics as metrics_lib
 from inversion_jax.errors import UserError
+from inversion_jax.goodhart import metrics as metrics_lib
 from inversion_jax.quality import nlc2cmd
+from inversion_jax.records import history
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from inversion_jax import prompts as prompts_lib
+from inversion_jax.decode import prompts as prompts_lib
+from inversion_jax.decode.sampling import SamplingConfig
 from inversion_jax.errors import UserError
-from inversion_jax.sampling import SamplingConfig
 from inversion_jax.scoring import text as text_lib
 from inversion_jax.tasks.bank import Task
 

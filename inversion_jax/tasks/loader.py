@@ -35,11 +35,6 @@ from inversion_jax.tasks import bank
 _FORMATTER = string.Formatter()
 
 
-def load_tools(path: pathlib.Path) -> list[bank.Tool]:
-  """Parses every tool in `path`; pools are private to the file that defines them."""
-  return load_file(path)[0]
-
-
 def load_file(path: pathlib.Path) -> tuple[list[bank.Tool], str]:
   """(tools, sampling) of one task file; "sampling" defaults to round_robin."""
   raw = _read_json(path)

@@ -19,7 +19,7 @@ Source of truth: `source.jsonl` next to this file, one task per line:
   small           true for the tasks of the `small` split.
 
 Phrasings and values are disjoint from the task bank (its templates and `train` pools) and
-from the few-shot exemplars of `inversion_jax.prompts`; `tests/test_heldout.py` checks this.
+from the few-shot exemplars of `inversion_jax.decode.prompts`; `tests/test_heldout.py` checks this.
 
 Splits:
   test   every task (183).

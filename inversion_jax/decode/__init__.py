@@ -1,0 +1,1 @@
+"""Generation: sampling, the batched generator and its wave scheduler, prompt styles."""

@@ -1,0 +1,1 @@
+"""The self-improvement loop: run config, experiment wiring, rounds, selection filters, presets."""

@@ -1,0 +1,1 @@
+"""Checkpoint loaders: GGUF and Hugging Face files into flat parameters, and the model registry."""

@@ -1,0 +1,1 @@
+"""What a run writes and reads back: the run directory, history, report, TensorBoard, the original's file format."""

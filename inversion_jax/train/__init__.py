@@ -1,0 +1,1 @@
+"""LoRA training, Orbax checkpoints of a run, adapter export."""
