@@ -69,19 +69,26 @@ cycles() {  # the study's rounds, from the flag files (the smoke run: 1)
 run_one() {  # arm seed
   local arm=$1 seed=$2 name="${prefix}$1_s$2" flags=("${SMOKE_FLAGS[@]}") status=0
   [[ -n $prefix ]] || flags=()
-  local log=$root/logs/$name.log
-  if (( $(rounds_done "$root/runs/$name") >= $(cycles) )); then
+  local log=$root/logs/$name.log run_dir=$root/runs/$name stalled=0 before
+  if (( $(rounds_done "$run_dir") >= $(cycles) )); then
     echo "== $name already finished" | tee -a "$log"; return 0
   fi
-  echo "== $name start $(date -u +%FT%TZ) commit $commit core ${CORE:-any}" >> "$log"
-  (cd "$src" && "$PY" experiments/self_improve.py \
-      --flagfile="$src/experiments/study/common.flags" \
-      --flagfile="$src/experiments/study/$arm.flags" \
-      "${flags[@]}" --seed="$seed" --name="$name" --output="$root/runs" --resume_or_start) \
-      >> "$log" 2>&1 || status=$?
-  if (( status != 0 )); then
-    echo "== $name FAILED $(date -u +%FT%TZ) (exit $status)" >> "$log"; return 1
-  fi
+  while true; do
+    before=$(rounds_done "$run_dir") status=0
+    echo "== $name start $(date -u +%FT%TZ) commit $commit core ${CORE:-any}" >> "$log"
+    (cd "$src" && "$PY" experiments/self_improve.py \
+        --flagfile="$src/experiments/study/common.flags" \
+        --flagfile="$src/experiments/study/$arm.flags" \
+        "${flags[@]}" --seed="$seed" --name="$name" --output="$root/runs" --resume_or_start) \
+        >> "$log" 2>&1 || status=$?
+    (( status == 0 )) && break
+    echo "== $name FAILED $(date -u +%FT%TZ) (exit $status)" >> "$log"
+    # Killed (137: SIGKILL, e.g. the kernel out of memory): resume from the last completed
+    # round, as long as the attempts still complete rounds (at most 2 attempts without one).
+    (( $(rounds_done "$run_dir") > before )) && stalled=0 || stalled=$(( stalled + 1 ))
+    (( status == 137 && stalled < 2 )) || return 1
+    echo "== $name resumes after exit $status" >> "$log"
+  done
   echo "== $name done $(date -u +%FT%TZ)" >> "$log"
 }
 
