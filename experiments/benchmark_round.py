@@ -737,8 +737,13 @@ class Settings:
   reference_steps: dict = dataclasses.field(default_factory=lambda: dict(REFERENCE_STEPS))
 
 
-def run_benchmark(settings: Settings, model_source=None) -> dict:
-  """Everything in one dict (JSON-ready): machine, floor, reference, per-config rounds."""
+def run_benchmark(settings: Settings, model_source=None, save=None) -> dict:
+  """Everything in one dict (JSON-ready): machine, floor, reference, per-config rounds.
+
+  `save(results)`, when given, is called after every stage with what is measured so far
+  (`complete` False until the end), so a benchmark cut short keeps its finished stages.
+  """
+  save = save or (lambda results: None)
   if settings.repeats < 1:
     raise UserError(f'--repeats must be >= 1, got {settings.repeats}')
   for name in settings.configs:
@@ -766,17 +771,20 @@ def run_benchmark(settings: Settings, model_source=None) -> dict:
     if calibration:
       results['configs'][name]['calibration'] = calibration
     examples[name] = exp.benchmark_examples
+    save(results | {'complete': False})
   graphdef, state = exp.generator.graphdef, exp.plain_state
   results['floor'] = measure_floor(graphdef, state, exp.generator.config, settings.floor_batch,
                                    settings.floor_prefill_len, settings.floor_steps,
                                    repeats=settings.floor_repeats, seed=settings.seed)
   matmul = measure_matmul(repeats=max(3, settings.floor_repeats))
   results['floor']['matmul'], results['floor']['matmul_flop_s'] = matmul, matmul['flop_s']
+  save(results | {'complete': False})
   if not settings.skip_reference:
     hf = benchmark_sampler.hf_model(model_config.replace(dtype='float32'), flat)
     results['reference'] = time_reference(hf, tokenizer, tokenizer.eos_ids,
                                           settings.reference_rows, settings.seed,
                                           settings.reference_steps)
+    save(results | {'complete': False})
     if settings.reference_train_steps:
       for name, entry in results['configs'].items():
         if examples[name]:
@@ -789,6 +797,7 @@ def run_benchmark(settings: Settings, model_source=None) -> dict:
     if 'reference' in results:
       entry['reference_scaled'] = scale_reference(results['reference'], entry['rows_per_round'])
     entry['ratios'] = ratios(entry, results['floor'])
+  results['complete'] = True
   return results
 
 
@@ -809,11 +818,18 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; all settings are --flags')
   if FLAGS.compile_cache != 'off':
     compile_cache.enable(FLAGS.compile_cache or None)
-  results = run_benchmark(settings_from_flags())
-  results['settings']['compile_cache'] = FLAGS.compile_cache or 'default'
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output_json)), exist_ok=True)
-  with open(FLAGS.output_json, 'w', encoding='utf-8') as file:
-    json.dump(results, file, indent=1)
+  cache = FLAGS.compile_cache or 'default'
+
+  def save(results):  # Atomically: a kill mid-write keeps the previous stage's file.
+    results['settings']['compile_cache'] = cache
+    partial = f'{FLAGS.output_json}.partial'
+    with open(partial, 'w', encoding='utf-8') as file:
+      json.dump(results, file, indent=1)
+    os.replace(partial, FLAGS.output_json)
+
+  results = run_benchmark(settings_from_flags(), save=save)
+  save(results)
   print(format_table(results))
   print(f'json: {FLAGS.output_json}')
 
