@@ -20,6 +20,7 @@
 #
 # Environment: STUDY_ROOT (default: <checkout's parent>/study-<short commit>), PYTHON (default:
 # the checkout's .venv/bin/python), SEEDS ("0 1 2"), ARMS ("v1 r v2"), LANES (2),
+# RESTART_EVERY (1: a fresh process after every completed round; 0: never),
 # SMOKE=1 (--cycles=1 --tasks=2 --candidates=2 --eval_tasks=4, runs named smoke_*).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -76,11 +77,27 @@ run_one() {  # arm seed
   while true; do
     before=$(rounds_done "$run_dir") status=0
     echo "== $name start $(date -u +%FT%TZ) commit $commit core ${CORE:-any}" >> "$log"
-    (cd "$src" && "$PY" experiments/self_improve.py \
+    (cd "$src" && exec "$PY" experiments/self_improve.py \
         --flagfile="$src/experiments/study/common.flags" \
         --flagfile="$src/experiments/study/$arm.flags" \
         "${flags[@]}" --seed="$seed" --name="$name" --output="$root/runs" --resume_or_start) \
-        >> "$log" 2>&1 || status=$?
+        >> "$log" 2>&1 &
+    local pid=$! restarted=0
+    # A run's memory grows with every round (BUILD_NOTES, Gotchas): after RESTART_EVERY
+    # completed rounds it is stopped and resumed in a fresh process; resume gives the same
+    # records as an uninterrupted run (tests/test_experiment.py), a restart costs the load.
+    while kill -0 "$pid" 2> /dev/null; do
+      sleep "${POLL_SECONDS:-20}"
+      local now; now=$(rounds_done "$run_dir")
+      if (( ${RESTART_EVERY:-1} > 0 && now - before >= ${RESTART_EVERY:-1} && now < $(cycles) )); then
+        kill -TERM "$pid" 2> /dev/null; restarted=1; break
+      fi
+    done
+    wait "$pid" || status=$?
+    if (( restarted )); then
+      echo "== $name restarts after round $(rounds_done "$run_dir") $(date -u +%FT%TZ)" >> "$log"
+      stalled=0; continue
+    fi
     (( status == 0 )) && break
     echo "== $name FAILED $(date -u +%FT%TZ) (exit $status)" >> "$log"
     # Killed (137: SIGKILL, e.g. the kernel out of memory): resume from the last completed
