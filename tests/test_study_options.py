@@ -150,3 +150,48 @@ def test_study_launcher_lists_the_runs_and_rejects_bad_input(tmp_path):
     bad = launch(*args, **extra)
     assert bad.returncode == 2 and bad.stderr.strip().startswith('error: ') and message in bad.stderr
   assert not (tmp_path / 'study').exists()  # Nothing made by --status or bad input.
+
+
+FAKE_RUN = r'''#!/bin/bash
+# Stands in for the interpreter: `-c` runs the real one; a run adds one completed round to
+# progress.json every 0.5 s up to 10, and is killed (SIGKILL) once, in its first attempt.
+if [[ $1 == -c ]]; then exec "$REAL_PYTHON" "$@"; fi
+for a in "$@"; do case $a in --name=*) name=${a#--name=};; --output=*) out=${a#--output=};; esac; done
+mkdir -p "$out/$name"; f="$out/$name/progress.json"
+while true; do
+  n=$("$REAL_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["cycles_completed"])' "$f" 2>/dev/null || echo 0)
+  (( n >= 10 )) && exit 0
+  sleep 0.5; echo "{\"cycles_completed\": $((n+1))}" > "$f"
+  if [[ ! -e $out/$name.killed ]]; then touch "$out/$name.killed"; kill -9 $$; fi
+done
+'''
+
+
+@pytest.mark.slow
+def test_study_launcher_resumes_killed_runs_and_restarts_after_each_round(tmp_path):
+  """A run killed by SIGKILL resumes; with RESTART_EVERY=3 a run is resumed in a fresh
+  process after every 3 completed rounds, and the lane still finishes it (fake interpreter)."""
+  import os
+  import subprocess
+  import sys
+  from tests.tiny_run import ROOT
+  fake = tmp_path / 'python'
+  fake.write_text(FAKE_RUN)
+  fake.chmod(0o755)
+  env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'study'), PYTHON=str(fake),
+                          REAL_PYTHON=sys.executable, ARMS='r', SEEDS='0', LANES='1',
+                          POLL_SECONDS='0.2', RESTART_EVERY='3')
+  try:
+    result = subprocess.run(['bash', str(ROOT / 'experiments' / 'study' / 'run_study.sh'),
+                             'HEAD', '--foreground'], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / 'study' / 'logs' / 'r_s0.log').read_text().splitlines()
+    assert any('FAILED' in line and 'exit 137' in line for line in log)
+    assert any('resumes after exit 137' in line for line in log)
+    assert sum('restarts after round' in line for line in log) >= 2
+    assert log[-1].startswith('== r_s0 done')
+  finally:
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
+                    str(tmp_path / 'study' / 'src')], capture_output=True)
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'prune'], capture_output=True)
