@@ -225,7 +225,7 @@ def ours_calls(graphdef, state, config: ModelConfig, batch: int, prompt_len: int
     settings = sampling.SamplingConfig(temperature=0.0, max_new_tokens=new)
     return lambda: jax.block_until_ready(sampling.jit_generate(
         graphdef, state, tokens, key_start, jax.random.key(seed), stop_mask,
-        sampling=settings, pad_id=0))
+        spec=sampling.DecodeSpec(settings, 0)))
 
   full, one = call(new_tokens + 1), call(1)
   full(), one()  # Compile both shapes.

@@ -33,6 +33,7 @@ from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import goodhart_event, metrics  # noqa: E402
 from inversion_jax.loop import experiment  # noqa: E402
 from inversion_jax.quality import task_stats  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
 from inversion_jax.records import history, report  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -120,7 +121,7 @@ def group_runs(run_dirs, differ=()) -> dict[str, list[tuple[str, dict, list]]]:
     if not rounds:
       raise UserError(f'{run_dir} has no completed round')
     # Settings a run predates count as their defaults (the behaviour it had).
-    config = json.loads(json.dumps(history.jsonable(DEFAULTS))) | config
+    config = json.loads(json.dumps(files.jsonable(DEFAULTS))) | config
     key = {k: v for k, v in config.items() if k not in IGNORED}
     identity = json.dumps(key, sort_keys=True)
     groups.setdefault(identity, []).append((str(run_dir), config, rounds))
@@ -312,9 +313,9 @@ def output_prefix(output: str) -> pathlib.Path:
   try:
     prefix.parent.mkdir(parents=True, exist_ok=True)
   except OSError as error:
-    raise history.write_error(prefix.parent, error) from None
+    raise files.write_error(prefix.parent, error) from None
   for suffix in ('.md', '.json', '.png'):
-    history.check_output_file(prefix.with_suffix(suffix))
+    files.check_output_file(prefix.with_suffix(suffix))
   return prefix
 
 
@@ -338,8 +339,8 @@ def main(argv):
       f'{_show(warning["precision"])}; {warning["runs_with_gold_alarm"]} run(s) with a gold '
       f'alarm, recall {_show(warning["recall"])}; lead time (rounds) '
       f'{warning["lead_time_rounds"] or "n/a"}.\n')
-  history.write_text_atomic(prefix.with_suffix('.md'), text)
-  history.write_json_atomic(prefix.with_suffix('.json'), {'groups': result,
+  files.write_text_atomic(prefix.with_suffix('.md'), text)
+  files.write_json_atomic(prefix.with_suffix('.json'), {'groups': result,
                                                          'per_task': tasks,
                                                          'early_warning': warning})
   plot(groups, prefix.with_suffix('.png'))

@@ -26,7 +26,7 @@ from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import early_warning  # noqa: E402
 from inversion_jax.loop import experiment  # noqa: E402
 from inversion_jax.quality import evaluation, heldout  # noqa: E402
-from inversion_jax.records import history  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
 from inversion_jax.scoring import inversion  # noqa: E402
 from inversion_jax.tasks.bank import Task  # noqa: E402
 
@@ -108,7 +108,7 @@ def main(argv):
              'reconstruction_score': r.score, 'fidelity': float(f), 'agreement': int(a),
              'verdict': v['verdict']}
             for g, r, f, a, v in zip(groups, batch.rows, fidelity, agreement, graded.rows)]
-    history.write_json_atomic(FLAGS.output, {
+    files.write_json_atomic(FLAGS.output, {
         'flags': {k: FLAGS[k].value for k in ('model', 'candidates', 'eval_tasks',
                                                'max_new_tokens', 'seed', 'bootstrap',
                                                'fidelity_layer', 'fidelity_k',

@@ -24,6 +24,7 @@ from inversion_jax import compile_cache  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import metrics  # noqa: E402
 from inversion_jax.loop import experiment, rounds  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
 from inversion_jax.records import history, report, run_dir  # noqa: E402
 from inversion_jax.train.checkpointing import CHECKPOINT_SUBDIR, RUN_CONFIG_FILE, RoundCheckpointer  # noqa: E402
 
@@ -40,7 +41,7 @@ def evaluate_base_model():
   """--model: the base model's greedy held-out quality, per tool, every row."""
   if not FLAGS.output:
     raise UserError('--model needs --output, the JSON file to write')
-  output = history.check_output_file(FLAGS.output)  # Before minutes of evaluation.
+  output = files.check_output_file(FLAGS.output)  # Before minutes of evaluation.
   logging.set_verbosity(logging.WARNING)
   compile_cache.enable()
   config = experiment.RunConfig(model=FLAGS.model, eval_every=1,
@@ -50,7 +51,7 @@ def evaluate_base_model():
   config.validate()
   exp = experiment.build(config)
   phase = rounds.heldout_phase(exp, exp.generator)
-  history.write_json_atomic(output, {'model': FLAGS.model, 'split': config.eval_split,
+  files.write_json_atomic(output, {'model': FLAGS.model, 'split': config.eval_split,
                                            'metrics': phase.metrics, 'seconds': phase.seconds,
                                            'rows': phase.rows})
   metrics_ = phase.metrics
@@ -107,7 +108,7 @@ def run_config(workdir: pathlib.Path, overrides: dict) -> experiment.RunConfig:
   path = workdir / RUN_CONFIG_FILE
   advice = ('resume the run once with self_improve.py --resume (it rewrites the file from the '
             'checkpoints)')
-  stored = history.read_json(path, advice)
+  stored = files.read_json(path, advice)
   fields = {f.name for f in dataclasses.fields(experiment.RunConfig)}
   stored = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in fields}
   config = dataclasses.replace(experiment.RunConfig(**stored), **overrides)
@@ -153,10 +154,10 @@ def evaluate_each(exp, workdir: pathlib.Path, checkpointer, todo: list[int]):
       lora, _, _, _ = checkpointer.restore(round_index, exp.initial_lora, opt_like)
     generator = exp.generator.with_state(exp.inference_state(lora))
     phase = rounds.heldout_phase(exp, generator)
-    history.write_rows(workdir, round_index, metrics.HELDOUT_PHASE, phase.rows)
+    files.write_rows(workdir, round_index, metrics.HELDOUT_PHASE, phase.rows)
     path = report.quality_path(workdir, round_index)
     path.parent.mkdir(exist_ok=True)
-    history.write_json_atomic(path, {'round': round_index, 'metrics': phase.metrics,
+    files.write_json_atomic(path, {'round': round_index, 'metrics': phase.metrics,
                                      'seconds': phase.seconds})
     print(f'round {round_index}: graded {phase.metrics["quality"]:.3f}, strict '
           f'{phase.metrics["strict"]:.1%}, NLC2CMD {phase.metrics["nlc2cmd"]:.3f} on '

@@ -28,6 +28,8 @@ from inversion_jax.loop import config_files, experiment  # noqa: E402
 from inversion_jax.loop import presets  # noqa: E402
 from inversion_jax.loop import run_flags  # noqa: E402
 from inversion_jax.parallel import distributed  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
+from inversion_jax.records import console  # noqa: E402
 from inversion_jax.records import history  # noqa: E402
 
 DEFAULTS = experiment.RunConfig()
@@ -128,10 +130,10 @@ def main(argv):
                           resume_or_start=FLAGS.resume_or_start, tensorboard=FLAGS.tensorboard)
   if not distributed.is_main():
     return
-  print(history.format_summary(result))
+  print(console.format_summary(result))
   print(f'results: {config.run_dir / history.RESULTS_FILE}')
   print(f'checkpoints: {config.run_dir / "checkpoints"} (one per round)')
-  print(f'rows: {config.run_dir / history.ROWS_SUBDIR} (every generated row, per phase)')
+  print(f'rows: {config.run_dir / files.ROWS_SUBDIR} (every generated row, per phase)')
   print(f'report: {config.run_dir / "report.md"} and {config.run_dir / "goodhart.png"}')
 
 

@@ -29,7 +29,7 @@ from absl import app, flags  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.quality import measure_check  # noqa: E402
 from inversion_jax.quality.heldout import builder  # noqa: E402
-from inversion_jax.records import history  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('output', 'measures', 'Path prefix of the .json and .md written.')
@@ -55,10 +55,10 @@ def main(argv):
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
   text = measure_check.markdown(table, corr)
-  history.write_json_atomic(prefix.with_suffix('.json'), {
+  files.write_json_atomic(prefix.with_suffix('.json'), {
       'tasks': len(records), 'references': table['reference']['n'], 'degradations': table,
       'correlation': corr, 'rows': FLAGS.rows})
-  history.write_text_atomic(prefix.with_suffix('.md'), text)
+  files.write_text_atomic(prefix.with_suffix('.md'), text)
   print(text)
   print(f'written: {prefix}.json, {prefix}.md')
 

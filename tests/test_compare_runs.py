@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from inversion_jax.records import files
 from inversion_jax.records import history
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ def make_run(root, name, seed, quality_end, filter_name='threshold', lr=2e-4, ea
     rounds.append({'cycle': cycle, 'metrics': metrics})
   directory = root / name
   directory.mkdir()
-  history.write_json_atomic(directory / history.PROGRESS_FILE,
+  files.write_json_atomic(directory / history.PROGRESS_FILE,
                             {'config': config, 'seed': seed, 'history': rounds})
   return directory
 

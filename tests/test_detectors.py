@@ -13,6 +13,7 @@ from inversion_jax.goodhart import detector_metrics as dm
 from inversion_jax.goodhart import detectors
 from inversion_jax.goodhart import goodhart_event
 from inversion_jax.goodhart import rollback_pairs
+from inversion_jax.records import files
 from inversion_jax.records import history
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -113,11 +114,11 @@ def test_clopper_pearson_intervals():
 def write_run(root, name, spec, heldout_rows=None):
   directory = root / name
   directory.mkdir()
-  history.write_json_atomic(directory / history.PROGRESS_FILE,
+  files.write_json_atomic(directory / history.PROGRESS_FILE,
                             {'config': {'name': name}, 'seed': 0, 'history': scripted(**spec)})
   for round_index, qualities in (heldout_rows or {}).items():
     rows = [{'id': f't{i}', 'verdict': {'quality': q}} for i, q in enumerate(qualities)]
-    history.write_rows(directory, round_index, 'heldout', rows)
+    files.write_rows(directory, round_index, 'heldout', rows)
   return str(directory)
 
 

@@ -14,6 +14,7 @@ from inversion_jax.decode.sampling import SamplingConfig
 from inversion_jax.errors import UserError
 from inversion_jax.loop import experiment
 from inversion_jax.nn.loading import registry
+from inversion_jax.records import files
 from inversion_jax.records import history, summaries
 from inversion_jax.scoring import inversion
 from inversion_jax.tasks import bank as bank_lib
@@ -31,7 +32,7 @@ def test_two_rounds_write_history_and_checkpoints(tiny_gguf, tmp_path):
       assert 0.0 <= record['metrics'][f'{phase}/mean_score'] <= 1.0
       assert record['metrics'][f'{phase}/num_candidates'] == 6
       assert 0.0 <= record['metrics'][f'{phase}/quality'] <= 1.0
-      rows = history.read_rows(history.rows_path(config.run_dir, record['cycle'], phase))
+      rows = files.read_rows(files.rows_path(config.run_dir, record['cycle'], phase))
       assert len(rows) == 6
       assert {'task', 'command', 'reconstruction', 'rating', 'score', 'kept', 'verdict'} <= set(
           rows[0])
@@ -155,7 +156,7 @@ def test_v2_filter_and_fidelity_scorer_rounds(tiny_gguf, tmp_path, overrides):
     assert 'embed' in record['timings']
   else:
     assert 'fidelity' in record['timings'] and 'invert' not in record['timings']
-    rows = history.read_rows(history.rows_path(config.run_dir, 1, 'before'))
+    rows = files.read_rows(files.rows_path(config.run_dir, 1, 'before'))
     assert all(0.0 <= r['score'] <= 1.0 for r in rows)
 
 
@@ -180,7 +181,7 @@ def test_goodhart_stop_and_rollback(tiny_gguf, tmp_path, monkeypatch, capsys, ac
     assert 'round 2 starts from the adapters of the base model' in printed
     # Round 2 BEFORE ran on the base model: its commands equal a fresh run's round 1 BEFORE
     # only in distribution, but its held-out greedy commands equal the base model's.
-    base_rows = history.read_rows(history.rows_path(config.run_dir, 0, 'heldout'))
+    base_rows = files.read_rows(files.rows_path(config.run_dir, 0, 'heldout'))
     report = (config.run_dir / 'report.md').read_text()
     assert 'Round 1** (rollback)' in report and base_rows
 
@@ -194,7 +195,7 @@ def test_heldout_evaluation_in_the_loop_and_offline(tiny_gguf, tmp_path):
   assert 'heldout/quality' not in first['metrics']  # --eval_every=2 skips round 1 ...
   assert second['metrics']['heldout/num_graded'] == 9  # ... and evaluates the last round.
   assert 'heldout' in second['timings']
-  rows = history.read_rows(history.rows_path(config.run_dir, 0, 'heldout'))
+  rows = files.read_rows(files.rows_path(config.run_dir, 0, 'heldout'))
   assert len(rows) == 9 and {'id', 'task', 'command', 'verdict'} <= set(rows[0])
   offline = subprocess.run(
       [sys.executable, str(ROOT / 'experiments' / 'evaluate_quality.py'),

@@ -86,7 +86,7 @@ def test_loop_ends_when_all_rows_stop(tiny_model):
   everything_stops = jnp.ones((config.vocab_size,), bool)
   out = sampling.jit_generate(graphdef, state, jnp.array([[5, 6], [7, 8]]),
                               jnp.zeros((2,), jnp.int32), jax.random.key(0), everything_stops,
-                              sampling=GREEDY, pad_id=0)
+                              spec=sampling.DecodeSpec(GREEDY, 0))
   assert out.lengths.tolist() == [0, 0]
   assert int(out.tokens.sum()) == 0
 
@@ -189,7 +189,7 @@ def test_inverse_cdf_draws_follow_the_softmax(vocab, chunk):
 @pytest.mark.parametrize('config', [GREEDY, SAMPLED])
 def test_a_wider_decode_cache_gives_the_same_tokens(tiny_model, config):
   """Prompts prefilled at their own width, then placed at the end of a wider cache
-  (`cache_prompt_len`, one decode program for many widths), decode the same tokens."""
+  (`DecodeSpec.prompt_slots`, one decode program for many widths), decode the same tokens."""
   graphdef, state = tiny_model
   tokens = jnp.asarray([[0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 9, 10]], jnp.int32)
   key_start = jnp.asarray([2, 0, 4], jnp.int32)
@@ -197,7 +197,7 @@ def test_a_wider_decode_cache_gives_the_same_tokens(tiny_model, config):
   stop = jnp.zeros((ModelConfig.tiny().vocab_size,), bool).at[ord('e')].set(True)
   run = lambda width: sampling.jit_generate(
       graphdef, state, tokens, key_start, jax.random.key(4), stop, prefix=prefix,
-      sampling=config, pad_id=0, cache_prompt_len=width)
+      spec=sampling.DecodeSpec(config, 0, prompt_slots=width))
   same, wider = run(None), run(6 + 13)
   np.testing.assert_array_equal(same.tokens, wider.tokens)
   np.testing.assert_array_equal(same.lengths, wider.lengths)

@@ -7,7 +7,7 @@ import pytest
 
 from inversion_jax.errors import UserError
 from inversion_jax.goodhart import goodhart_event as gold
-from inversion_jax.records import history
+from inversion_jax.records import files
 
 BASE_SCORE = 0.20
 
@@ -116,9 +116,9 @@ def test_delta_refuses_what_cannot_measure_noise():
 
 
 def test_heldout_rows_of_a_run_directory(tmp_path):
-  history.write_rows(tmp_path, 0, 'heldout', rows([0.1, 0.2]))
-  history.write_rows(tmp_path, 2, 'heldout', rows([0.3, 0.2]))
-  history.write_rows(tmp_path, 1, 'before', rows([0.9]))  # Not held-out: ignored.
+  files.write_rows(tmp_path, 0, 'heldout', rows([0.1, 0.2]))
+  files.write_rows(tmp_path, 2, 'heldout', rows([0.3, 0.2]))
+  files.write_rows(tmp_path, 1, 'before', rows([0.9]))  # Not held-out: ignored.
   found = gold.heldout_rows(tmp_path)
   assert sorted(found) == [0, 2]
   pairs = gold.consecutive_pairs(found)

@@ -3,6 +3,7 @@ report and plot."""
 
 from inversion_jax.goodhart import metrics
 from inversion_jax.quality import evaluation
+from inversion_jax.records import console
 from inversion_jax.records import history, report
 
 ITEMS = [{'tool': 'nmap', 'task': 'Identify the software and versions listening on 172.31.9.14',
@@ -48,8 +49,8 @@ def test_summary_table_and_report_show_nlc2cmd(tmp_path):
   summary = history.summarize(rounds)
   assert summary['heldout_nlc2cmd_first'] == -0.2 and summary['heldout_nlc2cmd_last'] == 0.3
   run = history.RunHistory({'name': 'x'}, 0, rounds)
-  assert 'NLC2CMD score' in history.format_summary(run)
-  assert 'NLC2CMD score' in history.format_round_table(rounds[1], rounds[0])
+  assert 'NLC2CMD score' in console.format_summary(run)
+  assert 'NLC2CMD score' in console.format_round_table(rounds[1], rounds[0])
   text = report.markdown({'name': 'x'}, rounds)
   assert '| held-out NLC2CMD score | -0.200 | 0.300 | +0.500 |' in text
   header = next(line for line in text.splitlines() if line.startswith('| round | score before'))

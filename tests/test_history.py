@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from inversion_jax.errors import UserError
+from inversion_jax.records import files
+from inversion_jax.records import console
 from inversion_jax.records import history
 
 
@@ -105,20 +107,20 @@ def test_missing_or_broken_progress_is_a_user_error(tmp_path):
 def test_written_files_honour_the_umask(tmp_path):
   old = os.umask(0o027)
   try:
-    path = history.write_json_atomic(tmp_path / 'a.json', {'v': 1})
+    path = files.write_json_atomic(tmp_path / 'a.json', {'v': 1})
   finally:
     os.umask(old)
   assert path.stat().st_mode & 0o777 == 0o640
-  path = history.write_json_atomic(tmp_path / 'b.json', {'v': 1})
+  path = files.write_json_atomic(tmp_path / 'b.json', {'v': 1})
   assert path.stat().st_mode & 0o777 == 0o666 & ~old
 
 
 def test_output_file_is_checked_before_the_work(tmp_path):
   with pytest.raises(UserError, match='does not exist'):
-    history.check_output_file(tmp_path / 'missing' / 'x.json')
+    files.check_output_file(tmp_path / 'missing' / 'x.json')
   with pytest.raises(UserError, match='is a directory'):
-    history.check_output_file(tmp_path)
-  assert history.check_output_file(tmp_path / 'x.json') == tmp_path / 'x.json'
+    files.check_output_file(tmp_path)
+  assert files.check_output_file(tmp_path / 'x.json') == tmp_path / 'x.json'
 
 
 @dataclasses.dataclass
@@ -128,7 +130,7 @@ class _Point:
 
 
 def test_write_json_atomic_serialises_numpy_and_dataclasses(tmp_path):
-  path = history.write_json_atomic(tmp_path / 'a.json', {
+  path = files.write_json_atomic(tmp_path / 'a.json', {
       'f': np.float32(0.25), 'i': np.int64(7), 'arr': np.arange(3), 'nan': float('nan'),
       'b': np.bool_(True), 'point': _Point(1, (2, 3))})
   assert json.loads(path.read_text()) == {
@@ -138,7 +140,7 @@ def test_write_json_atomic_serialises_numpy_and_dataclasses(tmp_path):
 
 def test_write_json_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypatch):
   path = tmp_path / 'progress.json'
-  history.write_json_atomic(path, {'v': 1})
+  files.write_json_atomic(path, {'v': 1})
 
   def failing_replace(src, dst):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -146,47 +148,47 @@ def test_write_json_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypat
   monkeypatch.setattr(os, 'replace', failing_replace)
   with pytest.raises(UserError, match=r'cannot write .*progress.json \(No space left on device\); '
                      'the disk is full'):
-    history.write_json_atomic(path, {'v': 2})
+    files.write_json_atomic(path, {'v': 2})
   assert json.loads(path.read_text()) == {'v': 1}
   assert os.listdir(tmp_path) == ['progress.json']  # No temp file left behind.
 
 
 def test_format_round_table_and_summary():
-  table = history.format_round_table(RECORDS[1])
+  table = console.format_round_table(RECORDS[1])
   lines = table.splitlines()
   assert lines[0].startswith('round 2')
   assert '0.460' in lines[1] and '0.500' in lines[1] and '+0.040' in lines[1]
   assert '60.0%' in lines[2] and '75.0%' in lines[2] and '+15.0%' in lines[2]
   assert '5.5000 on 12 examples' in table and 'total 15.0s' in table
-  assert 'skipped (no examples kept)' in history.format_round_table(RECORDS[0])
-  summary = history.format_summary(_history())
+  assert 'skipped (no examples kept)' in console.format_round_table(RECORDS[0])
+  summary = console.format_summary(_history())
   assert '0.400 -> 0.600 (+50.0%)' in summary and '50.0% -> 90.0%' in summary
   assert '5.500 -> 4.400' in summary and '3,000' in summary and '33.0s' in summary
-  assert history.format_summary(history.RunHistory({}, 0)) == 'no rounds completed'
+  assert console.format_summary(history.RunHistory({}, 0)) == 'no rounds completed'
 
 
 def test_heldout_quality_summary_and_goodhart_gap():
   rounds = [_record(1, 0.40, 0.45, 0.5, 0.6, 5.0, {}, 10, quality=(0.50, 0.48)),
             _record(2, 0.46, 0.60, 0.6, 0.8, 4.0, {}, 10, quality=(None, 0.45))]
-  summary = history.summarize([history.jsonable(r) for r in rounds])
+  summary = history.summarize([files.jsonable(r) for r in rounds])
   assert summary['heldout_quality_first'] == 0.50 and summary['heldout_quality_first_round'] == 0
   assert summary['heldout_quality_last'] == 0.45 and summary['heldout_quality_last_round'] == 2
   assert summary['quality_relative_change_pct'] == pytest.approx(-10.0)
   # Score +50 % (0.40 -> 0.60), quality -10 %: the gap is 0.6.
   assert summary['goodhart_gap'] == pytest.approx(0.5 + 0.1)
-  table = history.format_round_table(rounds[0])
+  table = console.format_round_table(rounds[0])
   assert 'held-out (150 tasks, greedy)' in table and '0.500' in table and '-0.020' in table
   run = history.RunHistory({}, 0)
   for record in rounds:
     run.add_round(record)
-  text = history.format_summary(run)
+  text = console.format_summary(run)
   assert 'real quality      0.500 (round 0) -> 0.450 (round 2) (-10.0%)' in text
   assert 'goodhart gap      +60.0 points' in text
 
 
 def test_rows_files_are_jsonl_and_replaced(tmp_path):
-  path = history.write_rows(tmp_path, 3, 'before', [{'a': np.float32(0.5)}, {'a': 2}])
+  path = files.write_rows(tmp_path, 3, 'before', [{'a': np.float32(0.5)}, {'a': 2}])
   assert path == tmp_path / 'rows' / 'round_003_before.jsonl'
-  assert history.read_rows(path) == [{'a': 0.5}, {'a': 2}]
-  history.write_rows(tmp_path, 3, 'before', [{'a': 3}])
-  assert history.read_rows(path) == [{'a': 3}]
+  assert files.read_rows(path) == [{'a': 0.5}, {'a': 2}]
+  files.write_rows(tmp_path, 3, 'before', [{'a': 3}])
+  assert files.read_rows(path) == [{'a': 3}]

@@ -85,7 +85,7 @@ def test_cached_decode_equals_full_forward():
   gen = sampling.jit_generate(
       graphdef, state, prompt, jnp.zeros((1,), jnp.int32), jax.random.key(0),
       jnp.zeros((config.vocab_size,), bool),
-      sampling=sampling.SamplingConfig(temperature=0.0, max_new_tokens=20), pad_id=0)
+      spec=sampling.DecodeSpec(sampling.SamplingConfig(temperature=0.0, max_new_tokens=20), 0))
   assert int(gen.lengths[0]) == 20
   sequence = jnp.concatenate([prompt, gen.tokens], axis=1)
   logits, _, _ = model_lib.forward(graphdef, state, sequence, jnp.arange(25)[None])

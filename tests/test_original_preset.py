@@ -21,6 +21,7 @@ from inversion_jax.loop import experiment, presets
 from inversion_jax.nn import lora as lora_lib
 from inversion_jax.nn import model as model_lib
 from inversion_jax.nn.config import ModelConfig
+from inversion_jax.records import files
 from inversion_jax.records import history
 from inversion_jax.scoring import text as text_lib
 from inversion_jax.tasks import bank as bank_lib
@@ -205,7 +206,7 @@ def test_preset_original_run_writes_the_originals_fields(tiny_gguf, tmp_path):  
       'after_acceptance_rate', 'acceptance_improvement'}
   assert len(cycle['example_before']) == 3 and set(cycle['example_before'][0]) == {
       'tool', 'task', 'command', 'reconstructed_task', 'intrinsic_score'}
-  assert {r['tool'] for r in history.read_rows(config.run_dir / 'rows' / 'round_001_before.jsonl')
+  assert {r['tool'] for r in files.read_rows(config.run_dir / 'rows' / 'round_001_before.jsonl')
           } <= set(ORIGINAL_TEMPLATES)
   results = json.loads((config.run_dir / history.RESULTS_FILE).read_text())
   assert results['cycles'] == block['cycles'] and results['total_accepted'] == block['total_accepted']

@@ -20,6 +20,7 @@ import pytest
 from inversion_jax import errors
 from inversion_jax.errors import UserError
 from inversion_jax.loop import experiment, rounds
+from inversion_jax.records import files
 from inversion_jax.records import history, report
 from inversion_jax.records import run_dir as run_dir_lib
 from inversion_jax.train import checkpointing
@@ -92,7 +93,7 @@ def write_points(tiny_gguf, tmp_path_factory):  # noqa: F811
     return plot
 
   with pytest.MonkeyPatch.context() as patch:
-    patch.setattr(history, 'write_text_atomic', wrap_text(history.write_text_atomic))
+    patch.setattr(files, 'write_text_atomic', wrap_text(files.write_text_atomic))
     patch.setattr(checkpointing.RoundCheckpointer, 'save',
                   wrap_save(checkpointing.RoundCheckpointer.save))
     patch.setattr(report, 'plot', wrap_plot(report.plot))

@@ -50,8 +50,8 @@ def test_thirty_greedy_tokens_match_transformers(ours, smollm2_tokenizer, smollm
           torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
           max_new_tokens=30, do_sample=False, pad_token_id=eos[0])[0, len(ids):].tolist()
     gen = sampling.jit_generate(graphdef, state, jnp.asarray([ids]), jnp.zeros((1,), jnp.int32),
-                                jax.random.key(0), only_eos, pad_id=eos[0],
-                                sampling=sampling.SamplingConfig(0.0, 30))
+                                jax.random.key(0), only_eos,
+                                spec=sampling.DecodeSpec(sampling.SamplingConfig(0.0, 30), eos[0]))
     length = int(gen.lengths[0])
     reference = reference[: reference.index(eos[0])] if eos[0] in reference else reference
     assert np.asarray(gen.tokens[0, :length]).tolist() == reference

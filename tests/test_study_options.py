@@ -7,6 +7,8 @@ import pytest
 from inversion_jax import errors
 from inversion_jax.errors import UserError
 from inversion_jax.loop import experiment, presets, rounds, selection
+from inversion_jax.records import files
+from inversion_jax.records import console
 from inversion_jax.records import history
 from tests.tiny_run import config_for, round_metrics, run_driver
 
@@ -14,7 +16,7 @@ STUDY = dict(cycles=2, target_acceptance=0.5, threshold=0.5)
 
 
 def _phase_scores(run_dir, round_index, phase):
-  return [r['score'] for r in history.read_rows(history.rows_path(run_dir, round_index, phase))]
+  return [r['score'] for r in files.read_rows(files.rows_path(run_dir, round_index, phase))]
 
 
 @pytest.mark.slow
@@ -60,13 +62,13 @@ def test_after_only_in_the_last_round_completes_resumes_and_reports(tiny_gguf, t
     assert record['after']['mean_score'] is None  # The original's block: null, not zero.
     assert 'delta/mean_score' not in record['metrics']
   assert 'after/mean_score' in result.rounds[2]['metrics']
-  assert not history.rows_path(straight.run_dir, 1, 'after').exists()
+  assert not files.rows_path(straight.run_dir, 1, 'after').exists()
   report = (straight.run_dir / 'report.md').read_text()
   second_before = result.rounds[1]['metrics']['before/mean_score']
   assert '| 1 | ' in report and f'{second_before:.3f} †' in report
   summary = history.summarize(result.rounds)
   assert summary['last_after_mean_score'] == result.rounds[2]['metrics']['after/mean_score']
-  assert 'n/a' in history.format_round_table(result.rounds[0])
+  assert 'n/a' in console.format_round_table(result.rounds[0])
 
   broken = config_for(tiny_gguf, tmp_path / 'broken', cycles=3, after_every=0)
   real_run_round = rounds.run_round

@@ -10,6 +10,7 @@ import pytest
 
 from inversion_jax.errors import UserError
 from inversion_jax.quality import task_stats
+from inversion_jax.records import files
 from inversion_jax.records import history
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -91,11 +92,11 @@ def make_run(root, name, seed, base, last, filter_name='threshold', last_round=2
             for c in range(1, last_round + 1)]
   rounds[0]['metrics']['base/quality'] = float(np.mean(base))
   directory.mkdir()
-  history.write_json_atomic(directory / history.PROGRESS_FILE,
+  files.write_json_atomic(directory / history.PROGRESS_FILE,
                             {'config': config, 'seed': seed, 'history': rounds})
-  history.write_rows(directory, 0, 'heldout', _rows(base, base if nlc else None))
-  history.write_rows(directory, 1, 'heldout', _rows([0.0] * len(base)))
-  history.write_rows(directory, last_round, 'heldout', _rows(last, last if nlc else None))
+  files.write_rows(directory, 0, 'heldout', _rows(base, base if nlc else None))
+  files.write_rows(directory, 1, 'heldout', _rows([0.0] * len(base)))
+  files.write_rows(directory, last_round, 'heldout', _rows(last, last if nlc else None))
   return directory
 
 

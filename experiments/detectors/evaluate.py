@@ -25,7 +25,7 @@ from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import detectors, goodhart_event, limits  # noqa: E402
-from inversion_jax.records import history  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('positive', [], 'Run directories of positive controls.')
@@ -94,8 +94,8 @@ def main(argv):
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
   # Appended, not with_suffix: a prefix like eval_delta0.05 keeps its dot.
-  history.write_text_atomic(f'{prefix}.md', text)
-  history.write_json_atomic(f'{prefix}.json', {
+  files.write_text_atomic(f'{prefix}.md', text)
+  files.write_json_atomic(f'{prefix}.json', {
       'delta': delta, 'delta_how': how, 'horizon': FLAGS.horizon,
       'limits': table or limits.LIMITS, 'references': result})
   print(text)

@@ -20,7 +20,8 @@ from absl import app, flags  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import rollback_pairs  # noqa: E402
 from inversion_jax.loop import experiment  # noqa: E402
-from inversion_jax.records import history, report  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
+from inversion_jax.records import report  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('warn', [], 'Run directories made with --on_goodhart=warn.')
@@ -44,14 +45,14 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; use --warn and --rollback')
   if not FLAGS.warn or not FLAGS.rollback:
     raise UserError('give both: --warn=DIRS and --rollback=DIRS (their twins)')
-  defaults = history.jsonable(experiment.RunConfig().as_dict())
+  defaults = files.jsonable(experiment.RunConfig().as_dict())
   pairs = rollback_pairs.pair(_load(FLAGS.warn), _load(FLAGS.rollback), defaults)
   result = rollback_pairs.summary(pairs)
   text = rollback_pairs.markdown(result)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
-  history.write_text_atomic(f'{prefix}.md', text)
-  history.write_json_atomic(f'{prefix}.json', result)
+  files.write_text_atomic(f'{prefix}.md', text)
+  files.write_json_atomic(f'{prefix}.json', result)
   print(text)
   print(f'written: {prefix}.md, {prefix}.json')
 

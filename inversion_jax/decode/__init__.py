@@ -1,1 +1,1 @@
-"""Generation: sampling, the batched generator and its wave scheduler, prompt styles."""
+"""Generation: the sampler, the batched generator, its batching and compaction, forward passes without sampling, prompt styles."""

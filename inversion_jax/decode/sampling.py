@@ -8,7 +8,8 @@ in place by XLA), and a shared prefix is attended from its own cache (`PrefixCac
 so a few-shot header is prefilled once per run, not once per row. Every row samples
 with its own key (`fold_in(row_key, step)`), so `take_rows` can drop finished rows (and
 add empty cache slots) between `decode` calls without changing any row's tokens:
-`generation.py` uses that to shrink a batch whose rows have mostly stopped. Host-side text handling lives there too.
+`compaction.py` uses that to shrink a batch whose rows have mostly stopped. A call's static
+settings travel as one `DecodeSpec`.
 """
 
 import dataclasses
@@ -47,6 +48,25 @@ class SamplingConfig:
       raise ValueError(f'top_p must be in (0, 1], got {self.top_p}')
     if self.top_k is not None and self.top_k < 1:
       raise ValueError(f'top_k must be >= 1, got {self.top_k}')
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+  """A decode call's static settings in one hashable value (a compiled program per value).
+
+  sampling: how tokens are picked, and the budget. pad_id: written after a row stops.
+  prompt_slots: the prompts' width in the cache (None: their own width); prompts prefilled
+  at a fine width share the decode program, and cache, of a coarse one. generated_slots:
+  empty slots after the prompts in a fresh carry (None: the whole budget); `decode` stops
+  where they run out and `take_rows` adds more. batch: a fresh carry's rows (None: the
+  prompts' rows; more when a wave is prefilled in parts).
+  """
+
+  sampling: SamplingConfig
+  pad_id: int
+  prompt_slots: int | None = None
+  generated_slots: int | None = None
+  batch: int | None = None
 
 
 class DecodeState(NamedTuple):
@@ -181,8 +201,7 @@ def prefill_prefix(graphdef, state, prefix_tokens) -> model_lib.PrefixCache:
 
 
 def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask=None, *,
-             prefix=None, sampling: SamplingConfig, pad_id: int,
-             cache_prompt_len: int | None = None) -> Generation:
+             prefix=None, spec: DecodeSpec) -> Generation:
   """Samples continuations of left-padded prompts in one device call.
 
   Args:
@@ -195,48 +214,44 @@ def generate(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_
       ends a row only after the row has produced visible text, so leading blank lines
       are skipped the way the original's `strip()` then "first line" skipped them.
     prefix: optional `PrefixCache` shared by all rows, attended before the prompt.
-    sampling: static sampling settings.
-    pad_id: written after a row has stopped.
-    cache_prompt_len: static, >= Tp: the prompts' width in the cache (see `prefill`).
+    spec: static settings (`DecodeSpec`; its `prompt_slots` >= Tp, see `prefill`).
   """
   carry = prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask,
-                  prefix=prefix, sampling=sampling, pad_id=pad_id,
-                  cache_prompt_len=cache_prompt_len)
-  carry = decode(graphdef, state, carry, stop_mask, content_mask, prefix=prefix,
-                 sampling=sampling, pad_id=pad_id, until=sampling.max_new_tokens,
-                 prompt_slots=cache_prompt_len or prompt_tokens.shape[1])
-  return finish(carry, pad_id)
+                  prefix=prefix, spec=spec)
+  spec = dataclasses.replace(spec, prompt_slots=spec.prompt_slots or prompt_tokens.shape[1])
+  carry = decode(graphdef, state, carry, stop_mask, content_mask, prefix=prefix, spec=spec,
+                 until=spec.sampling.max_new_tokens)
+  return finish(carry, spec.pad_id)
 
 
 def prefill(graphdef, state, prompt_tokens, key_start, key, stop_mask, content_mask=None, *,
-            prefix=None, sampling: SamplingConfig, pad_id: int,
-            cache_prompt_len: int | None = None, carry: DecodeState | None = None,
-            row=0, batch: int | None = None,
-            generated_slots: int | None = None) -> DecodeState:
+            prefix=None, spec: DecodeSpec, carry: DecodeState | None = None,
+            row=0) -> DecodeState:
   """Runs the prompts and picks each row's first token; returns the decode carry.
 
   The prompts attend only to each other (a [Tp, Tp] block, not the whole cache), and
-  their keys and values are then written at the end of `cache_prompt_len` (default Tp)
-  slots, before `max_new_tokens` empty ones: prompts padded to a fine width (little
-  wasted prefill) share a decode program, and its cache, with any width up to
-  `cache_prompt_len` (one compiled decode loop per coarse width).
+  their keys and values are then written at the end of `spec.prompt_slots` (default Tp)
+  slots, before the empty ones: prompts padded to a fine width (little wasted prefill)
+  share a decode program, and its cache, with any width up to `prompt_slots` (one compiled
+  decode loop per coarse width).
 
   A wave of rows is prefilled in parts: `carry` (donate it) receives this part's rows
-  at row `row`, in place (pass the `cache_prompt_len` it was made with); without one a
-  blank carry of `batch` (default B) rows is made, with `generated_slots` (default
-  max_new_tokens) empty slots after the prompts: `decode` stops where they run out and
-  `take_rows` adds more, so early steps, when most rows are still going, read a short cache.
+  at row `row`, in place (pass the `prompt_slots` it was made with); without one a
+  blank carry of `spec.batch` (default B) rows is made, with `spec.generated_slots`
+  (default max_new_tokens) empty slots after the prompts, so early steps, when most rows
+  are still going, read a short cache.
   """
   config = model_lib.model_config(graphdef, state)
   rows, prompt_len = prompt_tokens.shape
+  sampling, pad_id = spec.sampling, spec.pad_id
   max_new = sampling.max_new_tokens
-  prompt_slots = cache_prompt_len or prompt_len
+  prompt_slots = spec.prompt_slots or prompt_len
   if carry is None:
-    carry = blank_state(config, batch or rows, prompt_slots, generated_slots or max_new, pad_id,
-                        max_new=max_new)
+    carry = blank_state(config, spec.batch or rows, prompt_slots,
+                        spec.generated_slots or max_new, pad_id, max_new=max_new)
   shift = prompt_slots - prompt_len
   if shift < 0:
-    raise ValueError(f'cache_prompt_len {prompt_slots} < prompt width {prompt_len}')
+    raise ValueError(f'prompt_slots {prompt_slots} < prompt width {prompt_len}')
   offset = 0 if prefix is None else prefix.length
   slots = jnp.arange(prompt_len)[None]
   positions = jnp.maximum(offset + slots - key_start[:, None], 0)
@@ -273,10 +288,10 @@ def blank_state(config, batch: int, prompt_slots: int, generated_slots: int, pad
 
 
 def decode(graphdef, state, carry: DecodeState, stop_mask, content_mask=None, *,
-           prefix=None, sampling: SamplingConfig, pad_id: int, until,
-           prompt_slots: int) -> DecodeState:
+           prefix=None, spec: DecodeSpec, until) -> DecodeState:
   """Decodes while some row is unfinished and `carry.step < until` (<= max_new_tokens),
-  and while the cache has an empty slot after its `prompt_slots` prompt slots."""
+  and while the cache has an empty slot after its `spec.prompt_slots` prompt slots."""
+  sampling, pad_id, prompt_slots = spec.sampling, spec.pad_id, spec.prompt_slots
   max_new = sampling.max_new_tokens
   offset = 0 if prefix is None else prefix.length
   if content_mask is None:
@@ -330,8 +345,7 @@ def jit_forward(graphdef, state, tokens, positions, key_start, prefix=None, last
                            last_only=last_only)[0]
 
 
-jit_generate = jax.jit(generate, static_argnames=('graphdef', 'sampling', 'pad_id',
-                                                 'cache_prompt_len'))
+jit_generate = jax.jit(generate, static_argnames=('graphdef', 'spec'))
 jit_prefill_prefix = jax.jit(prefill_prefix, static_argnames=('graphdef',))
 
 

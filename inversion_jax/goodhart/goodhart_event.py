@@ -27,7 +27,7 @@ import numpy as np
 
 from inversion_jax.errors import UserError
 from inversion_jax.goodhart import metrics as metrics_lib
-from inversion_jax.records import history as history_lib
+from inversion_jax.records import files as files_lib
 
 REFERENCES = ('best', 'base')
 CONFIRM = 2
@@ -189,9 +189,9 @@ def derive_delta(pairs, multiple: float = DELTA_MULTIPLE) -> float:
 def heldout_rows(run_dir: str | pathlib.Path) -> dict[int, list[dict]]:
   """Round -> held-out rows of a run directory (round 0 = the base model)."""
   out = {}
-  for path in sorted((pathlib.Path(run_dir) / history_lib.ROWS_SUBDIR).glob(
+  for path in sorted((pathlib.Path(run_dir) / files_lib.ROWS_SUBDIR).glob(
       f'round_*_{metrics_lib.HELDOUT_PHASE}.jsonl')):
-    out[int(path.name.split('_')[1])] = history_lib.read_rows(path)
+    out[int(path.name.split('_')[1])] = files_lib.read_rows(path)
   return out
 
 

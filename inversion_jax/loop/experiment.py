@@ -27,6 +27,7 @@ from inversion_jax.parallel import distributed
 from inversion_jax.parallel import footprint
 from inversion_jax.quality import evaluation
 from inversion_jax.quality import heldout
+from inversion_jax.records import console as console_lib
 from inversion_jax.records import history as history_lib
 from inversion_jax.records import run_dir as run_dir_lib
 from inversion_jax.scoring import inversion
@@ -223,7 +224,7 @@ def _run_rounds(exp: Experiment, config: RunConfig, run_dir, checkpointer, histo
     history.add_round(result.record)
     run_dir.save_progress(history)
     run_dir.log_round(result.record)
-    run_dir.say(history_lib.format_round_table(
+    run_dir.say(console_lib.format_round_table(
         history.rounds[-1], history.rounds[-2] if len(history.rounds) > 1 else None))
     lora = _next_adapters(exp, checkpointer, result.record, result.lora, run_dir.say)
     if action == 'stop':

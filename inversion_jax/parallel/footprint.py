@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding
 
 from inversion_jax import parallel
 from inversion_jax.decode import generation
+from inversion_jax.decode import programs
 from inversion_jax.decode import sampling as sampling_lib
 from inversion_jax.nn import lora as lora_lib
 from inversion_jax.nn import model as model_lib
@@ -191,9 +192,9 @@ def generator_programs(gen: generation.Generator, shape: RoundShape, label: str,
   `gen`'s backend."""
   backend, config = gen.backend, gen.config
   sampling = sampling_lib.SamplingConfig(shape.temperature, shape.max_new, top_k=shape.top_k)
-  common = dict(sampling=sampling, pad_id=0)
-  batch = parallel.round_up(shape.rows, gen.batch_multiple)
-  part = parallel.round_up(shape.part_rows, gen.batch_multiple)
+  spec = sampling_lib.DecodeSpec(sampling, 0, prompt_slots=shape.cache_prompt)
+  batch = parallel.round_up(shape.rows, gen.shapes.batch_multiple)
+  part = parallel.round_up(shape.part_rows, gen.shapes.batch_multiple)
 
   def run(name, fn, args, transient_args, donate=(), **static):
     progress(f'compiling {label}{name}')
@@ -212,17 +213,16 @@ def generator_programs(gen: generation.Generator, shape: RoundShape, label: str,
       'prefix prefill': lambda: run('prefix prefill', sampling_lib.prefill_prefix, (tokens,),
                                     tokens),
       'prefill part': lambda: run(
-          'prefill part', generation._prefill, (*rows, *masks, prefix), (rows, masks),
-          cache_prompt_len=shape.cache_prompt, batch=batch, generated_slots=shape.max_new,
-          **common),
+          'prefill part', programs.prefill, (*rows, *masks, prefix), (rows, masks),
+          spec=dataclasses.replace(spec, batch=batch, generated_slots=shape.max_new)),
       'prefill into carry': lambda: run(
-          'prefill into carry', generation._prefill_into,
+          'prefill into carry', programs.prefill_into,
           (carry, backend.shared(np.int32(0)), *rows, *masks, prefix), (carry, rows, masks),
-          donate=(0,), cache_prompt_len=shape.cache_prompt, **common),
+          donate=(0,), spec=spec),
       'decode loop (per step)': lambda: run(
-          'decode loop (per step)', generation._decode,
+          'decode loop (per step)', programs.decode,
           (carry, *masks, prefix, backend.shared(np.int32(shape.max_new))), (carry, masks),
-          donate=(0,), prompt_slots=shape.cache_prompt, **common),
+          donate=(0,), spec=spec),
   }
 
 

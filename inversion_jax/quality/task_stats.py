@@ -31,7 +31,7 @@ from scipy import stats
 from inversion_jax.errors import UserError
 from inversion_jax.goodhart import metrics as metrics_lib
 from inversion_jax.quality import nlc2cmd
-from inversion_jax.records import history
+from inversion_jax.records import files
 
 CONFIDENCE = 0.95
 RESAMPLES = 2000
@@ -65,7 +65,7 @@ def row_value(row: dict, key: str, references: Mapping[str, Sequence[str]] | Non
 
 def heldout_rounds(run_dir) -> list[int]:
   """The rounds whose held-out rows a run kept (0 = the base model), ascending."""
-  directory = pathlib.Path(run_dir) / history.ROWS_SUBDIR
+  directory = pathlib.Path(run_dir) / files.ROWS_SUBDIR
   found = [int(m.group(1)) for p in directory.glob('*.jsonl')
            if (m := _ROUND_FILE.search(p.name))] if directory.is_dir() else []
   return sorted(found)
@@ -74,9 +74,9 @@ def heldout_rounds(run_dir) -> list[int]:
 def per_task(run_dir, round_index: int, keys: Sequence[str],
              references: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict]:
   """{measure: {task id: value}} of one round's held-out rows."""
-  path = history.rows_path(run_dir, round_index, metrics_lib.HELDOUT_PHASE)
+  path = files.rows_path(run_dir, round_index, metrics_lib.HELDOUT_PHASE)
   try:
-    rows = history.read_rows(path)
+    rows = files.read_rows(path)
   except (OSError, ValueError) as error:
     raise UserError(f'cannot read the held-out rows {path} ({error})') from None
   out = {}

@@ -1,1 +1,1 @@
-"""What a run writes and reads back: the run directory, history, report, TensorBoard, the original's file format."""
+"""What a run writes and reads back: atomic files, the run directory, history, console tables, report, TensorBoard, the original's file format."""

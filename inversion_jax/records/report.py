@@ -14,6 +14,7 @@ import pathlib
 from inversion_jax.errors import UserError
 from inversion_jax.goodhart import early_warning
 from inversion_jax.goodhart import metrics as metrics_lib
+from inversion_jax.records import files as files_lib
 from inversion_jax.records import history as history_lib
 
 REPORT_FILE = 'report.md'
@@ -51,7 +52,7 @@ def _read_quality(run_dir, round_index: int) -> dict | None:
     return None
   advice = (f'delete it and run evaluate_quality.py --workdir={run_dir} to evaluate round '
             f'{round_index} again')
-  metrics = history_lib.read_json(path, advice).get('metrics')
+  metrics = files_lib.read_json(path, advice).get('metrics')
   if not isinstance(metrics, dict) or not all(
       isinstance(v, (int, float)) or v is None for v in metrics.values()):
     raise UserError(f'{path} has no numeric "metrics" object; {advice}')
@@ -259,7 +260,7 @@ def write(run_dir) -> tuple[pathlib.Path, pathlib.Path]:
   config, rounds = load_rounds(run_dir)
   if not rounds:
     raise UserError(f'{run_dir} has no completed round to report on')
-  report = history_lib.write_text_atomic(run_dir / REPORT_FILE, markdown(config, rounds))
+  report = files_lib.write_text_atomic(run_dir / REPORT_FILE, markdown(config, rounds))
   return report, plot(rounds, run_dir / PLOT_FILE)
 
 

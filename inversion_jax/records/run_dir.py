@@ -21,6 +21,7 @@ import pathlib
 
 from inversion_jax.errors import UserError
 from inversion_jax.parallel import distributed
+from inversion_jax.records import files as files_lib
 from inversion_jax.records import history as history_lib
 from inversion_jax.records import report as report_lib
 from inversion_jax.records import summaries as summaries_lib
@@ -51,7 +52,7 @@ class RunLock:
         raise UserError(
             f'{self.directory} is in use by another process (pid {holder}); wait for it to '
             f'finish, or give {what} another --name or --output') from None
-      raise history_lib.write_error(self.path, error) from error
+      raise files_lib.write_error(self.path, error) from error
     os.ftruncate(fd, 0)
     os.write(fd, f'{os.getpid()}\n'.encode())
     self._fd = fd
@@ -104,10 +105,10 @@ class RunDir:
     return RunLock(self.path, what) if self.is_main else contextlib.nullcontext()
 
   def sweep_partial_files(self) -> None:
-    """Removes the temp files of writes a kill interrupted (`history.write_text_atomic`'s
+    """Removes the temp files of writes a kill interrupted (`files.write_text_atomic`'s
     `.<name>.*.tmp`); call it holding the lock, so no live write is among them."""
     if self.is_main:
-      for folder in (self.path, self.path / history_lib.ROWS_SUBDIR,
+      for folder in (self.path, self.path / files_lib.ROWS_SUBDIR,
                      self.path / report_lib.QUALITY_SUBDIR):
         for leftover in folder.glob('.*.tmp') if folder.is_dir() else ():
           leftover.unlink(missing_ok=True)
@@ -118,7 +119,7 @@ class RunDir:
 
   def write_rows(self, round_index: int, phase: str, rows) -> None:
     if self.is_main:
-      history_lib.write_rows(self.path, round_index, phase, rows)
+      files_lib.write_rows(self.path, round_index, phase, rows)
 
   def save_progress(self, history: history_lib.RunHistory) -> None:
     if self.is_main:

@@ -25,9 +25,9 @@ import orbax.checkpoint as ocp
 
 from inversion_jax.errors import OutputError, UserError
 from inversion_jax.parallel import distributed
-from inversion_jax.records import history as history_lib
-from inversion_jax.records.history import jsonable
-from inversion_jax.records.history import write_json_atomic
+from inversion_jax.records import files as files_lib
+from inversion_jax.records.files import jsonable
+from inversion_jax.records.files import write_json_atomic
 
 RUN_CONFIG_FILE = 'run_config.json'
 CHECKPOINT_SUBDIR = 'checkpoints'
@@ -192,7 +192,7 @@ class RoundCheckpointer:
       if distributed.is_main() and not _is_json_dict(path):
         write_json_atomic(path, stored)
       return stored
-    return history_lib.read_json(
+    return files_lib.read_json(
         path, f'the run configuration of {self.directory}\'s rounds is lost; start a fresh '
         '--output (its checkpoints stay readable by evaluate_quality.py once the file is back)')
 
@@ -300,7 +300,7 @@ def _save_error(step_dir: Path, error: Exception) -> UserError:
   while cause is not None and not isinstance(cause, OSError):
     cause = cause.__cause__ or cause.__context__
   if isinstance(cause, OSError):
-    return history_lib.write_error(step_dir, cause)
+    return files_lib.write_error(step_dir, cause)
   text = str(error)
   if 'RESOURCE_EXHAUSTED' in text or 'No space left' in text:
     return OutputError(f'cannot write {step_dir} (No space left on device); the disk is full: '
