@@ -779,6 +779,9 @@ def run_benchmark(settings: Settings, model_source=None, save=None) -> dict:
   matmul = measure_matmul(repeats=max(3, settings.floor_repeats))
   results['floor']['matmul'], results['floor']['matmul_flop_s'] = matmul, matmul['flop_s']
   save(results | {'complete': False})
+  # The rounds' compiled programs (GBs) are not needed by the transformers reference.
+  exp = graphdef = state = None  # Nor the JAX weights.
+  compile_cache.release_compiled()
   if not settings.skip_reference:
     hf = benchmark_sampler.hf_model(model_config.replace(dtype='float32'), flat)
     results['reference'] = time_reference(hf, tokenizer, tokenizer.eos_ids,

@@ -188,7 +188,7 @@ def test_resume_semantics(tiny_gguf, write_points, tmp_path):  # noqa: F811
     raise Started
 
   with pytest.MonkeyPatch.context() as patch:  # resume_or_start (for scripts) goes on to build.
-    patch.setattr(experiment, 'build', build)
+    patch.setattr(experiment, '_build_validated', build)
     with pytest.raises(Started):
       experiment.run(config_for(tiny_gguf, tmp_path / 'new'), resume=True, resume_or_start=True)
 

@@ -76,6 +76,10 @@ _CALL_SAMPLING = {'reconstruction': (0.3, 50), 'rating': (0.1, 5)}
 def build(config: RunConfig, model_source=None) -> Experiment:
   """Loads the model (or takes `model_source` = (ModelConfig, flat params, tokenizer))."""
   config.validate()
+  return _build_validated(config, model_source)
+
+
+def _build_validated(config: RunConfig, model_source) -> Experiment:
   model_config, flat, tokenizer = model_source or registry.load_model_source(config.model)
   config.check_layers(model_config.num_layers)
   backend = parallel.make_backend(config.parallel, config.num_devices,
@@ -152,7 +156,8 @@ def run(config: RunConfig, resume: bool = False, model_source=None,
                     'or drop --resume to start it')
   if config.run_dir.is_dir() and distributed.is_main():  # Only process 0 takes the lock.
     run_dir_lib.check_unlocked(config.run_dir)  # Before minutes of model loading.
-  exp = build(config, model_source)  # Before the run dir exists: a failed load leaves nothing.
+  exp = _build_validated(config, model_source)  # Before the run dir exists: a failed load
+  # leaves nothing.
   run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main, tensorboard=tensorboard)
   with run_dir.lock():
     run_dir.sweep_partial_files()
