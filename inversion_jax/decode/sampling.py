@@ -139,7 +139,7 @@ def sample_categorical(logits, keys, chunk: int = CDF_CHUNK):
   """[B] draws from softmax(logits) by inverting the CDF: one uniform per row.
 
   `jax.random.categorical` adds Gumbel noise to every logit: 49k threefry draws per row
-  and step, 51 ms of a ~190 ms decode step at batch 64 on this CPU (BUILD_NOTES "Sampling,
+  and step, 51 ms of a ~190 ms decode step at batch 64 on a 2-core CPU (BUILD_NOTES "Sampling,
   prefill widths and waves"). Here u ~ U(0, total mass) picks the first token whose cumulative
   mass exceeds u, in two stages (the chunk, then the token inside it) so every cumulative
   sum is short and exact to float32 rounding. A token of zero mass (masked by top-k or
