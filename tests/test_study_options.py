@@ -146,8 +146,11 @@ def test_study_launcher_lists_the_runs_and_rejects_bad_input(tmp_path):
                                            'v2_s0 0/? rounds', 'v1_s1 0/? rounds']
   assert len(status.stdout.strip().splitlines()) == 9
   assert launch('HEAD', '--status', SEEDS='4', ARMS='r').stdout == 'r_s4 0/? rounds\n'
+  assert launch('HEAD', '--status', SEEDS='100', ARMS='v1',
+                NAME_PREFIX='pilot_overlap_').stdout == 'pilot_overlap_v1_s100 0/? rounds\n'
   for args, extra, message in ((('no-such-commit',), {}, 'is not a commit'),
                                (('HEAD', '--status'), dict(ARMS='v3'), 'no settings for arm v3'),
+                               (('HEAD', '--status'), dict(NAME_PREFIX='a/b'), 'NAME_PREFIX'),
                                (('HEAD', '--bogus'), {}, 'unknown option --bogus')):
     bad = launch(*args, **extra)
     assert bad.returncode == 2 and bad.stderr.strip().startswith('error: ') and message in bad.stderr
@@ -159,7 +162,7 @@ FAKE_RUN = r'''#!/bin/bash
 # progress.json every 0.5 s up to 10, and is killed (SIGKILL) once, in its first attempt.
 if [[ $1 == -c ]]; then exec "$REAL_PYTHON" "$@"; fi
 for a in "$@"; do case $a in --name=*) name=${a#--name=};; --output=*) out=${a#--output=};; esac; done
-mkdir -p "$out/$name"; f="$out/$name/progress.json"
+mkdir -p "$out/$name"; f="$out/$name/progress.json"; echo "$*" >> "$out/$name.args"
 while true; do
   n=$("$REAL_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["cycles_completed"])' "$f" 2>/dev/null || echo 0)
   (( n >= 10 )) && exit 0
@@ -185,17 +188,23 @@ def test_study_launcher_resumes_killed_runs_and_restarts_after_each_round(tmp_pa
   fake.chmod(0o755)
   env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'study'), PYTHON=str(fake),
                           REAL_PYTHON=sys.executable, ARMS='r', SEEDS='0', LANES='1',
-                          POLL_SECONDS='0.2', RESTART_EVERY='3')
+                          POLL_SECONDS='0.2', RESTART_EVERY='3', NAME_PREFIX='pilot_',
+                          EXTRA_FLAGS='--weights=0.8,0.1,0.1 --epochs=3')
   try:
     result = subprocess.run(['bash', str(ROOT / 'experiments' / 'study' / 'run_study.sh'),
                              'HEAD', '--foreground'], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    log = (tmp_path / 'study' / 'logs' / 'r_s0.log').read_text().splitlines()
+    log = (tmp_path / 'study' / 'logs' / 'pilot_r_s0.log').read_text().splitlines()
+    calls = (tmp_path / 'study' / 'runs' / 'pilot_r_s0.args').read_text().splitlines()
+    assert len(calls) >= 3 and all(  # EXTRA_FLAGS after the flag files, on every resume.
+        call.split().index('--weights=0.8,0.1,0.1') > call.split().index(
+            next(a for a in call.split() if a.endswith('r.flags'))) and '--epochs=3' in call
+        for call in calls)
     assert any('FAILED' in line and 'exit 137' in line for line in log)
     assert any('resumes after exit 137' in line for line in log)
     assert sum('restarts after round' in line for line in log) >= 2
-    assert log[-1].startswith('== r_s0 done')
+    assert log[-1].startswith('== pilot_r_s0 done')
   finally:
     subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
                     str(tmp_path / 'study' / 'src')], capture_output=True)

@@ -8,6 +8,8 @@
 #                                                        # copy each run's small files to commit
 #   SMOKE=1 ARMS=r SEEDS=0 LANES=1 bash experiments/study/run_study.sh COMMIT --foreground
 #                                                        # a tiny check of the launcher
+#   NAME_PREFIX=pilot_overlap_ ARMS=v1 SEEDS=100 LANES=1 EXTRA_FLAGS="--weights=0.8,0.1,0.1" \
+#       bash experiments/study/run_study.sh COMMIT       # other runs at the study's code
 #
 # COMMIT is snapshotted with `git worktree add --detach` into $STUDY_ROOT/src (outside this
 # checkout), so later edits of the checkout never reach a running study; every run imports
@@ -21,7 +23,11 @@
 # Environment: STUDY_ROOT (default: <checkout's parent>/study-<short commit>), PYTHON (default:
 # the checkout's .venv/bin/python), SEEDS ("0 1 2"), ARMS ("v1 r v2"), LANES (2),
 # RESTART_EVERY (1: a fresh process after every completed round; 0: never),
-# SMOKE=1 (--cycles=1 --tasks=2 --candidates=2 --eval_tasks=4, runs named smoke_*).
+# SMOKE=1 (--cycles=1 --tasks=2 --candidates=2 --eval_tasks=4, runs named smoke_*),
+# NAME_PREFIX (runs and lane logs named <prefix><arm>_s<seed>, <prefix>lane<i>.log) and
+# EXTRA_FLAGS (absl flags after the flag files, so they win; give the same ones on every
+# relaunch: a resume with other settings is refused). With both, runs at the study's code
+# and settings plus a change (the detectors' pilots) live beside the study's own.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 checkout=$(git -C "$here" rev-parse --show-toplevel)
@@ -43,7 +49,10 @@ read -r -a arms <<< "${ARMS:-v1 r v2}"
 [[ -n ${STUDY_ROOT:-} ]] || export STUDY_ROOT=$root
 LANES=${LANES:-2}
 src=$root/src
-prefix=$([[ ${SMOKE:-0} == 1 ]] && echo smoke_ || true)
+smoke=${SMOKE:-0}
+prefix=${NAME_PREFIX:-}$([[ $smoke == 1 ]] && echo smoke_ || true)
+[[ $prefix =~ ^[A-Za-z0-9_.-]*$ ]] || die "NAME_PREFIX=$prefix: use letters, digits, . _ -"
+read -r -a extra_flags <<< "${EXTRA_FLAGS:-}"
 SMOKE_FLAGS=(--cycles=1 --tasks=2 --candidates=2 --eval_tasks=4)
 [[ -x $PY ]] || die "no python at $PY (set PYTHON)"
 (( LANES >= 1 )) || die "LANES must be >= 1"
@@ -63,13 +72,17 @@ rounds_done() {  # run dir -> completed rounds (0 when none)
 }
 
 cycles() {  # the study's rounds, from the flag files (the smoke run: 1)
-  if [[ -n $prefix ]]; then echo 1; return; fi
+  if [[ $smoke == 1 ]]; then echo 1; return; fi
+  local given
+  given=$(printf '%s\n' "${extra_flags[@]}" | sed -n 's/^--cycles=//p' | tail -1)
+  if [[ -n $given ]]; then echo "$given"; return; fi
   sed -n 's/^--cycles=//p' "$src/experiments/study/common.flags" | tail -1
 }
 
 run_one() {  # arm seed
-  local arm=$1 seed=$2 name="${prefix}$1_s$2" flags=("${SMOKE_FLAGS[@]}") status=0
-  [[ -n $prefix ]] || flags=()
+  local arm=$1 seed=$2 name="${prefix}$1_s$2" flags=() status=0
+  [[ $smoke == 1 ]] && flags+=("${SMOKE_FLAGS[@]}")
+  flags+=("${extra_flags[@]}")
   local log=$root/logs/$name.log run_dir=$root/runs/$name stalled=0 before
   if (( $(rounds_done "$run_dir") >= $(cycles) )); then
     echo "== $name already finished" | tee -a "$log"; return 0
@@ -172,7 +185,7 @@ if [[ $mode == --foreground ]]; then
 fi
 for (( lane_index = 0; lane_index < LANES; lane_index++ )); do
   nohup taskset -c $(( lane_index % $(nproc) )) bash "$0" "$commit" --lane \
-      "$lane_index" > "$root/logs/lane$lane_index.log" 2>&1 &
-  echo "lane $lane_index: pid $! on core $(( lane_index % $(nproc) )), log $root/logs/lane$lane_index.log"
+      "$lane_index" > "$root/logs/${prefix}lane$lane_index.log" 2>&1 &
+  echo "lane $lane_index: pid $! on core $(( lane_index % $(nproc) )), log $root/logs/${prefix}lane$lane_index.log"
 done
 echo "follow: bash $0 $commit --status"
