@@ -156,8 +156,8 @@ def run(config: RunConfig, resume: bool = False, model_source=None,
                     'or drop --resume to start it')
   if config.run_dir.is_dir() and distributed.is_main():  # Only process 0 takes the lock.
     run_dir_lib.check_unlocked(config.run_dir)  # Before minutes of model loading.
-  exp = _build_validated(config, model_source)  # Before the run dir exists: a failed load
-  # leaves nothing.
+  # Before the run dir exists: a failed load leaves nothing.
+  exp = _build_validated(config, model_source)
   run_dir = run_dir_lib.RunDir(config.run_dir, exp.backend.is_main, tensorboard=tensorboard)
   with run_dir.lock():
     run_dir.sweep_partial_files()

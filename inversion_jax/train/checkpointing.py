@@ -26,8 +26,6 @@ import orbax.checkpoint as ocp
 from inversion_jax.errors import OutputError, UserError
 from inversion_jax.parallel import distributed
 from inversion_jax.records import files as files_lib
-from inversion_jax.records.files import jsonable
-from inversion_jax.records.files import write_json_atomic
 
 RUN_CONFIG_FILE = 'run_config.json'
 CHECKPOINT_SUBDIR = 'checkpoints'
@@ -114,7 +112,7 @@ class RoundCheckpointer:
     """Writes `run_config.json` for a run with no committed round (a fresh start, or a
     restart after a kill in round 1): before any work, so no commit precedes it."""
     if distributed.is_main():
-      write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)
+      files_lib.write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)
 
   def save(self, round_index: int, lora, opt_state, rng, meta: dict):
     """Writes round `round_index` and returns once it is complete on disk.
@@ -131,7 +129,7 @@ class RoundCheckpointer:
         lora=ocp.args.StandardSave(_on_host(lora)),
         opt_state=ocp.args.StandardSave(_on_host(opt_state)),
         rng=ocp.args.StandardSave(_raw_key_data(rng)),
-        meta=ocp.args.JsonSave(jsonable(meta | {META_RUN_CONFIG: self._run_config})))
+        meta=ocp.args.JsonSave(files_lib.jsonable(meta | {META_RUN_CONFIG: self._run_config})))
     try:
       with _quiet_orbax_errors():
         saved = self._manager.save(round_index, args=args)
@@ -141,7 +139,7 @@ class RoundCheckpointer:
     if not saved:
       raise RuntimeError(f'Orbax declined to save step {round_index}')
     if distributed.is_main() and not (self.directory / RUN_CONFIG_FILE).exists():
-      write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)  # A repair.
+      files_lib.write_json_atomic(self.directory / RUN_CONFIG_FILE, self._run_config)  # A repair.
 
   def restore(self, round_index: int, lora_like, opt_state_like):
     """Returns `(lora, opt_state, rng, meta)` of a saved round, shaped like *_like."""
@@ -190,7 +188,7 @@ class RoundCheckpointer:
     stored = self.restore_meta(first).get(META_RUN_CONFIG)
     if isinstance(stored, dict):
       if distributed.is_main() and not _is_json_dict(path):
-        write_json_atomic(path, stored)
+        files_lib.write_json_atomic(path, stored)
       return stored
     return files_lib.read_json(
         path, f'the run configuration of {self.directory}\'s rounds is lost; start a fresh '
@@ -206,8 +204,8 @@ class RoundCheckpointer:
       self.write_run_config()  # Nothing committed: this run starts over with its own config.
       return
     stored = self.stored_config()
-    current = json.loads(json.dumps(jsonable(run_config)))  # Tuples -> lists, as stored.
-    older = json.loads(json.dumps(jsonable(defaults or {})))
+    current = json.loads(json.dumps(files_lib.jsonable(run_config)))  # Tuples -> lists, as stored.
+    older = json.loads(json.dumps(files_lib.jsonable(defaults or {})))
     stored = {key: older[key] for key in current if key not in stored and key in older} | stored
     changes = [
         f'{key} {_show(stored, key)} -> {_show(current, key)}'
