@@ -281,7 +281,7 @@ def round_work(exp, result: rounds.RoundResult) -> dict:
     held_prefill = sum(count(p.suffix) for p in prompts) + sum(count(h) for h in {
         p.prefix for p in prompts})
   return {'decode_tokens': decode + held_decode, 'prefill_tokens': prefill + held_prefill,
-          'train_tokens': train * exp.config.epochs,
+          'train_tokens': train * exp.config.train.epochs,
           'heldout_decode_tokens': held_decode, 'heldout_prefill_tokens': held_prefill,
           'signal_prefill_tokens': signal_prefill,
           'train_lengths': training.example_lengths(train_examples(exp, result)),
@@ -318,7 +318,8 @@ def step_flops(model_config, lora_rank: int, lengths) -> float:
 
 def train_flops(exp, result: rounds.RoundResult) -> float:
   lengths = training.example_lengths(train_examples(exp, result))
-  return exp.config.epochs * step_flops(exp.generator.config, exp.config.lora_rank, lengths)
+  return exp.config.train.epochs * step_flops(exp.generator.config, exp.config.lora.lora_rank,
+                                              lengths)
 
 
 def measure_matmul(rows: int = 512, inner: int = 576, cols: int = 1536, repeats: int = 5,
@@ -493,21 +494,21 @@ def time_reference_training(hf, tokenizer, examples, run_config, steps: int,
                             max_len: int = 512, seed: int = 0) -> dict:
   """The original's training of `examples`, timed: transformers + PEFT LoRA (its rank,
   alpha, dropout and targets), every row padded to `max_len` tokens, batch
-  `run_config.batch_size`, AdamW (lr `run_config.lr`) with HF Trainer's gradient clipping
-  at 1.0, loss on every token (the original trained on padding too). One warm-up step,
+  `run_config.train.batch_size`, AdamW (lr `run_config.train.lr`) with HF Trainer's
+  gradient clipping at 1.0, loss on every token (the original trained on padding too). One warm-up step,
   then `steps` steps timed; their mean is scaled to one epoch of `examples`."""
   import peft  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
   model = peft.get_peft_model(hf, peft.LoraConfig(
-      r=run_config.lora_rank, lora_alpha=run_config.lora_alpha,
-      lora_dropout=run_config.lora_dropout, target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+      r=run_config.lora.lora_rank, lora_alpha=run_config.lora.lora_alpha,
+      lora_dropout=run_config.lora.lora_dropout, target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'],
       task_type='CAUSAL_LM'))
   model.train()
   optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                lr=run_config.lr, weight_decay=0.0)
-  batch = run_config.batch_size
-  total_steps = math.ceil(len(examples) / batch) * run_config.epochs
+                                lr=run_config.train.lr, weight_decay=0.0)
+  batch = run_config.train.batch_size
+  total_steps = math.ceil(len(examples) / batch) * run_config.train.epochs
   pad = tokenizer.pad_id if tokenizer.pad_id is not None else 0
 
   def rows(start):
@@ -765,7 +766,7 @@ def run_benchmark(settings: Settings, model_source=None, save=None) -> dict:
         calibration = calibrate_threshold(config, source, settings.dose_acceptance)
       else:
         calibration = {'threshold': settings.dose_threshold, 'given': True}
-      config = dataclasses.replace(config, threshold=calibration['threshold'])
+      config = config.replace(threshold=calibration['threshold'])
     jax.clear_caches()  # Each config's first round compiles (or loads) as a fresh process would.
     results['configs'][name], exp = time_rounds(config, source, settings.repeats)
     if calibration:

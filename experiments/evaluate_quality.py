@@ -11,7 +11,6 @@ instead of `--workdir` it evaluates that base model alone and writes `--output` 
 per tool, and every row).
 """
 
-import dataclasses
 import os
 import pathlib
 import sys
@@ -24,6 +23,7 @@ from inversion_jax import compile_cache  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import metrics  # noqa: E402
 from inversion_jax.loop import experiment, rounds  # noqa: E402
+from inversion_jax.loop import run_config as run_config_lib  # noqa: E402
 from inversion_jax.records import files  # noqa: E402
 from inversion_jax.records import history, report, run_dir  # noqa: E402
 from inversion_jax.train.checkpointing import CHECKPOINT_SUBDIR, RUN_CONFIG_FILE, RoundCheckpointer  # noqa: E402
@@ -51,7 +51,7 @@ def evaluate_base_model():
   config.validate()
   exp = experiment.build(config)
   phase = rounds.heldout_phase(exp, exp.generator)
-  files.write_json_atomic(output, {'model': FLAGS.model, 'split': config.eval_split,
+  files.write_json_atomic(output, {'model': FLAGS.model, 'split': config.evaluation.eval_split,
                                            'metrics': phase.metrics, 'seconds': phase.seconds,
                                            'rows': phase.rows})
   metrics_ = phase.metrics
@@ -109,9 +109,9 @@ def run_config(workdir: pathlib.Path, overrides: dict) -> experiment.RunConfig:
   advice = ('resume the run once with self_improve.py --resume (it rewrites the file from the '
             'checkpoints)')
   stored = files.read_json(path, advice)
-  fields = {f.name for f in dataclasses.fields(experiment.RunConfig)}
+  fields = run_config_lib.flat_fields()
   stored = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in fields}
-  config = dataclasses.replace(experiment.RunConfig(**stored), **overrides)
+  config = experiment.RunConfig(**(stored | overrides))
   try:
     config.validate()
   except UserError as error:

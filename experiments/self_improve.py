@@ -12,7 +12,6 @@ Writes <output>/<name>/{progress.json, self_improvement_results.json, checkpoint
 report.md, goodhart.png}.
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ from inversion_jax import compile_cache  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.loop import config_files, experiment  # noqa: E402
 from inversion_jax.loop import presets  # noqa: E402
+from inversion_jax.loop import run_config  # noqa: E402
 from inversion_jax.loop import run_flags  # noqa: E402
 from inversion_jax.parallel import distributed  # noqa: E402
 from inversion_jax.records import files  # noqa: E402
@@ -69,7 +69,7 @@ def config_from_flags() -> experiment.RunConfig:
     if matched and 'threshold' not in presets.check(FLAGS.preset):
       raise UserError('--filter=random_matched keeps as many candidates as a threshold would: '
                       'give --threshold or --target_acceptance')
-    values['threshold'] = DEFAULTS.threshold
+    values["threshold"] = DEFAULTS.selection.threshold
   config = experiment.RunConfig(**values)
   if FLAGS.config is not None and not FLAGS['preset'].present:
     return config
@@ -93,13 +93,13 @@ def parse_flags(argv):
 
 def _check_overrides(args):
   """`--config.FIELD=...` must name a RunConfig field (ConfigDict's own error names none)."""
-  fields = {field.name for field in dataclasses.fields(experiment.RunConfig)}
+  fields = run_config.flat_fields()
   for arg in args:
     if arg.startswith('--config.'):
       field = arg[len('--config.'):].split('=')[0].split('.')[0]
       if field not in fields:
         raise UserError(f'--config.{field} is not a setting; --config.FIELD overrides one of '
-                        'RunConfig\'s fields (inversion_jax/loop/experiment.py)')
+                        'RunConfig\'s settings (inversion_jax/loop/run_config.py)')
 
 
 def _exit_with(message: str):

@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from inversion_jax.errors import UserError
-from inversion_jax.loop import config_files, experiment, presets, selection
+from inversion_jax.loop import config_files, experiment, presets, run_config, selection
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs').glob('*.py'))
-FIELDS = {f.name for f in dataclasses.fields(experiment.RunConfig)}
+FIELDS = set(run_config.flat_fields())
 # The study's configs set fields of the study's own issue (calibrated threshold, AFTER only
 # in the last round); until RunConfig has them those files cannot load.
 STUDY_FIELDS = {'target_acceptance', 'after_every'}
@@ -34,7 +34,7 @@ def test_base_holds_every_run_config_field_and_is_locked():
   assert set(config.keys()) == FIELDS
   assert config_files.to_run_config(config) == experiment.RunConfig()
   config.top_k = 50  # A field whose default is None still takes a value of its type.
-  assert config_files.to_run_config(config).top_k == 50
+  assert config_files.to_run_config(config).generation.top_k == 50
   with pytest.raises(AttributeError):
     config.cyclez = 3
 
@@ -44,8 +44,8 @@ def test_every_config_file_is_a_valid_run(path):
   if path.stem.startswith('study') and not STUDY_FIELDS <= FIELDS:
     pytest.skip('RunConfig lacks the study\'s fields')
   config = config_files.to_run_config(load(path))
-  if config.filter not in selection.FILTERS:  # An arm whose filter is not in this version.
-    pytest.skip(f'filter {config.filter} not available')
+  if config.selection.filter not in selection.FILTERS:  # An arm's filter not in this version.
+    pytest.skip(f'filter {config.selection.filter} not available')
   config.validate()
 
 
@@ -59,7 +59,7 @@ def test_original_file_is_the_preset():
 def test_study_arms_differ_only_in_their_filter():
   arms = {arm: config_files.to_run_config(load(ROOT / 'configs' / f'study_{arm}.py'))
           for arm in ('v1', 'v2', 'r')}
-  assert [arms[a].filter for a in ('v1', 'v2', 'r')] == [
+  assert [arms[a].selection.filter for a in ('v1', 'v2', 'r')] == [
       'threshold', 'reproducibility', 'random_matched']
   assert arms['v2'] == config_files.to_run_config(load(ROOT / 'configs' / 'study.py', 'v2'))
   plain = {arm: dataclasses.replace(c, filter='x', name='x') for arm, c in arms.items()}

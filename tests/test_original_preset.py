@@ -177,8 +177,10 @@ def test_lora_init_ranges(init, bound):
 def test_preset_fills_only_what_was_not_given():
   config = presets.apply(experiment.RunConfig(tasks=7), 'original', explicit=['tasks'])
   assert config.preset == 'original' and config.tasks == 7
-  assert (config.top_k, config.stop_at_newline, config.max_grad_norm, config.lora_init,
-          config.task_bank, config.prompt_style, config.command_cleaning) == (
+  generation_settings = config.generation
+  assert (generation_settings.top_k, generation_settings.stop_at_newline,
+          config.train.max_grad_norm, config.lora.lora_init, config.task_bank,
+          generation_settings.prompt_style, generation_settings.command_cleaning) == (
               50, False, 1.0, 'peft', 'original', 'original', 'original')
   assert presets.apply(experiment.RunConfig(), 'none') == experiment.RunConfig()
   with pytest.raises(UserError, match='preset'):
@@ -190,7 +192,7 @@ def test_preset_original_run_writes_the_originals_fields(tiny_gguf, tmp_path):  
   explicit = ['cycles', 'tasks', 'candidates', 'threshold', 'max_new_tokens']
   config = presets.apply(config_for(tiny_gguf, tmp_path, cycles=1, threshold=0.0),
                          'original', explicit)
-  assert config.top_k == 50 and config.task_bank == 'original'
+  assert config.generation.top_k == 50 and config.task_bank == 'original'
   experiment.run(config)
   progress = json.loads((config.run_dir / history.PROGRESS_FILE).read_text())
   assert progress['last_completed_cycle'] == 1 and 'timestamp' in progress

@@ -286,11 +286,14 @@ def test_faithful_round_prompts_are_transformers_ids(ours, theirs, monkeypatch):
 
   monkeypatch.setattr(gen, '_split_rows', spy)
   scorer = inversion.ScorerConfig(
-      command_cleaning=config.command_cleaning, generation=config.sampling(0.7, 100),
-      reconstruction=config.sampling(0.3, 50), rating=config.sampling(0.1, 5))
+      command_cleaning=config.generation.command_cleaning,
+      generation=config.generation.sampling(0.7, 100),
+      reconstruction=config.generation.sampling(0.3, 50),
+      rating=config.generation.sampling(0.1, 5))
   assert scorer.generation.top_k == 50 and not scorer.generation.stop_at_newline
   tasks = bank_lib.sample_tasks(bank_lib.named_bank('original'), 4, seed=0)
-  batch = inversion.score_tasks(gen, prompts.get_style(config.prompt_style), tasks, 2, scorer, 0)
+  batch = inversion.score_tasks(gen, prompts.get_style(config.generation.prompt_style), tasks, 2,
+                                scorer, 0)
   expected = ([ORIGINAL_GENERATE.format(tool=r.task.tool, task=r.task.text) for r in batch.rows]
               + [ORIGINAL_INVERT.format(tool=r.task.tool, command=r.command) for r in batch.rows]
               + [ORIGINAL_RATE.format(task1=r.task.text, task2=r.reconstruction)

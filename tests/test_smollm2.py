@@ -105,7 +105,8 @@ def test_preset_original_round_on_the_embedded_model(smollm2_loaded, smollm2_tok
   explicit = dict(cycles=1, tasks=2, candidates=1, max_new_tokens=24, eval_every=0)
   run = presets.apply(experiment.RunConfig(**explicit, output=str(tmp_path), name='original'),
                       'original', explicit)
-  assert run.top_k == 50 and run.prompt_style == 'original' and not run.stop_at_newline
+  assert run.generation.top_k == 50 and run.generation.prompt_style == 'original'
+  assert not run.generation.stop_at_newline
   experiment.run(run, model_source=(config, params, smollm2_tokenizer))
   progress = json.loads((tmp_path / 'original' / history.PROGRESS_FILE).read_text())
   cycle = progress['history']['cycles'][0]

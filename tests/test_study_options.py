@@ -95,9 +95,10 @@ def test_after_every_k_and_the_preset():
   assert [r for r in range(1, 8) if rounds.runs_after(
       experiment.RunConfig(cycles=7, after_every=0), r)] == [7]
   # The original keeps before/after per cycle unless --after_every is given explicitly.
-  assert presets.apply(experiment.RunConfig(after_every=0), 'original').after_every == 1
+  assert presets.apply(experiment.RunConfig(after_every=0),
+                       'original').evaluation.after_every == 1
   assert presets.apply(experiment.RunConfig(after_every=0), 'original',
-                       explicit=['after_every']).after_every == 0
+                       explicit=['after_every']).evaluation.after_every == 0
 
 
 @pytest.mark.parametrize('overrides, message', [

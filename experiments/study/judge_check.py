@@ -14,7 +14,6 @@ adds a constant to half the score's weight; one that tracks nothing real cannot 
 """
 
 import collections
-import dataclasses
 import json
 import pathlib
 import sys
@@ -65,7 +64,7 @@ def main(argv):
   config = experiment.RunConfig(tasks=FLAGS.tasks, candidates=FLAGS.candidates, seed=FLAGS.seed,
                                 eval_every=0, judge='sample')
   config = presets.apply(config, FLAGS.preset, explicit=('prompt_style', 'judge'))
-  config = dataclasses.replace(config, prompt_style=FLAGS.prompt_style)
+  config = config.replace(prompt_style=FLAGS.prompt_style)
   exp = experiment.build(config)
   path = pathlib.Path(FLAGS.output)
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,11 @@
 """Experiments as files: `--config=configs/X.py` (ml_collections) with dotted overrides.
 
-A config file's `get_config()` starts from `base()`: every `RunConfig` field with its default,
-derived from the dataclass (a field added there is settable here without an edit), locked
-so that a misspelt name fails instead of being ignored. `--config.cycles=3` overrides a
+A config file's `get_config()` starts from `base()`: every `RunConfig` setting by its flat
+name (as the flag names it) with its default, derived from the dataclasses (a setting added
+there is settable here without an edit), locked so that a misspelt name fails instead of being ignored. `--config.cycles=3` overrides a
 value; the original's flags (`--cycles=3`) still win over the file (self_improve.py).
 """
 
-import dataclasses
 import pathlib
 import types
 import typing
@@ -17,6 +16,7 @@ from ml_collections import config_dict
 from inversion_jax.errors import UserError
 from inversion_jax.loop import experiment
 from inversion_jax.loop import presets as presets_lib
+from inversion_jax.loop import run_config
 
 
 def _value_type(annotation):
@@ -29,12 +29,11 @@ def _value_type(annotation):
 
 def base(preset: str = 'none') -> ml_collections.ConfigDict:
   """RunConfig's fields and defaults (with `preset`'s settings), locked against new names."""
-  defaults = experiment.RunConfig()
+  defaults = experiment.RunConfig().as_dict()
   values = {}
-  for field in dataclasses.fields(experiment.RunConfig):
-    value = getattr(defaults, field.name)
-    values[field.name] = (config_dict.placeholder(_value_type(field.type)) if value is None
-                          else value)
+  for name, field in run_config.flat_fields().items():
+    values[name] = (config_dict.placeholder(_value_type(field.type)) if defaults[name] is None
+                    else defaults[name])
   config = ml_collections.ConfigDict(values)
   for key, value in presets_lib.check(preset).items():
     setattr(config, key, value)
@@ -47,11 +46,11 @@ def base(preset: str = 'none') -> ml_collections.ConfigDict:
 def run_config_values(config) -> dict:
   """The file's settings as `RunConfig` keyword arguments; unknown names are a UserError."""
   values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-  known = {field.name for field in dataclasses.fields(experiment.RunConfig)}
+  known = set(run_config.flat_fields())
   unknown = sorted(set(values) - known)
   if unknown:
     raise UserError(f'the config sets unknown fields {unknown}; the fields are RunConfig\'s '
-                    '(inversion_jax/loop/experiment.py)')
+                    '(inversion_jax/loop/run_config.py)')
   return {key: tuple(value) if isinstance(value, list) else value
           for key, value in values.items()}
 

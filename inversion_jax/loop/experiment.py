@@ -16,7 +16,6 @@ from inversion_jax.decode import generation
 from inversion_jax.decode import prompts as prompts_lib
 from inversion_jax.errors import UserError
 from inversion_jax.goodhart import metrics as metrics_lib
-from inversion_jax.goodhart import monitor as monitor_lib
 from inversion_jax.loop import rounds
 from inversion_jax.loop.run_config import RunConfig
 from inversion_jax.loop import selection
@@ -31,7 +30,6 @@ from inversion_jax.records import console as console_lib
 from inversion_jax.records import history as history_lib
 from inversion_jax.records import run_dir as run_dir_lib
 from inversion_jax.scoring import inversion
-from inversion_jax.scoring import text as text_lib
 from inversion_jax.tasks import bank as bank_lib
 from inversion_jax.train import checkpointing
 from inversion_jax.train import training
@@ -67,10 +65,8 @@ class Experiment:
     return lora_lib.merge_into_base(lora, self.base, self.lora_config, self.plain_state)
 
 
-# always: BOS starts every prompt (how every figure in BUILD_NOTES was made, also for
-# SmolLM2, whose GGUF says add_bos_token = false); tokenizer: as its config says (HF's way).
 # The original's temperature and budget of the reconstruction and rating calls.
-_CALL_SAMPLING = {'reconstruction': (0.3, 50), 'rating': (0.1, 5)}
+CALL_SAMPLING = {'reconstruction': (0.3, 50), 'rating': (0.1, 5)}
 
 
 def build(config: RunConfig, model_source=None) -> Experiment:
@@ -82,44 +78,36 @@ def build(config: RunConfig, model_source=None) -> Experiment:
 def _build_validated(config: RunConfig, model_source) -> Experiment:
   model_config, flat, tokenizer = model_source or registry.load_model_source(config.model)
   config.check_layers(model_config.num_layers)
-  backend = parallel.make_backend(config.parallel, config.num_devices,
-                                  shard_params=config.shard_params,
-                                  model_axis=config.model_axis, model_config=model_config)
+  backend = config.devices.make_backend(model_config)
   # Each tensor placed straight into its sharding; one base for every stage (footprint.py).
   plain_graphdef, plain_state = model_lib.from_flat_params(
       model_config.replace(dtype=config.dtype), flat, place=backend.param_sharding)
-  lora_config = lora_lib.LoRAConfig(config.lora_rank, config.lora_alpha, config.lora_dropout,
-                                    init=config.lora_init)
+  lora_config = config.lora.lora_config()
   run_state = footprint.run_state(plain_graphdef, plain_state, backend, lora_config,
                                   seed=config.seed)
   graphdef, lora, base, plain_state = (run_state.graphdef, run_state.lora, run_state.base,
                                        run_state.plain)
-  train_config = training.TrainConfig(
-      learning_rate=config.lr, batch_size=config.batch_size, epochs=config.epochs,
-      completion_only=config.completion_only, max_grad_norm=config.max_grad_norm)
+  generation_settings, evaluation_settings = config.generation, config.evaluation
   return Experiment(
       config=config, graphdef=graphdef, base=base, initial_lora=lora, plain_state=plain_state,
       lora_config=lora_config, tokenizer=tokenizer,
       generator=generation.Generator(
           plain_graphdef, plain_state, tokenizer, stop_strings=('\n',),
-          max_batch=config.max_batch, add_bos=config.bos == 'always' or tokenizer.add_bos,
-          quantize=config.quantize, backend=backend, show_progress=backend.is_main),
-      trainer=training.Trainer(graphdef, base, train_config, pad_id=tokenizer.pad_id,
-                               backend=backend, show_progress=backend.is_main),
+          max_batch=generation_settings.max_batch,
+          add_bos=generation_settings.bos == 'always' or tokenizer.add_bos,
+          quantize=generation_settings.quantize, backend=backend,
+          show_progress=backend.is_main),
+      trainer=training.Trainer(graphdef, base, config.train.train_config(),
+                               pad_id=tokenizer.pad_id, backend=backend,
+                               show_progress=backend.is_main),
       backend=backend,
-      style=prompts_lib.get_style(config.prompt_style),
+      style=prompts_lib.get_style(generation_settings.prompt_style),
       bank=bank_lib.named_bank(config.task_bank),
-      filter=selection.get_filter(config.filter, **config.filter_settings()),
-      scorer=inversion.ScorerConfig(
-          judge=config.judge, scorer=config.scorer, fidelity_layer=config.fidelity_layer,
-          fidelity_k=config.fidelity_k, weights=text_lib.ScoreWeights(*config.weights),
-          command_cleaning=config.command_cleaning,
-          generation=config.sampling(config.temperature, config.max_new_tokens),
-          reconstruction=config.sampling(*_CALL_SAMPLING['reconstruction']),
-          rating=config.sampling(*_CALL_SAMPLING['rating']),
-      ),
-      heldout=(evaluation.subset(heldout.load(config.eval_split), config.eval_tasks)
-               if config.eval_every else []),
+      filter=config.selection.make_filter(config.seed),
+      scorer=config.scoring.scorer_config(generation_settings, CALL_SAMPLING),
+      heldout=(evaluation.subset(heldout.load(evaluation_settings.eval_split),
+                                 evaluation_settings.eval_tasks)
+               if evaluation_settings.eval_every else []),
   )
 
 
@@ -197,15 +185,15 @@ def _run_rounds(exp: Experiment, config: RunConfig, run_dir, checkpointer, histo
     lora, history = _restore(exp, checkpointer, first_round - 1, history)
     run_dir.save_progress(history)  # Repairs a progress.json a kill left behind.
     exp.calibration = history.rounds[0].get('calibration')
-    if config.target_acceptance is not None and exp.calibration is None:
+    if config.selection.target_acceptance is not None and exp.calibration is None:
       raise UserError(f'{config.run_dir} has no calibrated threshold in round 1; it cannot be '
                       'resumed with --target_acceptance')
     done = first_round - 1
     run_dir.say(f'{config.run_dir} already has all {done} rounds; its results:'
                 if done >= config.cycles else f'resuming {config.run_dir} after round {done}')
-  monitor = monitor_lib.GoodhartMonitor(config.on_goodhart, config.goodhart_tolerance)
+  monitor = config.monitor.make_monitor()
   base = None
-  if first_round == 1 and config.eval_every:
+  if first_round == 1 and config.evaluation.eval_every:
     base = rounds.heldout_phase(exp, exp.generator, metrics_lib.BASE_PHASE)
     run_dir.write_rows(0, metrics_lib.HELDOUT_PHASE, base.rows)
   for round_index in range(first_round, config.cycles + 1):

@@ -6,8 +6,6 @@ deliberate differences from the original are in docs/driver.md, "Where we differ
 original, and why".
 """
 
-import dataclasses
-
 from inversion_jax.errors import UserError
 
 # intrinsic_self_improvement.py in CINOAdam/inversion-self-improvement (its argparse
@@ -43,4 +41,4 @@ def check(name: str) -> dict:
 def apply(config, name: str, explicit=()):
   """`config` with the preset's settings, except those named in `explicit`."""
   settings = {key: value for key, value in check(name).items() if key not in set(explicit)}
-  return dataclasses.replace(config, preset=name, **settings)
+  return config.replace(preset=name, **settings)

@@ -94,15 +94,16 @@ def phase_filter(exp, round_index: int, name: str, scores) -> selection.Filter:
   """The filter a phase applies: with the calibrated threshold once round 1's BEFORE has
   set it (`--target_acceptance`), drawing (random_matched) from (seed, round, phase)."""
   cfg = exp.config
-  if cfg.target_acceptance is not None and exp.calibration is None:
+  target = cfg.selection.target_acceptance
+  if target is not None and exp.calibration is None:
     if (round_index, name) != (1, 'before'):
       raise ValueError(f'round {round_index} {name}: the threshold was never calibrated')
-    threshold, kept = selection.calibrate_threshold(scores, cfg.target_acceptance)
-    exp.calibration = {'target_acceptance': cfg.target_acceptance, 'threshold': threshold,
+    threshold, kept = selection.calibrate_threshold(scores, target)
+    exp.calibration = {'target_acceptance': target, 'threshold': threshold,
                        'kept_fraction': kept, 'num_scores': int(len(scores)),
                        'from': 'round 1 before (the base model)'}
     logging.warning('threshold calibrated to %.6f on round 1 BEFORE: keeps %.1f%% (target '
-                    '%.1f%%)', threshold, 100 * kept, 100 * cfg.target_acceptance)
+                    '%.1f%%)', threshold, 100 * kept, 100 * target)
   filter_ = exp.filter
   if exp.calibration is not None:
     filter_ = selection.with_threshold(filter_, exp.calibration['threshold'])
@@ -187,20 +188,20 @@ def _train_phase(losses, num_examples, skipped_reason, start) -> Phase:
 def heldout_phase(exp, generator, name: str = metrics_lib.HELDOUT_PHASE) -> Phase:
   """Greedy held-out commands of the current weights, graded."""
   graded = evaluation.evaluate_model(generator, exp.style, exp.heldout,
-                                     exp.config.max_new_tokens, exp.count_tokens)
+                                     exp.config.generation.max_new_tokens, exp.count_tokens)
   seconds = graded.metrics.pop('seconds')
   return Phase(name, graded.metrics, graded.rows, {'heldout': seconds})
 
 
 def evaluates(config, round_index: int) -> bool:
   """Whether round `round_index` runs the held-out evaluation (`--eval_every`)."""
-  return bool(config.eval_every) and (round_index % config.eval_every == 0 or
-                                      round_index == config.cycles)
+  every = config.evaluation.eval_every
+  return bool(every) and (round_index % every == 0 or round_index == config.cycles)
 
 
 def runs_after(config, round_index: int) -> bool:
   """Whether round `round_index` runs AFTER (`--after_every`: every k-th and the last)."""
-  every = config.after_every
+  every = config.evaluation.after_every
   return round_index == config.cycles or bool(every) and round_index % every == 0
 
 
@@ -248,7 +249,7 @@ def run_round(exp, lora, round_index: int, base: Phase | None = None,
     phases.append(heldout_phase(exp, generator))
   record = make_record(round_index, phases, before.rows, time.perf_counter() - start)
   if after is None:
-    record['after_skipped_reason'] = (f'--after_every={exp.config.after_every}: the next '
+    record['after_skipped_reason'] = (f'--after_every={exp.config.evaluation.after_every}: the next '
                                       'round\'s BEFORE measures these adapters')
   if round_index == 1 and exp.calibration is not None:
     record['calibration'] = dict(exp.calibration)

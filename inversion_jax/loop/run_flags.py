@@ -1,18 +1,17 @@
 """`RunConfig` as absl flags: one flag per field, its help and choices from the field.
 
-A field added to `RunConfig` is a flag without an edit here. A tuple field is a
+A setting added to `RunConfig` (or one of its groups) is a flag without an edit here. A tuple field is a
 comma-separated list of numbers. Fields in `UNSET_DEFAULT` default to None as flags, so
 the driver can tell a given value from the default (a preset fills the ones not given).
 """
 
-import dataclasses
 import types
 import typing
 
 from absl import flags
 
 from inversion_jax.errors import UserError
-from inversion_jax.loop.run_config import RunConfig
+from inversion_jax.loop import run_config
 
 # The threshold flag's own default is None: --target_acceptance or a preset sets it when the
 # user did not (self_improve.config_from_flags); RunConfig's default applies otherwise.
@@ -29,8 +28,8 @@ def _base_type(annotation):
 
 def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
   """Defines a flag for every RunConfig field in `flag_values`."""
-  for field in dataclasses.fields(RunConfig):
-    name, kind = field.name, _base_type(field.type)
+  for name, field in run_config.flat_fields().items():
+    kind = _base_type(field.type)
     default = None if name in UNSET_DEFAULT else field.default
     help_text, choices = field.metadata['help'], field.metadata['choices']
     if name in UNSET_DEFAULT:
@@ -48,8 +47,8 @@ def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def values(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
   """Every field's value from the flags; tuple fields parsed to numbers of the right count."""
   out = {}
-  for field in dataclasses.fields(RunConfig):
-    value = flag_values[field.name].value
+  for name, field in run_config.flat_fields().items():
+    value = flag_values[name].value
     kind = _base_type(field.type)
     if typing.get_origin(kind) is tuple:
       count = len(typing.get_args(kind))
@@ -58,12 +57,12 @@ def values(flag_values: flags.FlagValues = flags.FLAGS) -> dict:
       except ValueError:
         value = ()
       if len(value) != count:
-        raise UserError(f'--{field.name} needs {count} comma-separated numbers, got '
-                        f'{",".join(flag_values[field.name].value)}')
-    out[field.name] = value
+        raise UserError(f'--{name} needs {count} comma-separated numbers, got '
+                        f'{",".join(flag_values[name].value)}')
+    out[name] = value
   return out
 
 
 def given(flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
   """The RunConfig fields given on the command line."""
-  return [f.name for f in dataclasses.fields(RunConfig) if flag_values[f.name].present]
+  return [name for name in run_config.flat_fields() if flag_values[name].present]
