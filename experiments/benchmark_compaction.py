@@ -15,7 +15,6 @@ each is a warm-up (compilation) and is reported apart.
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -24,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from experiments import provenance  # noqa: E402
 from inversion_jax import compile_cache  # noqa: E402
 from inversion_jax.decode import generation, prompts  # noqa: E402
 from inversion_jax.decode.sampling import SamplingConfig  # noqa: E402
@@ -85,8 +85,7 @@ def main(argv):
       'flags': {k: FLAGS[k].value for k in ('model', 'tasks', 'candidates', 'max_new_tokens',
                                              'temperature', 'compact_every', 'repeats',
                                              'max_batch', 'call')},
-      'machine': {'processor': platform.processor() or platform.machine(),
-                  'cpus': os.cpu_count()},
+      'machine': provenance.machine_info(),
       'date': time.strftime('%Y-%m-%d'),
   }
   print(f'{len(rows)} rows, {tokens["compacting"]:,} tokens; same texts: {same}')

@@ -47,15 +47,12 @@ Generated commands are text: nothing here executes them.
 """
 
 import dataclasses
-import datetime
 import json
 import math
 import os
 import pathlib
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -68,6 +65,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
 from experiments import benchmark_sampler  # noqa: E402
+from experiments import provenance  # noqa: E402
 from inversion_jax import compile_cache  # noqa: E402
 from inversion_jax.decode import prompts as prompts_lib  # noqa: E402
 from inversion_jax.decode import sampling  # noqa: E402
@@ -586,34 +584,6 @@ def ratios(entry: dict, floor: dict) -> dict:
 # ----------------------------------------------------------------------------- reporting
 
 
-def git_commit() -> str | None:
-  try:
-    return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True,
-                          text=True, timeout=10, check=True).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return None
-
-
-def cpu_model() -> str | None:
-  """The CPU's model name from /proc/cpuinfo (Linux; `platform.processor()` is often '')."""
-  try:
-    with open('/proc/cpuinfo', encoding='utf-8') as file:
-      for line in file:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return None
-
-
-def machine_info() -> dict:
-  info = benchmark_sampler.machine_info()
-  info.update(processor=platform.processor(), cpu_model=cpu_model(), machine=platform.machine(),
-              git_commit=git_commit(),
-              date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'))
-  return info
-
-
 def _fmt(value, spec='.1f'):
   return '-' if value is None or (isinstance(value, float) and not math.isfinite(value)) else (
       format(value, spec))
@@ -751,7 +721,7 @@ def run_benchmark(settings: Settings, model_source=None, save=None) -> dict:
     run_config(name)  # Unknown names fail before anything runs.
   model_config, flat, tokenizer = model_source or registry.load_model_source(settings.model)
   source = (model_config, flat, tokenizer)
-  results = {'model': settings.model, 'machine': machine_info(),
+  results = {'model': settings.model, 'machine': provenance.machine_info(),
              'settings': {k: v for k, v in dataclasses.asdict(settings).items()},
              'configs': {}}
   exp, examples = None, {}

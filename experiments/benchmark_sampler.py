@@ -24,11 +24,9 @@ to run every step (no stop tokens; `min_new_tokens` for transformers).
 """
 
 import dataclasses
-import datetime
 import functools
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +40,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from experiments import provenance  # noqa: E402
 from inversion_jax.decode import sampling  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.nn import model as model_lib  # noqa: E402
@@ -551,7 +550,7 @@ def run_benchmark(graphdef, state, config: ModelConfig, flat, settings: Settings
   if longest > config.max_seq_len:
     raise UserError(f'--prompt_len + --new_tokens + 1 = {longest} exceeds the context of '
                     f'{config.max_seq_len} tokens')
-  results = dict(source=source, machine=machine_info(), settings=dataclasses.asdict(settings),
+  results = dict(source=source, machine=provenance.machine_info(), settings=dataclasses.asdict(settings),
                  config=dataclasses.asdict(config))
   results['matmul_ceiling'] = ceiling = ceiling_section(config, settings.matmul_size,
                                                      settings.matmul_repeats)
@@ -568,25 +567,6 @@ def peak_device_bytes() -> int | None:
   """Peak bytes in use on the first device so far (None where the backend does not say)."""
   stats = jax.devices()[0].memory_stats() or {}
   return stats.get('peak_bytes_in_use')
-
-
-def machine_info() -> dict:
-  """Enough to tell later which machine and software produced the numbers."""
-  info = dict(date=datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
-              python=platform.python_version(), platform=platform.platform(),
-              cpu_count=os.cpu_count(), jax=jax.__version__, backend=jax.default_backend(),
-              devices=[str(d) for d in jax.devices()],
-              device_kind=jax.devices()[0].device_kind)
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    import transformers  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return info
-  info.update(torch=torch.__version__, transformers=transformers.__version__,
-              torch_threads=torch.get_num_threads(), torch_cuda=torch.cuda.is_available())
-  if torch.cuda.is_available():
-    info['torch_cuda_device'] = torch.cuda.get_device_name(0)
-  return info
 
 
 def _num(value, spec):

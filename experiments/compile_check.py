@@ -19,7 +19,6 @@ import datetime
 import functools
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -31,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from experiments import provenance  # noqa: E402
 from inversion_jax import parallel  # noqa: E402
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.nn import config as config_lib  # noqa: E402
@@ -38,7 +38,6 @@ from inversion_jax.nn import quantize as quantize_lib  # noqa: E402
 from inversion_jax.nn.config import ModelConfig  # noqa: E402
 from inversion_jax.parallel import footprint  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GiB = 1024 ** 3
 
 SHAPES = {'mistral-7b': ModelConfig.mistral_7b_v02, 'llama3-8b': ModelConfig.llama3_8b,
@@ -113,14 +112,6 @@ def roofline(program: dict, chip: Chip, quantize: str) -> tuple[float, float]:
   compute = program['flops'] / peak
   return (max(compute, program['bytes_accessed'] / chip.hbm_bandwidth),
           max(compute, program['arguments'] / chip.hbm_bandwidth))
-
-
-def commit() -> str:
-  try:
-    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT, capture_output=True,
-                          text=True, check=True).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return 'unknown'
 
 
 def table(result: dict) -> str:
@@ -204,10 +195,10 @@ def describe_result(result: dict, *, devices, chip: Chip, backend, shape, start,
            '(arguments read once / XLA bytes accessed, whichever the compute time does not '
            'exceed); flops and bytes of the decode loop are per step (XLA counts a while '
            'body once); GB moved = XLA bytes accessed',
-      compile_seconds=round(time.perf_counter() - start, 1), commit=commit(),
+      compile_seconds=round(time.perf_counter() - start, 1), commit=provenance.git_commit(short=True),
       jax=jax.__version__,
       date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-      host='2-core AMD EPYC, loaded by parallel work (compiles pinned to one core)')
+      host=provenance.host())
 
 
 if __name__ == '__main__':

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from experiments import benchmark_sampler  # noqa: E402
+from experiments import provenance  # noqa: E402
 from inversion_jax.decode import prompts  # noqa: E402
 from inversion_jax.errors import exit_on_user_error  # noqa: E402
 from inversion_jax.nn.loading import registry  # noqa: E402
@@ -62,7 +63,7 @@ def main(argv):
   rows = 2 * FLAGS.tasks * FLAGS.candidates  # BEFORE and AFTER.
   figures = {'seconds_per_row': per_row, 'rows_per_round': rows,
              'round_seconds': {s: v * rows for s, v in per_row.items()},
-             'machine': benchmark_sampler.machine_info()}
+             'machine': provenance.machine_info()}
   figures['round_seconds']['total_without_training'] = sum(v * rows for v in per_row.values())
   print(json.dumps(figures['round_seconds'], indent=1))
   if FLAGS.output_json:

@@ -7,6 +7,7 @@ counted from abstract weights equals the bytes of a real placed run's arrays; tr
 for a TPU, attention takes the mixed-precision dots (no CPU upcasts).
 """
 
+import dataclasses
 import gc
 
 import jax
@@ -108,6 +109,13 @@ def test_abstract_round_compiles_and_counts_what_a_real_run_holds():
   assert abstract['resident']['base generator: weights beyond the base'] == 0
   assert abstract['peak']['bytes'] == abstract['resident_total'] + max(
       p['extra'] for p in abstract['programs'])
+
+
+def test_a_round_smaller_than_a_prefill_part_compiles():
+  # A prefill part never holds more rows than its wave (the generator cuts parts of a wave).
+  shape = dataclasses.replace(SHAPE, rows=8, part_rows=32)
+  result = footprint.check_round(CONFIG, mesh_backend(), shape, progress=lambda _: None)
+  assert [p['name'] for p in result['programs']] == list(footprint.PROGRAM_ORDER)
 
 
 def test_a_tpu_trace_keeps_the_mixed_precision_dots():

@@ -194,7 +194,8 @@ def generator_programs(gen: generation.Generator, shape: RoundShape, label: str,
   sampling = sampling_lib.SamplingConfig(shape.temperature, shape.max_new, top_k=shape.top_k)
   spec = sampling_lib.DecodeSpec(sampling, 0, prompt_slots=shape.cache_prompt)
   batch = parallel.round_up(shape.rows, gen.shapes.batch_multiple)
-  part = parallel.round_up(shape.part_rows, gen.shapes.batch_multiple)
+  # A part holds at most its wave's rows (the generator cuts parts of a wave).
+  part = parallel.round_up(min(shape.part_rows, shape.rows), gen.shapes.batch_multiple)
 
   def run(name, fn, args, transient_args, donate=(), **static):
     progress(f'compiling {label}{name}')
