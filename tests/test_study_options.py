@@ -210,3 +210,54 @@ def test_study_launcher_resumes_killed_runs_and_restarts_after_each_round(tmp_pa
     subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
                     str(tmp_path / 'study' / 'src')], capture_output=True)
     subprocess.run(['git', '-C', str(ROOT), 'worktree', 'prune'], capture_output=True)
+
+
+@pytest.mark.slow
+def test_pilot_launcher_runs_each_mechanism_with_its_flags(tmp_path):
+  """The detectors' pilot: one V1 run per mechanism on seed 100 at the study's flag files,
+  the mechanism's flags after them; two lanes; its status and collected files (fake
+  interpreter, as above)."""
+  import os
+  import shutil
+  import subprocess
+  import sys
+  from tests.tiny_run import ROOT
+  if shutil.which('taskset') is None:
+    pytest.skip('the launcher pins its lanes with taskset (util-linux), not on this machine')
+  fake = tmp_path / 'python'
+  fake.write_text(FAKE_RUN)
+  fake.chmod(0o755)
+  script = ROOT / 'experiments' / 'detectors' / 'pilot.sh'
+  env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'study'), PYTHON=str(fake),
+                          REAL_PYTHON=sys.executable, POLL_SECONDS='0.2', RESTART_EVERY='0',
+                          MECHANISMS='overlap strict')
+
+  def launch(*args, **extra):
+    return subprocess.run(['bash', str(script), 'HEAD', *args], capture_output=True, text=True,
+                          env=env | extra, timeout=120)
+
+  bad = launch('--status', MECHANISMS='overlap echo')
+  assert bad.returncode == 2 and bad.stderr.strip().startswith('error: unknown mechanism echo')
+  assert not (tmp_path / 'study').exists()
+  try:
+    done = launch('--foreground')
+    assert done.returncode == 0, done.stderr
+    expected = {'overlap': '--weights=0.8,0.1,0.1', 'strict': '--target_acceptance=0.2'}
+    for mechanism, flag in expected.items():
+      calls = (tmp_path / 'study' / 'runs' / f'pilot_{mechanism}_v1_s100.args').read_text()
+      for call in calls.splitlines():
+        words = call.split()
+        assert words.index(flag) > words.index(next(w for w in words if w.endswith('v1.flags')))
+        assert '--seed=100' in words and f'--name=pilot_{mechanism}_v1_s100' in words
+    assert launch('--status').stdout == ('pilot_overlap_v1_s100 10/10 rounds\n'
+                                         'pilot_strict_v1_s100 10/10 rounds\n')
+    for run in (tmp_path / 'study' / 'runs').glob('pilot_*_v1_s100'):
+      (run / 'rows').mkdir()  # The fake writes progress only.
+    collected = launch('--collect', str(tmp_path / 'pilot'))
+    assert collected.returncode == 0, collected.stderr
+    assert sorted(p.name for p in (tmp_path / 'pilot').iterdir()) == [
+        'pilot_overlap_v1_s100', 'pilot_strict_v1_s100']
+  finally:
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
+                    str(tmp_path / 'study' / 'src')], capture_output=True)
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'prune'], capture_output=True)

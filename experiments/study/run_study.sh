@@ -6,6 +6,7 @@
 #   bash experiments/study/run_study.sh COMMIT --status   # rounds done per run
 #   bash experiments/study/run_study.sh COMMIT --collect benchmarks/study2
 #                                                        # copy each run's small files to commit
+#   bash experiments/study/run_study.sh COMMIT --prepare # the snapshot only; prints its root
 #   SMOKE=1 ARMS=r SEEDS=0 LANES=1 bash experiments/study/run_study.sh COMMIT --foreground
 #                                                        # a tiny check of the launcher
 #   NAME_PREFIX=pilot_overlap_ ARMS=v1 SEEDS=100 LANES=1 EXTRA_FLAGS="--weights=0.8,0.1,0.1" \
@@ -38,8 +39,8 @@ commit=$(git -C "$checkout" rev-parse --verify --quiet "$1^{commit}") \
   || die "$1 is not a commit of $checkout"
 mode=${2:-}
 [[ -z $mode || $mode == --status || $mode == --foreground || $mode == --lane \
-   || $mode == --collect ]] \
-  || die "unknown option $mode (choose --status, --collect DIR or --foreground)"
+   || $mode == --collect || $mode == --prepare ]] \
+  || die "unknown option $mode (choose --status, --collect DIR, --prepare or --foreground)"
 short=${commit:0:10}
 root=${STUDY_ROOT:-$(dirname "$checkout")/study-$short}
 PY=${PYTHON:-$checkout/.venv/bin/python}
@@ -132,7 +133,7 @@ lane() {  # lane index: runs index, index + LANES, ...
 }
 
 if [[ $mode == --lane ]]; then  # Internal: one lane, already pinned and under nohup.
-  CORE=$3 lane "$3"; exit $?
+  CORE=${CORE:-$3} lane "$3"; exit $?
 fi
 
 if [[ $mode == --status ]]; then
@@ -173,6 +174,9 @@ else
   git -C "$checkout" worktree add --detach "$src" "$commit" > /dev/null
 fi
 mkdir -p "$root/runs" "$root/logs"
+if [[ $mode == --prepare ]]; then  # For other launchers (the detectors' pilot): the root.
+  echo "$root"; exit 0
+fi
 echo "study of $commit in $root: ${#runs[@]} runs in $LANES lane(s) (python $PY)"
 
 if [[ $mode == --foreground ]]; then
