@@ -76,3 +76,13 @@ def test_a_run_stored_in_the_flat_form_reads_back_unchanged(path):
   config = RunConfig(**values)
   config.validate()
   assert json.loads(json.dumps(config.as_dict())) == stored
+
+
+def test_a_flags_help_names_its_group():
+  from absl import flags
+  from inversion_jax.loop import run_flags
+  flag_values = flags.FlagValues()
+  run_flags.define(flag_values)
+  assert flag_values['lr'].help.startswith('[train] AdamW learning rate')
+  assert flag_values['cycles'].help.startswith('Rounds of')  # The top level: no group.
+  assert set(flag_values) >= set(run_config.flat_fields())

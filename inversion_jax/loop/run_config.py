@@ -456,6 +456,11 @@ _GROUP_OF = {field.name: group for group, kind in GROUPS.items()
              for field in dataclasses.fields(kind)}
 
 
+def group_of(name: str) -> str | None:
+  """The group holding setting `name` (`config.<group>.<name>`), None at the top level."""
+  return _GROUP_OF.get(name)
+
+
 def flat_fields() -> dict[str, dataclasses.Field]:
   """Every setting's field (default, help, choices) by its flat name: what flags and config
   files are made from."""

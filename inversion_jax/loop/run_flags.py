@@ -32,6 +32,9 @@ def define(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     kind = _base_type(field.type)
     default = None if name in UNSET_DEFAULT else field.default
     help_text, choices = field.metadata['help'], field.metadata['choices']
+    group = run_config.group_of(name)
+    if group:  # Where the library reads it: RunConfig.<group>.<name>.
+      help_text = f'[{group}] {help_text}'
     if name in UNSET_DEFAULT:
       help_text += f' (default {field.default})'
     if choices:
