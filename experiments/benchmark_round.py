@@ -493,14 +493,15 @@ def time_reference_training(hf, tokenizer, examples, run_config, steps: int,
   """The original's training of `examples`, timed: transformers + PEFT LoRA (its rank,
   alpha, dropout and targets), every row padded to `max_len` tokens, batch
   `run_config.train.batch_size`, AdamW (lr `run_config.train.lr`) with HF Trainer's
-  gradient clipping at 1.0, loss on every token (the original trained on padding too). One warm-up step,
-  then `steps` steps timed; their mean is scaled to one epoch of `examples`."""
+  gradient clipping at 1.0, loss on every token (the original trained on padding too). One
+  warm-up step, then `steps` steps timed; their mean is scaled to one epoch of `examples`."""
   import peft  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
+  lora = run_config.lora
   model = peft.get_peft_model(hf, peft.LoraConfig(
-      r=run_config.lora.lora_rank, lora_alpha=run_config.lora.lora_alpha,
-      lora_dropout=run_config.lora.lora_dropout, target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'],
+      r=lora.lora_rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+      target_modules=['q_proj', 'k_proj', 'v_proj', 'o_proj'],
       task_type='CAUSAL_LM'))
   model.train()
   optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],

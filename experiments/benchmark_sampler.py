@@ -550,7 +550,8 @@ def run_benchmark(graphdef, state, config: ModelConfig, flat, settings: Settings
   if longest > config.max_seq_len:
     raise UserError(f'--prompt_len + --new_tokens + 1 = {longest} exceeds the context of '
                     f'{config.max_seq_len} tokens')
-  results = dict(source=source, machine=provenance.machine_info(), settings=dataclasses.asdict(settings),
+  results = dict(source=source, machine=provenance.machine_info(),
+                 settings=dataclasses.asdict(settings),
                  config=dataclasses.asdict(config))
   results['matmul_ceiling'] = ceiling = ceiling_section(config, settings.matmul_size,
                                                      settings.matmul_repeats)

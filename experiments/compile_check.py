@@ -195,7 +195,8 @@ def describe_result(result: dict, *, devices, chip: Chip, backend, shape, start,
            '(arguments read once / XLA bytes accessed, whichever the compute time does not '
            'exceed); flops and bytes of the decode loop are per step (XLA counts a while '
            'body once); GB moved = XLA bytes accessed',
-      compile_seconds=round(time.perf_counter() - start, 1), commit=provenance.git_commit(short=True),
+      compile_seconds=round(time.perf_counter() - start, 1),
+      commit=provenance.git_commit(short=True),
       jax=jax.__version__,
       date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
       host=provenance.host())

@@ -69,7 +69,7 @@ def config_from_flags() -> experiment.RunConfig:
     if matched and 'threshold' not in presets.check(FLAGS.preset):
       raise UserError('--filter=random_matched keeps as many candidates as a threshold would: '
                       'give --threshold or --target_acceptance')
-    values["threshold"] = DEFAULTS.selection.threshold
+    values['threshold'] = DEFAULTS.selection.threshold
   config = experiment.RunConfig(**values)
   if FLAGS.config is not None and not FLAGS['preset'].present:
     return config

@@ -180,7 +180,7 @@ def test_preset_fills_only_what_was_not_given():
   generation_settings = config.generation
   assert (generation_settings.top_k, generation_settings.stop_at_newline,
           config.train.max_grad_norm, config.lora.lora_init, config.task_bank,
-          generation_settings.prompt_style, generation_settings.command_cleaning) == (
+          generation_settings.prompt_style, config.scoring.command_cleaning) == (
               50, False, 1.0, 'peft', 'original', 'original', 'original')
   assert presets.apply(experiment.RunConfig(), 'none') == experiment.RunConfig()
   with pytest.raises(UserError, match='preset'):

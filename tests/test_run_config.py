@@ -65,7 +65,7 @@ def test_selection_builds_its_filter_with_the_runs_seed():
   assert settings.filter_settings(seed=7) == {'threshold': 0.2, 'seed': 7}
   assert settings.make_filter(seed=7) is not None
   with pytest.raises(UserError, match='--threshold must be in'):
-    run_config.SelectionSettings(threshold=1.5).validate(seed=0)
+    run_config.SelectionSettings(threshold=1.5).validate()
 
 
 @pytest.mark.skipif(not STORED, reason='no stored study run in this checkout')

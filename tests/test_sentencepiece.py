@@ -286,7 +286,7 @@ def test_faithful_round_prompts_are_transformers_ids(ours, theirs, monkeypatch):
 
   monkeypatch.setattr(gen, '_split_rows', spy)
   scorer = inversion.ScorerConfig(
-      command_cleaning=config.generation.command_cleaning,
+      command_cleaning=config.scoring.command_cleaning,
       generation=config.generation.sampling(0.7, 100),
       reconstruction=config.generation.sampling(0.3, 50),
       rating=config.generation.sampling(0.1, 5))

@@ -28,12 +28,14 @@ declare -A MECHANISM_FLAGS=(
 ALL='overlap fidelity dose strict'  # The pre-registration's order.
 read -r -a mechanisms <<< "${MECHANISMS:-$ALL}"
 for mechanism in "${mechanisms[@]}"; do
-  [[ -n ${MECHANISM_FLAGS[$mechanism]+set} ]] || die "unknown mechanism $mechanism (choose from $ALL)"
+  [[ -n ${MECHANISM_FLAGS[$mechanism]+set} ]] \
+    || die "unknown mechanism $mechanism (choose from $ALL)"
 done
 (( $# >= 1 )) || die "usage: pilot.sh COMMIT [--status | --collect DIR | --foreground]"
 commit=$1 mode=${2:-}
 [[ -z $mode || $mode == --status || $mode == --collect || $mode == --foreground \
-   || $mode == --lane ]] || die "unknown option $mode (choose --status, --collect DIR or --foreground)"
+   || $mode == --lane ]] \
+  || die "unknown option $mode (choose --status, --collect DIR or --foreground)"
 LANES=${LANES:-2}
 (( LANES >= 1 )) || die "LANES must be >= 1"
 

@@ -2,8 +2,8 @@
 
 A config file's `get_config()` starts from `base()`: every `RunConfig` setting by its flat
 name (as the flag names it) with its default, derived from the dataclasses (a setting added
-there is settable here without an edit), locked so that a misspelt name fails instead of being ignored. `--config.cycles=3` overrides a
-value; the original's flags (`--cycles=3`) still win over the file (self_improve.py).
+there is settable here without an edit), locked so that a misspelt name fails instead of
+being ignored. `--config.cycles=3` overrides a value; the original's flags (`--cycles=3`) still win over the file (self_improve.py).
 """
 
 import pathlib

@@ -249,8 +249,8 @@ def run_round(exp, lora, round_index: int, base: Phase | None = None,
     phases.append(heldout_phase(exp, generator))
   record = make_record(round_index, phases, before.rows, time.perf_counter() - start)
   if after is None:
-    record['after_skipped_reason'] = (f'--after_every={exp.config.evaluation.after_every}: the next '
-                                      'round\'s BEFORE measures these adapters')
+    record['after_skipped_reason'] = (f'--after_every={exp.config.evaluation.after_every}: '
+                                      'the next round\'s BEFORE measures these adapters')
   if round_index == 1 and exp.calibration is not None:
     record['calibration'] = dict(exp.calibration)
   return RoundResult(lora, opt_state, record, phases)

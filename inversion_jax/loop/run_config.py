@@ -111,9 +111,6 @@ class GenerationSettings:
   bos: str = setting('always',
       "BOS before every prompt (always), or as the tokenizer's config says.",
       choices=BOS_RULES)
-  command_cleaning: str = setting('ours',
-      'How a generation becomes a command: ours also skips a ``` fence line.',
-      choices=tuple(text_lib.CLEANERS))
   max_batch: int = setting(256,
       'Rows decoded together (one wave, one decode loop; memory grows with it).')
   quantize: str = setting('none',
@@ -132,9 +129,6 @@ class GenerationSettings:
     prompts_lib.get_style(self.prompt_style)
     if self.bos not in BOS_RULES:
       raise UserError(f'unknown --bos {self.bos!r}; choose one of {", ".join(BOS_RULES)}')
-    if self.command_cleaning not in text_lib.CLEANERS:
-      raise UserError(f'unknown --command_cleaning {self.command_cleaning!r}; choose one of '
-                      f'{", ".join(text_lib.CLEANERS)}')
     quantize_lib.check(self.quantize)
 
   def sampling(self, temperature: float, max_new_tokens: int) -> SamplingConfig:
@@ -157,10 +151,14 @@ class ScoringSettings:
   fidelity_k: int = setting(5, 'Fidelity: a token counts if in top-k.')
   weights: tuple[float, float, float] = setting((0.2, 0.3, 0.5),
       'Weights of token overlap, sequence ratio and judge rating.')
+  command_cleaning: str = setting('ours',
+      'How a generation becomes a command: ours also skips a ``` fence line.',
+      choices=tuple(text_lib.CLEANERS))
 
   def validate(self):
     text_lib.ScoreWeights(*self.weights)
-    inversion.ScorerConfig(judge=self.judge, scorer=self.scorer, fidelity_k=self.fidelity_k)
+    inversion.ScorerConfig(judge=self.judge, scorer=self.scorer, fidelity_k=self.fidelity_k,
+                           command_cleaning=self.command_cleaning)
 
   def scorer_config(self, generation: GenerationSettings,
                     calls: dict[str, tuple[float, int]] | None = None) -> inversion.ScorerConfig:
@@ -170,7 +168,7 @@ class ScoringSettings:
     return inversion.ScorerConfig(
         judge=self.judge, scorer=self.scorer, fidelity_layer=self.fidelity_layer,
         fidelity_k=self.fidelity_k, weights=text_lib.ScoreWeights(*self.weights),
-        command_cleaning=generation.command_cleaning,
+        command_cleaning=self.command_cleaning,
         generation=generation.sampling(generation.temperature, generation.max_new_tokens),
         **{call: generation.sampling(*sampling) for call, sampling in calls.items()})
 
@@ -196,12 +194,12 @@ class SelectionSettings:
       'V2: weights of embedding similarity and option Jaccard (sum 1).')
   repro_layer: int | None = setting(None, 'V2: hidden layer of the embeddings (default: last).')
 
-  def validate(self, seed: int = 0):
+  def validate(self):
     if not 0.0 <= self.threshold <= 1.0:
       raise UserError(f'--threshold must be in [0, 1], got {self.threshold}')
     if self.target_acceptance is not None:
       selection.check_target(self.target_acceptance)
-    self.make_filter(seed)
+    self.make_filter(seed=0)  # Any seed: the run's is checked with the run.
 
   def filter_settings(self, seed: int) -> dict:
     """The settings the chosen filter takes."""
@@ -426,8 +424,7 @@ class RunConfig:
     bank_lib.bank_path(self.task_bank)
     presets_lib.check(self.preset)
     for group in GROUPS:
-      settings = getattr(self, group)
-      settings.validate(self.seed) if group == 'selection' else settings.validate()
+      getattr(self, group).validate()
 
   def check_layers(self, num_layers: int):
     """Hidden layers must exist in the loaded model."""
@@ -461,10 +458,11 @@ def group_of(name: str) -> str | None:
   return _GROUP_OF.get(name)
 
 
+_FLAT_FIELDS = _TOP_LEVEL | {field.name: field for kind in GROUPS.values()
+                            for field in dataclasses.fields(kind)}
+
+
 def flat_fields() -> dict[str, dataclasses.Field]:
   """Every setting's field (default, help, choices) by its flat name: what flags and config
   files are made from."""
-  fields = dict(_TOP_LEVEL)
-  for kind in GROUPS.values():
-    fields.update({field.name: field for field in dataclasses.fields(kind)})
-  return fields
+  return _FLAT_FIELDS

@@ -1,7 +1,7 @@
 """`RunConfig` as absl flags: one flag per field, its help and choices from the field.
 
-A setting added to `RunConfig` (or one of its groups) is a flag without an edit here. A tuple field is a
-comma-separated list of numbers. Fields in `UNSET_DEFAULT` default to None as flags, so
+A setting added to `RunConfig` (or one of its groups) is a flag without an edit here. A
+tuple field is a comma-separated list of numbers. Fields in `UNSET_DEFAULT` default to None as flags, so
 the driver can tell a given value from the default (a preset fills the ones not given).
 """
 
