@@ -1,10 +1,16 @@
-"""The study's results block from its compare_runs JSON (numbers are read, not typed).
+"""The study's results block from its compare_runs JSON files (numbers are read, not typed).
 
-  python experiments/results_section.py benchmarks/study/compare.json \
-      --readme=benchmarks/RESULTS.md
+  python experiments/results_section.py benchmarks/study2/compare.json \
+      benchmarks/study2/compare_v2_first.json --readme=benchmarks/RESULTS.md
 
 Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in
-benchmarks/RESULTS.md (or the file given with --readme).
+benchmarks/RESULTS.md (or the file given with --readme). Each arm is named by its filter
+(threshold: V1, random_matched: R, reproducibility: V2), not by compare_runs' label, which
+calls every non-V2 arm "V1 (...)". Every paired per-task difference in the files is listed
+once. With a V1 and an R arm the controlled study's pre-registered decision
+(experiments/study/PREREGISTRATION.md, "Decision rule" and its Changes) is applied: the
+interval of Delta(V1 - R) against 0 and -MARGIN, and V1's intrinsic score over the last
+rounds against R's, paired by seed, read from the runs' progress.json.
 """
 
 import json
@@ -14,17 +20,21 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from inversion_jax.quality import task_stats  # noqa: E402
+from inversion_jax.goodhart import metrics  # noqa: E402
+from inversion_jax.records import files, report  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('readme', 'benchmarks/RESULTS.md',
                     'The markdown file whose results block is replaced.')
-flags.DEFINE_string('note', '', 'Markdown put under the table (the study state, the command).')
+flags.DEFINE_string('note', '', 'Markdown put under the tables (the study state, the command).')
 
 START, END = '<!-- results:start -->', '<!-- results:end -->'
+MARGIN = 0.025  # Graded points: the pre-registered margin (~10 % of the base model's quality).
+ARMS = ('R', 'V1', 'V2')  # Display order: the control first.
 # The original's published figures (its README / RESULTS.md: one run, one seed).
 ORIGINAL = {'intrinsic score change (%)': ('+18.1', 'n/a'),
             'acceptance change (points)': ('60.7 -> 88.0 % (+27.3)', 'n/a'),
@@ -34,6 +44,18 @@ ROWS = ('intrinsic score change (%)', 'acceptance change (points)', 'train loss 
         'Goodhart gap (points)',
         'options/cmd change', 'unknown opt change', 'repeated opt change', 'prose change',
         'distinct change', 'tokens/cmd change')
+MEASURES = {m.key: m.label for m in metrics.HELDOUT_ROWS}
+
+
+def arm_of(label: str) -> str:
+  """The arm a compare_runs group label names: its filter, not its 'V1 (...)' prefix."""
+  if label.startswith('V2'):
+    return 'V2'
+  if '(random_matched' in label:
+    return 'R'
+  if '(threshold' in label:
+    return 'V1'
+  return label
 
 
 def cell(measure: dict) -> str:
@@ -45,44 +67,157 @@ def cell(measure: dict) -> str:
   return text + f" (n={measure['n']})"
 
 
-def section(result: dict, note: str) -> str:
-  groups = result['groups']
-  v1 = next((g for label, g in groups.items() if label.startswith('V1')), None)
-  v2 = next((g for label, g in groups.items() if label.startswith('V2')), None)
-  lines = ['| measure (base -> last round) | ours V1 | ours V2 | original V1 | original V2 |',
-           '|---|---|---|---|---|']
+def interval_text(interval: dict, spec: str = '+.3f') -> str:
+  return f'{interval["mean"]:{spec}} [{interval["low"]:{spec}}, {interval["high"]:{spec}}]'
+
+
+def differences(results: list[dict]) -> dict[tuple[str, str], dict]:
+  """(arm b, arm a) -> {measure: paired difference b - a}, each pair once over the files."""
+  out = {}
+  for result in results:
+    for name, by_measure in ((result.get('per_task') or {}).get('differences') or {}).items():
+      later, first = name.split(' - ', 1)
+      pair = (arm_of(later), arm_of(first))
+      if pair not in out and pair[::-1] not in out:
+        out[pair] = by_measure
+  return out
+
+
+def late_score(rounds: list[dict], last_rounds: int) -> float | None:
+  """Mean intrinsic score of the adapters of a run's last `last_rounds` rounds (None if any
+  is missing): the round's AFTER, or the next round's BEFORE where AFTER was not run."""
+  values = [metrics.after_value(rounds, i, 'mean_score')[0] for i in range(len(rounds))]
+  values = values[-last_rounds:]
+  if not values or any(v is None for v in values):
+    return None
+  return float(np.mean(values))
+
+
+def late_scores(group: dict, last_rounds: int) -> dict:
+  """seed -> late_score of each run of a compare_runs group (its run directories)."""
+  return {seed: late_score(report.load_rounds(run_dir)[1], last_rounds)
+          for seed, run_dir in zip(group['seeds'], group['runs'])}
+
+
+def decide(interval: dict, score_difference: float | None, margin: float = MARGIN) -> str:
+  """The pre-registered decision on Delta(V1 - R): its interval against 0 (with V1's
+  late intrinsic score at or above R's) and against -margin; both can hold at once."""
+  below_zero = interval['high'] < 0 and score_difference is not None and score_difference >= 0
+  above_margin = interval['low'] > -margin
+  if below_zero and above_margin:
+    return 'a decline relative to R, smaller than the original\'s size'
+  if below_zero:
+    return 'supports the original\'s claim at 135M'
+  if above_margin:
+    return 'contradicts the original\'s claim at 135M'
+  return 'inconclusive'
+
+
+def decision_lines(result: dict, paired: dict, margin: float = MARGIN) -> list[str]:
+  """The primary outcome, the score condition and the decision, in words and numbers."""
+  by_arm = {arm_of(label): group for label, group in result['groups'].items()}
+  last_rounds = result['per_task'].get('last_rounds', 1)
+  scores = {arm: late_scores(by_arm[arm], last_rounds) for arm in ('V1', 'R')}
+  seeds = [s for s in scores['V1'] if s in scores['R']
+           and None not in (scores['V1'][s], scores['R'][s])]
+  per_seed = [scores['V1'][s] - scores['R'][s] for s in seeds]
+  score_difference = float(np.mean(per_seed)) if per_seed else None
+  graded = paired['quality']
+  interval = graded['interval']
+  score_text = ('n/a (a run lacks the score of a late round)' if score_difference is None else
+                f'{score_difference:+.3f} (per seed '
+                + ', '.join(f'{s}: {d:+.3f}' for s, d in zip(seeds, per_seed)) + ')')
+  return [
+      f'- **Primary outcome, Delta(V1 - R)**, graded held-out quality averaged per task over '
+      f'the last {last_rounds} evaluations, paired by task and seed: '
+      f'**{interval_text(interval)}** ({interval["tasks"]} tasks x {interval["seeds"]} seeds, '
+      f'{result["per_task"].get("resamples")} resamples; sign per seed {graded["signs"]}, '
+      f'seeds {", ".join(str(s) for s in graded["seeds"])}).',
+      f'- V1\'s intrinsic score over the same rounds minus R\'s: {score_text}.',
+      f'- Decision (margin {margin}): **{decide(interval, score_difference, margin)}**.', '']
+
+
+def heldout_lines(results: list[dict], paired: dict) -> list[str]:
+  """Each arm's held-out change from the base model, then every paired difference."""
+  arms = {}
+  for result in results:
+    for label, measures in ((result.get('per_task') or {}).get('arms') or {}).items():
+      arms.setdefault(arm_of(label), measures)
+  if not arms:
+    return []
+  lines = ['Held-out measures per (task, seed): mean [95 % paired bootstrap over tasks and '
+           'seeds].', '', '| arm | measure | tasks x seeds | base model | last rounds | change |',
+           '|---|---|---|---|---|---|']
+  for arm in sorted(arms, key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS)):
+    for key, parts in arms[arm].items():
+      change = parts['change']
+      lines.append(f'| {arm} | {MEASURES.get(key, key)} | {change["tasks"]} x '
+                   f'{change["seeds"]} | {interval_text(parts["base"], ".3f")} | '
+                   f'{interval_text(parts["last"], ".3f")} | {interval_text(change)} |')
+  if paired:
+    lines += ['', 'Differences, task by task on the same seeds:', '',
+              '| difference | measure | mean [95 % CI] | sign per seed |', '|---|---|---|---|']
+    for (later, first), by_measure in paired.items():
+      for key, difference in by_measure.items():
+        lines.append(f'| {later} - {first} | {MEASURES.get(key, key)} | '
+                     f'{interval_text(difference["interval"])} | {difference["signs"]} |')
+  return lines + ['']
+
+
+def run_level_lines(result: dict) -> list[str]:
+  """One number per run (mean over seeds, t interval over seeds), the original beside."""
+  groups = {arm_of(label): group for label, group in result['groups'].items()}
+  arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
+  lines = ['| measure (base -> last round) | ' + ' | '.join(f'ours {a}' for a in arms)
+           + ' | original V1 | original V2 |', '|---|' + '---|' * (len(arms) + 2)]
   for row in ROWS:
     original = ORIGINAL.get(row, ('', ''))
-    lines.append(f"| {row} | {cell(v1 and v1['measures'].get(row))} | "
-                 f"{cell(v2 and v2['measures'].get(row))} | {original[0]} | {original[1]} |")
+    cells = ' | '.join(cell(groups[a]['measures'].get(row)) for a in arms)
+    lines.append(f'| {row} | {cells} | {original[0]} | {original[1]} |')
   warning = result['early_warning']
-  lines += ['', 'Ours, run level: mean over seeds with a Student-t 95 % interval where n >= 2 '
-            '(seeds only; the per-task table below carries the task variance); seeds '
-            f"V1 {v1 and v1['seeds']}, V2 {v2 and v2['seeds']}. Label-free early warning against "
-            + (f"the gold event (delta {warning['delta']}): " if 'delta' in warning else
-               f"the gold monitor (tolerance {warning['tolerance']}, relative): ")
-            + f"{warning['early_alarms']} "
-            f"early alarm(s), precision {warning['precision']}, "
-            f"{warning['runs_with_gold_alarm']} run(s) with a gold alarm, recall "
+  lines += ['', 'Run level: mean over seeds with a Student-t 95 % interval where n >= 2 (seeds '
+            'only; the per-task tables carry the task variance); seeds '
+            + ', '.join(f'{a} {groups[a]["seeds"]}' for a in arms) + '. Gold event '
+            + (f"(delta {warning['delta']}): " if 'delta' in warning else
+               f"(tolerance {warning['tolerance']}, relative): ")
+            + f"{warning['runs_with_gold_alarm']} run(s) with one; label-free early warning: "
+            f"{warning['early_alarms']} alarm(s), precision {warning['precision']}, recall "
             f"{warning['recall']}, lead times {warning['lead_time_rounds'] or 'n/a'}.", '']
-  if result.get('per_task'):  # Held-out measures per (task, seed), paired bootstrap.
-    lines += [task_stats.markdown(result['per_task'])]
+  return lines
+
+
+def section(results: list[dict], note: str = '') -> str:
+  """The block: the decision (when the study has V1 and R), held-out tables, run level."""
+  first = results[0]
+  paired = differences(results)
+  lines = []
+  if ('V1', 'R') in paired and first.get('per_task'):
+    lines += decision_lines(first, paired[('V1', 'R')])
+  lines += heldout_lines(results, paired) + run_level_lines(first)
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
+
+
+def read_result(path: pathlib.Path) -> dict:
+  if not path.is_file():
+    raise UserError(f'{path} does not exist; run experiments/compare_runs.py first')
+  try:
+    return json.loads(path.read_text(encoding='utf-8'))
+  except ValueError as error:
+    raise UserError(f'{path} is not compare_runs JSON ({error})') from None
 
 
 @exit_on_user_error
 def main(argv):
-  if len(argv) != 2:
-    raise UserError('give the compare_runs JSON, e.g. benchmarks/study/compare.json')
-  path, readme = pathlib.Path(argv[1]), pathlib.Path(FLAGS.readme)
-  if not path.is_file():
-    raise UserError(f'{path} does not exist; run experiments/reproduce.sh --collect first')
+  if len(argv) < 2:
+    raise UserError('give the compare_runs JSON file(s), e.g. benchmarks/study2/compare.json')
+  results = [read_result(pathlib.Path(p)) for p in argv[1:]]
+  readme = pathlib.Path(FLAGS.readme)
   text = readme.read_text(encoding='utf-8')
   if START not in text or END not in text:
     raise UserError(f'{readme} has no {START} ... {END} block')
-  body = section(json.loads(path.read_text(encoding='utf-8')), FLAGS.note)
+  body = section(results, FLAGS.note)
   head, rest = text.split(START, 1)
-  readme.write_text(head + START + '\n' + body + END + rest.split(END, 1)[1], encoding='utf-8')
+  files.write_text_atomic(readme, head + START + '\n' + body + END + rest.split(END, 1)[1])
   print(body)
 
 
