@@ -130,3 +130,66 @@ def test_cli_replaces_the_block_and_refuses_bad_input(study, tmp_path):
                         (['compare0.json', '--readme=compare1.json'], 'has no')):
     done = run(*args)
     assert done.returncode != 0 and message in done.stderr and 'Traceback' not in done.stderr
+
+
+FAKE_COMPARE = r'''#!/bin/bash
+# Stands in for the interpreter: the snapshot's compare_runs.py records its arguments and
+# writes the prepared JSON to its --output; anything else runs the real interpreter.
+if [[ $1 == */experiments/compare_runs.py ]]; then
+  echo "$*" >> "$CALLS"
+  for a in "$@"; do case $a in --output=*) out=${a#--output=};; esac; done
+  which=compare0; [[ $2 == */v2_s0 ]] && which=compare1
+  cp "$PREPARED/$which.json" "$out.json"; exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+'''
+
+
+@pytest.mark.slow
+def test_analyze_waits_for_every_run_then_runs_the_registered_commands(study, tmp_path):
+  """analyze.sh: one line and nothing written while a run is short of its rounds; then the
+  snapshot's compare_runs twice (R first, V2 first) and the page's block (fake compare)."""
+  import os
+  import shutil
+  for index, result in enumerate(study):
+    (tmp_path / f'compare{index}.json').write_text(json.dumps(result))
+  runs = tmp_path / 'study2'
+  for arm in ('r', 'v1', 'v2'):
+    for seed in (0, 1, 2):
+      (runs / f'{arm}_s{seed}').mkdir(parents=True)
+      files.write_json_atomic(runs / f'{arm}_s{seed}' / 'progress.json',
+                              {'cycles_completed': 9 if (arm, seed) == ('v2', 2) else 10})
+  page = tmp_path / 'RESULTS.md'
+  page.write_text(f'top\n{results_section.START}\n{results_section.END}\n')
+  fake = tmp_path / 'python'
+  fake.write_text(FAKE_COMPARE)
+  fake.chmod(0o755)
+  env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'snapshot'), PYTHON=str(fake),
+                          REAL_PYTHON=sys.executable, CALLS=str(tmp_path / 'calls'),
+                          PREPARED=str(tmp_path))
+
+  def analyze():
+    return subprocess.run(['bash', str(ROOT / 'experiments' / 'study' / 'analyze.sh'), 'HEAD',
+                           str(runs), str(page)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+  short = analyze()
+  assert short.returncode == 2 and short.stderr.strip() == (
+      f'error: {runs}/v2_s2 has 9 of 10 rounds: the analysis waits for every run')
+  assert not (tmp_path / 'snapshot').exists() and not (tmp_path / 'calls').exists()
+  files.write_json_atomic(runs / 'v2_s2' / 'progress.json', {'cycles_completed': 10})
+  try:
+    done = analyze()
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / 'calls').read_text().splitlines()
+    assert [c.split()[3].rsplit('/', 1)[1] for c in calls] == ['r_s0', 'v2_s0']
+    assert all(c.split()[0].startswith(str(tmp_path / 'snapshot' / 'src')) for c in calls)
+    assert all('--last_rounds=3 --resamples=10000' in c for c in calls)
+    assert calls[0].endswith(f'--output={runs}/compare')
+    text = page.read_text()
+    assert 'Decision (margin 0.025)' in text and 'analyze.sh' in text
+  finally:
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
+                    str(tmp_path / 'snapshot' / 'src')], capture_output=True)
+    subprocess.run(['git', '-C', str(ROOT), 'worktree', 'prune'], capture_output=True)
+    shutil.rmtree(tmp_path / 'snapshot', ignore_errors=True)
