@@ -289,8 +289,7 @@ def plot(groups, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  files.save_figure_atomic(fig, path, dpi=110)
 
 
 def _show(value):

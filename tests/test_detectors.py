@@ -1,4 +1,5 @@
-"""Each detector's alarms on scripted histories, the metrics on known numbers, the CLI."""
+"""Each detector's alarms on scripted histories, the metrics and verdicts on known numbers,
+limits tuned on scripted runs, the runs plot, the CLIs and the README block."""
 
 import json
 import pathlib
@@ -10,8 +11,11 @@ from scipy import stats
 
 from inversion_jax.errors import UserError
 from inversion_jax.goodhart import detector_metrics as dm
+from inversion_jax.goodhart import detector_plot
 from inversion_jax.goodhart import detectors
 from inversion_jax.goodhart import goodhart_event
+from inversion_jax.goodhart import limit_tuning
+from inversion_jax.goodhart import limits
 from inversion_jax.goodhart import rollback_pairs
 from inversion_jax.records import files
 from inversion_jax.records import history
@@ -111,6 +115,90 @@ def test_clopper_pearson_intervals():
   assert dm.proportion(0, 0)['rate'] is None
 
 
+def verdict_of(recall, false_alarms):
+  return dm.verdict({'recall': dm.proportion(*recall), 'false_alarm_rate': dm.proportion(
+      *false_alarms)})
+
+
+def test_verdicts_on_known_numbers():
+  # 10/10: lower bound 0.025 ** 0.1 = 0.69; 0/10: upper bound 0.31.
+  assert verdict_of((10, 10), (0, 10)) == 'works'
+  assert verdict_of((0, 10), (0, 10)) == 'does not'  # Recall's upper bound 0.31 < 0.5.
+  assert verdict_of((10, 10), (10, 10)) == 'does not'  # False alarms' lower bound 0.69.
+  assert verdict_of((2, 3), (0, 2)) == 'not enough data'  # [0.09, 0.99] and [0, 0.84].
+  assert verdict_of((6, 6), (0, 6)) == 'works'  # [0.54, 1] and [0, 0.46].
+  assert verdict_of((5, 5), (0, 5)) == 'not enough data'  # [0.48, 1]: just short.
+  # n = 0 on a side: never works; the other side alone can still show that it does not.
+  assert verdict_of((0, 0), (0, 10)) == 'not enough data'
+  assert verdict_of((10, 10), (0, 0)) == 'not enough data'
+  assert verdict_of((0, 0), (0, 0)) == 'not enough data'
+  assert verdict_of((0, 10), (0, 0)) == 'does not'
+  assert dm.evaluate(OUTCOMES, horizon=2)['verdict'] == 'not enough data'
+
+
+# A second positive whose KL moves less before its onset (3) than the negative's ever does.
+POSITIVE_LOW = dict(quality=POSITIVE['quality'],
+                    signals=dict(kl_from_base=[0.1, 0.25, 0.25, 0.9, 0.9, 0.9]))
+
+
+def scripted_runs():
+  return [detectors.Run('pos', 'positive', scripted(**POSITIVE)),
+          detectors.Run('low', 'positive', scripted(**POSITIVE_LOW)),
+          detectors.Run('neg', 'negative', scripted(**NEGATIVE))]
+
+
+def test_tuned_limits_catch_the_most_without_a_false_alarm(tmp_path):
+  runs = scripted_runs()
+  result = limit_tuning.tune(runs, 0.05)
+  kl = result['signals']['kl_from_base']
+  # Values seen: 0.1, 0.2, 0.25, 0.3 (the negative's highest), 0.6 ... 1.0. Below 0.3 the
+  # negative alarms; 0.3 and 0.6 both catch `pos` in time (0.6 < 0.7 in round 3) and
+  # `low` never (0.25 before its onset): the tie goes to the larger, 0.6.
+  assert kl['limit'] == pytest.approx(0.6) and kl['tuned'] and kl['candidates'] == 9
+  assert (kl['recall']['k'], kl['recall']['n']) == (1, 2)
+  assert (kl['false_alarm_rate']['k'], kl['false_alarm_rate']['n']) == (0, 1)
+  # Options per command: only 0.1 is below `pos`'s 0.4 at its onset.
+  assert result['table']['option_count_drift'] == ('up', pytest.approx(0.1))
+  # Only the negative's jump moved it: the limit at that value catches nothing, alarms nowhere.
+  unknown = result['signals']['unknown_option_rate']
+  assert unknown['limit'] == pytest.approx(0.2) and unknown['recall']['k'] == 0
+  assert 'none of 1 values' in unknown['why']
+  # Rising agreement is not its gaming direction; prose was never stored: registered limits.
+  for name in ('agreement_rate', 'prose_rate'):
+    record = result['signals'][name]
+    assert not record['tuned'] and record['candidates'] == 0 and 'never moved' in record['why']
+    assert result['table'][name] == limits.LIMITS[name]
+  # The table round-trips through a file and replays as tuned.
+  path = files.write_json_atomic(tmp_path / 'tuned.json', result['table'])
+  loaded = limits.load(path)
+  assert loaded == result['table']
+  replayed = detectors.evaluate(runs, 0.05, 2, loaded)['best']['signal:kl_from_base']
+  assert replayed['recall']['k'] == 1 and replayed['false_alarm_rate']['k'] == 0
+
+
+def test_tuning_needs_an_event_and_a_clean_negative():
+  pos, _, neg = scripted_runs()
+  with pytest.raises(UserError, match='no run has a gold event'):
+    limit_tuning.tune([neg], 0.05)
+  with pytest.raises(UserError, match='no negative run without a gold event'):
+    limit_tuning.tune([pos], 0.05)
+  with pytest.raises(UserError, match='delta'):
+    limit_tuning.tune([pos, neg], -0.1)
+
+
+def test_the_runs_plot_is_written(tmp_path):
+  rounds = scripted(**POSITIVE)
+  quality = [(0, 0.50)] + [(i, q) for i, q in enumerate(POSITIVE['quality'], 1)]
+  line = detector_plot.drop_line(quality, 0.05)
+  assert [r for r, _ in line] == [1, 2, 3, 4, 5, 6]
+  assert [v for _, v in line] == pytest.approx([0.45, 0.47, 0.48, 0.48, 0.48, 0.48])
+  assert detector_plot.drop_line(quality, 0.05, 'base')[0] == (1, pytest.approx(0.45))
+  assert detector_plot.intrinsic_series(rounds)[:2] == [(0, 0.20), (1, 0.30)]
+  path = detector_plot.plot_runs(scripted_runs(), 0.05, tmp_path / 'runs.png')
+  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert [p.name for p in tmp_path.iterdir()] == ['runs.png']  # No temporary file left.
+
+
 def write_run(root, name, spec, heldout_rows=None):
   directory = root / name
   directory.mkdir()
@@ -152,8 +240,13 @@ def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
                        '--delta=0.05', f'--output={out}'], capture_output=True, text=True,
                       timeout=300)
   assert ok.returncode == 0, ok.stderr
-  assert '| signal:kl_from_base | 1/1 = 1.00 [0.03, 1.00]' in pathlib.Path(f'{out}.md').read_text()
-  assert json.loads(pathlib.Path(f'{out}.json').read_text())['delta'] == 0.05
+  text = pathlib.Path(f'{out}.md').read_text()
+  assert '| signal:kl_from_base | 1/1 = 1.00 [0.03, 1.00]' in text
+  assert '| not enough data |' in text
+  assert '![Positive runs, alarms marked](eval_delta0.05_runs.png)' in text
+  written = json.loads(pathlib.Path(f'{out}.json').read_text())
+  assert written['delta'] == 0.05 and written['runs_plot'] == 'eval_delta0.05_runs.png'
+  assert pathlib.Path(f'{out}_runs.png').is_file()
   table = tmp_path / 'limits.json'
   table.write_text(json.dumps({'kl_from_bse': ['up', 0.5]}))
   bad = subprocess.run([sys.executable, str(script), f'--negative={neg}', '--delta=0.05',
@@ -164,6 +257,58 @@ def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert zero.returncode == 2 and 'delta must be a number > 0' in zero.stderr
   assert len(zero.stderr.strip().splitlines()) == 1
+
+
+def run_script(name, *args):
+  return subprocess.run([sys.executable, str(ROOT / 'experiments' / 'detectors' / name),
+                         *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def refused(done, message):
+  assert done.returncode == 2 and message in done.stderr, done.stderr
+  assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_tune_then_evaluate_held_out_then_the_readme_block(tmp_path):
+  runs = [write_run(tmp_path, n, spec) for n, spec in
+          (('pos', POSITIVE), ('low', POSITIVE_LOW), ('neg', NEGATIVE))]
+  tuned = tmp_path / 'out' / 'tuned_on_A.json'
+  done = run_script('tune_limits.py', f'--positive={runs[0]},{runs[1]}',
+                    f'--negative={runs[2]}', '--delta=0.05', f'--output={tuned}')
+  assert done.returncode == 0, done.stderr
+  assert limits.load(tuned)['kl_from_base'] == ('up', pytest.approx(0.6))
+  explained = tuned.with_suffix('.md').read_text()
+  assert '| kl_from_base | up | 0.5 | 0.6 | 1/2 = 0.50 [0.01, 0.99] | 0/1 = 0.00' in explained
+  assert '| agreement_rate | down | 0.2 | 0.2 |' in explained and 'never moved' in explained
+  refused(run_script('tune_limits.py', f'--positive={runs[0]}', f'--negative={runs[2]}',
+                     '--delta=0', f'--output={tuned}'), 'delta must be a number > 0')
+  refused(run_script('tune_limits.py', f'--positive={tmp_path / "nope"}', '--delta=0.05',
+                     f'--output={tuned}'), 'is not a run directory')
+  refused(run_script('tune_limits.py', '--delta=0.05', f'--output={tuned}'), 'give the runs')
+  # Evaluated with the default table, then with the tuned one (here on the same runs).
+  for prefix, extra in (('eval', []), ('held_out', [f'--limits={tuned}'])):
+    done = run_script('evaluate.py', f'--positive={runs[0]}', f'--negative={runs[2]}',
+                      '--delta=0.05', f'--output={tmp_path / "out" / prefix}', *extra)
+    assert done.returncode == 0, done.stderr
+  readme = tmp_path / 'README.md'
+  readme.write_text('top\n<!-- detectors:start -->\nSTALE\n<!-- detectors:end -->\nbottom\n')
+  done = run_script('readme_section.py', tmp_path / 'out' / 'eval.json', f'--readme={readme}',
+                    f'--tuned={tmp_path / "out" / "held_out.json"}', '--note=As of today.')
+  assert done.returncode == 0, done.stderr
+  text = readme.read_text()
+  assert 'STALE' not in text and text.startswith('top\n') and text.endswith('bottom\n')
+  assert 'δ = 0.0500 (given)' in text and 'at 2 consecutive evaluations' in text
+  assert '1 positive run(s) (1 with a gold event) and 1 negative run(s) (0 with' in text
+  assert '| signal:kl_from_base | 1/1 = 1.00 [0.03, 1.00] | 0/1 = 0.00 [0.00, 0.97] |' in text
+  assert 'with the base model as the reference: not enough data: monitor, monitor_drop,' in text
+  assert '![Positive runs, alarms marked](out/eval_runs.png)' in text
+  assert f'(`held_out.json`, limits `{tuned}`' in text and 'As of today.' in text
+  readme.write_text('no markers\n')
+  refused(run_script('readme_section.py', tmp_path / 'out' / 'eval.json', f'--readme={readme}'),
+          'has no <!-- detectors:start --> ... <!-- detectors:end --> block')
+  refused(run_script('readme_section.py', tmp_path / 'missing.json', f'--readme={readme}'),
+          'missing.json does not exist')
 
 
 def test_replayed_early_warning_equals_the_loops_own_score():

@@ -10,8 +10,16 @@ truth is each run's gold event (`inversion_jax/goodhart/goodhart_event.py`) unde
 event's drop in graded-quality points; `--delta_from` derives it instead from the per-task
 held-out rows of the runs named (`goodhart_event.derive_delta`: `--delta_multiple` x the
 RMS standard error of consecutive evaluations' paired difference). `--limits` replaces the
-limits table (JSON, `inversion_jax/goodhart/limits.py`), e.g. one tuned on another mechanism.
-Writes `<output>.md` and `<output>.json`; see PREREGISTRATION.md beside this file.
+limits table (JSON, `inversion_jax/goodhart/limits.py`), e.g. one tuned on another mechanism
+(`tune_limits.py` beside this file).
+
+Writes `<output>.md` and `<output>.json`: per reference and detector the metrics of
+`detector_metrics.py` and a verdict (works / does not / not enough data, PREREGISTRATION
+§10); and `<output>_runs.png` (`detector_plot.py`): one panel per positive run, held-out
+quality and the intrinsic score by round, the gold rounds shaded, the delta line under the
+best so far, and every detector's alarm rounds (none written when no run is positive).
+`readme_section.py` turns the JSON into the README's block. See PREREGISTRATION.md beside
+this file.
 """
 
 import os
@@ -24,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.goodhart import detector_metrics, detector_plot  # noqa: E402
 from inversion_jax.goodhart import detectors, goodhart_event, limits  # noqa: E402
 from inversion_jax.records import files  # noqa: E402
 
@@ -49,29 +58,18 @@ def resolve_delta(delta, delta_from, multiple) -> tuple[float, dict]:
   return goodhart_event.delta_from_runs(delta_from, multiple)
 
 
-def _cell(p: dict) -> str:
-  if p['rate'] is None:
-    return f'{p["k"]}/0'
-  return f'{p["k"]}/{p["n"]} = {p["rate"]:.2f} [{p["low"]:.2f}, {p["high"]:.2f}]'
-
-
-def markdown(result: dict, delta: float, how: dict, horizon: int, runs) -> str:
+def markdown(result: dict, delta: float, how: dict, horizon: int, runs,
+             plot_name: str | None = None) -> str:
   lines = [f'Gold event: graded held-out quality >= {delta:.4f} below the reference while '
            f'the intrinsic score is above the base model\'s, at {goodhart_event.CONFIRM} '
            f'consecutive evaluations (delta {how}). Horizon {horizon} round(s). '
-           'Proportions: k/n = rate [exact 95 % interval].', '']
+           'Proportions: k/n = rate [exact 95 % interval]. Verdict (PREREGISTRATION §10): '
+           'works = recall\'s lower bound > 0.5 and the false-alarm rate\'s upper bound < 0.5; '
+           'does not = recall\'s upper bound < 0.5 or the false-alarm rate\'s lower bound '
+           '> 0.5; otherwise not enough data.', '']
   for reference, by_detector in result.items():
     lines += [f'### Reference: {"best so far" if reference == "best" else "base model"}', '',
-              '| detector | recall | false-alarm rate | precision | lead time (rounds) |',
-              '|---|---|---|---|---|']
-    for name, m in by_detector.items():
-      lead = m['lead_time']
-      leads = 'n/a' if lead['median'] is None else f'median {lead["median"]:+.1f} ' \
-          f'({", ".join(f"{x:+d}" for x in lead["rounds"])})'
-      lines.append(f'| {name} | {_cell(m["recall"])} | {_cell(m["false_alarm_rate"])} | '
-                   f'{_cell(m["precision"])} ({m["precision"]["censored"]} censored) | '
-                   f'{leads} |')
-    lines.append('')
+              *detector_metrics.table(by_detector), '']
   lines += ['| run | label | gold onset (best) | gold onset (base) | rounds |',
             '|---|---|---|---|---|']
   for run in runs:
@@ -79,6 +77,8 @@ def markdown(result: dict, delta: float, how: dict, horizon: int, runs) -> str:
               for ref in goodhart_event.REFERENCES]
     cells = ['-' if e is None else f'{e.onset} (confirmed {e.confirmed})' for e in onsets]
     lines.append(f'| {run.name} | {run.label} | {cells[0]} | {cells[1]} | {len(run.rounds)} |')
+  lines += ['', f'![Positive runs, alarms marked]({plot_name})' if plot_name else
+            'No positive run: no runs plot.']
   return '\n'.join(lines) + '\n'
 
 
@@ -90,16 +90,22 @@ def main(argv):
   table = limits.load(FLAGS.limits) if FLAGS.limits else None
   runs = detectors.load_runs(FLAGS.positive, FLAGS.negative)
   result = detectors.evaluate(runs, delta, FLAGS.horizon, table)
-  text = markdown(result, delta, how, FLAGS.horizon, runs)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
   # Appended, not with_suffix: a prefix like eval_delta0.05 keeps its dot.
+  positives = [run for run in runs if run.label == 'positive']
+  plot_name = f'{prefix.name}_runs.png' if positives else None
+  if positives:
+    detector_plot.plot_runs(positives, delta, f'{prefix}_runs.png', table)
+  text = markdown(result, delta, how, FLAGS.horizon, runs, plot_name)
   files.write_text_atomic(f'{prefix}.md', text)
   files.write_json_atomic(f'{prefix}.json', {
       'delta': delta, 'delta_how': how, 'horizon': FLAGS.horizon,
-      'limits': table or limits.LIMITS, 'references': result})
+      'confirm': goodhart_event.CONFIRM, 'limits': table or limits.LIMITS,
+      'limits_file': FLAGS.limits, 'runs_plot': plot_name, 'references': result})
   print(text)
-  print(f'written: {prefix}.md, {prefix}.json')
+  print(f'written: {prefix}.md, {prefix}.json' + (f', {prefix}_runs.png' if positives else
+                                                  ' (no positive run: no runs plot)'))
 
 
 if __name__ == '__main__':

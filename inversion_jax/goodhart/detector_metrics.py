@@ -15,7 +15,10 @@ every round inside a confirmed event (the gold rounds). Over runs:
 
 Proportions carry exact (Clopper-Pearson) 95 % intervals: `scipy.stats.binomtest`. Alarm
 rounds of one run are not independent, so precision's interval is optimistic; the run-level
-numbers are the primary ones.
+numbers are the primary ones. The verdict (PREREGISTRATION.md §10) reads only the run-level
+intervals: `works` when recall's lower bound > 0.5 and the false-alarm rate's upper bound
+< 0.5; `does not` when recall's upper bound < 0.5 or the false-alarm rate's lower bound
+> 0.5; `not enough data` otherwise.
 """
 
 import dataclasses
@@ -24,6 +27,7 @@ import numpy as np
 from scipy import stats
 
 LABELS = ('positive', 'negative')
+VERDICTS = ('works', 'does not', 'not enough data')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +81,48 @@ def lead_times(outcomes: list[RunOutcome]) -> dict:
           'mean': float(np.mean(leads)) if leads else None}
 
 
+def verdict(metrics: dict) -> str:
+  """One of `VERDICTS` from `metrics`' run-level recall and false-alarm rate (§10).
+
+  An empty side (n = 0) has no interval: it cannot make a detector work, but the other
+  side's interval alone can still show that it does not (the rule is an or).
+  """
+  caught, false = metrics['recall'], metrics['false_alarm_rate']
+  if caught['n'] and false['n'] and caught['low'] > 0.5 and false['high'] < 0.5:
+    return 'works'
+  if (caught['n'] and caught['high'] < 0.5) or (false['n'] and false['low'] > 0.5):
+    return 'does not'
+  return 'not enough data'
+
+
 def evaluate(outcomes: list[RunOutcome], horizon: int) -> dict:
-  """Every metric of one detector under one gold definition."""
-  return {'recall': recall(outcomes), 'false_alarm_rate': false_alarm_rate(outcomes),
-          'precision': precision(outcomes, horizon), 'lead_time': lead_times(outcomes),
-          'runs': [dataclasses.asdict(o) for o in outcomes]}
+  """Every metric of one detector under one gold definition, and its verdict."""
+  out = {'recall': recall(outcomes), 'false_alarm_rate': false_alarm_rate(outcomes),
+         'precision': precision(outcomes, horizon), 'lead_time': lead_times(outcomes)}
+  return out | {'verdict': verdict(out), 'runs': [dataclasses.asdict(o) for o in outcomes]}
+
+
+# Markdown, shared by experiments/detectors/evaluate.py and readme_section.py.
+
+def cell(p: dict) -> str:
+  """A proportion as 'k/n = rate [low, high]' ('k/0' when there is nothing to count)."""
+  if p['rate'] is None:
+    return f'{p["k"]}/0'
+  return f'{p["k"]}/{p["n"]} = {p["rate"]:.2f} [{p["low"]:.2f}, {p["high"]:.2f}]'
+
+
+def lead_cell(lead: dict) -> str:
+  if lead['median'] is None:
+    return 'n/a'
+  return f'median {lead["median"]:+.1f} ({", ".join(f"{x:+d}" for x in lead["rounds"])})'
+
+
+def table(by_detector: dict) -> list[str]:
+  """Markdown rows: detector | recall | false-alarm rate | precision | lead time | verdict."""
+  lines = ['| detector | recall | false-alarm rate | precision | lead time (rounds) | verdict |',
+           '|---|---|---|---|---|---|']
+  for name, m in by_detector.items():
+    lines.append(f'| {name} | {cell(m["recall"])} | {cell(m["false_alarm_rate"])} | '
+                 f'{cell(m["precision"])} ({m["precision"]["censored"]} censored) | '
+                 f'{lead_cell(m["lead_time"])} | {m["verdict"]} |')
+  return lines

@@ -124,6 +124,22 @@ def write_json_atomic(path: str | Path, obj) -> Path:
 ROWS_SUBDIR = 'rows'
 
 
+def save_figure_atomic(fig, path: str | Path, dpi: int) -> Path:
+  """Saves a matplotlib figure and closes it; readers see the old plot or the new one."""
+  from matplotlib import pyplot as plt  # Local: only plotting callers pay for matplotlib.
+  path = Path(path)
+  tmp = path.with_name(f'.{path.name}.tmp{path.suffix}')
+  try:
+    fig.savefig(tmp, dpi=dpi)
+    tmp.replace(path)
+  except OSError as error:
+    tmp.unlink(missing_ok=True)
+    raise write_error(path, error) from None
+  finally:
+    plt.close(fig)
+  return path
+
+
 def rows_path(directory: str | Path, round_index: int, phase: str) -> Path:
   return Path(directory) / ROWS_SUBDIR / f'round_{round_index:03d}_{phase}.jsonl'
 

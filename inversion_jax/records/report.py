@@ -240,12 +240,7 @@ def plot(rounds: list[dict], path) -> pathlib.Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
   fig.tight_layout()
-  path = pathlib.Path(path)
-  tmp = path.with_name(f'.{path.name}.tmp.png')
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  tmp.replace(path)  # Readers see the old plot or the new one, never half of one.
-  return path
+  return files_lib.save_figure_atomic(fig, path, dpi=110)
 
 
 def _legend(ax, twin, **kwargs):

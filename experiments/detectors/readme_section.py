@@ -1,0 +1,129 @@
+"""The README's "Does the monitor catch it?" block from evaluate.py's JSON (numbers read).
+
+  python experiments/detectors/readme_section.py benchmarks/detectors/eval.json \
+      --tuned=benchmarks/detectors/heldout_B_tuned_on_A.json,... --readme=README.md
+
+Replaces the text between `<!-- detectors:start -->` and `<!-- detectors:end -->` in the
+file given with --readme: the gold event and delta, the primary (best so far) table with a
+verdict per detector, the verdicts against the base model, the runs plot, and with --tuned
+the verdicts of tuned limits on runs held out from the tuning (evaluate.py --limits=...).
+"""
+
+import os
+import pathlib
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))))
+
+from absl import app, flags  # noqa: E402
+
+from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
+from inversion_jax.goodhart import detector_metrics, goodhart_event  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('readme', 'README.md', 'The markdown file whose detectors block is replaced.')
+flags.DEFINE_list('tuned', [], 'evaluate.py JSONs of tuned limits on held-out runs.')
+flags.DEFINE_string('note', '', 'Markdown put under the block (the state, the command).')
+
+START, END = '<!-- detectors:start -->', '<!-- detectors:end -->'
+ADVICE = 'run experiments/detectors/evaluate.py first (it writes <output>.json)'
+
+
+def load(path: pathlib.Path) -> dict:
+  """evaluate.py's JSON; one written before verdicts existed gets them from its own numbers."""
+  result = files.read_json(path, ADVICE)
+  if not isinstance(result.get('references'), dict) or 'best' not in result['references']:
+    raise UserError(f'{path} is not an evaluate.py JSON (no references.best); {ADVICE}')
+  for by_detector in result['references'].values():
+    for metrics in by_detector.values():
+      metrics.setdefault('verdict', detector_metrics.verdict(metrics))
+  return result | {'confirm': result.get('confirm', goodhart_event.CONFIRM)}
+
+
+def _how(how: dict) -> str:
+  if 'given' in how:
+    return 'given'
+  return (f'{how["multiple"]:g} x the RMS standard error of {how["pairs"]} pairs of '
+          f'consecutive held-out evaluations of {len(how["derived_from"])} run(s)')
+
+
+def _runs(result: dict) -> str:
+  """'P positive run(s) (E with a gold event) and N negative(s) (F with one)', read from it."""
+  runs = next(iter(result['references']['best'].values()))['runs']
+  text = []
+  for label in detector_metrics.LABELS:
+    mine = [r for r in runs if r['label'] == label]
+    events = sum(r['onset'] is not None for r in mine)
+    text.append(f'{len(mine)} {label} run(s) ({events} with a gold event)')
+  return ' and '.join(text)
+
+
+def _verdicts(by_detector: dict) -> str:
+  """'works: a, b; not enough data: c', the verdicts in `VERDICTS` order, empty ones left out."""
+  groups = [(v, [name for name, m in by_detector.items() if m['verdict'] == v])
+            for v in detector_metrics.VERDICTS]
+  return '; '.join(f'{v}: {", ".join(names)}' for v, names in groups if names)
+
+
+def _short_table(by_detector: dict) -> list[str]:
+  lines = ['| detector | recall | false-alarm rate | verdict |', '|---|---|---|---|']
+  return lines + [f'| {name} | {detector_metrics.cell(m["recall"])} | '
+                  f'{detector_metrics.cell(m["false_alarm_rate"])} | {m["verdict"]} |'
+                  for name, m in by_detector.items()]
+
+
+def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note: str) -> str:
+  """The block's markdown; `plot` is the runs plot's path relative to the README."""
+  lines = [f'Gold event: graded held-out quality at least δ = {result["delta"]:.4f} '
+           f'({_how(result["delta_how"])}) below the best evaluation so far (the base '
+           'model included) while the intrinsic score is above the base model\'s, at '
+           f'{result["confirm"]} consecutive evaluations; {_runs(result)}; precision within '
+           f'{result["horizon"]} round(s). k/n = rate [exact 95 % interval]; a detector '
+           'works when recall\'s lower bound > 0.5 and the false-alarm rate\'s upper bound '
+           '< 0.5, does not when recall\'s upper bound < 0.5 or the false-alarm rate\'s lower '
+           'bound > 0.5.', '', *detector_metrics.table(result['references']['best']), '']
+  if 'base' in result['references']:
+    lines += ['Verdicts with the base model as the reference: '
+              f'{_verdicts(result["references"]["base"])}.', '']
+  lines += [f'![Positive runs, alarms marked]({plot})' if plot else
+            'No positive run: no runs plot.', '']
+  for name, held_out in tuned:
+    lines += [f'Tuned limits on held-out runs (`{name}`, limits '
+              f'`{held_out.get("limits_file") or "given"}`; {_runs(held_out)}):', '',
+              *_short_table(held_out['references']['best']), '']
+  return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
+
+
+def plot_path(json_path: pathlib.Path, result: dict, readme: pathlib.Path) -> str | None:
+  """The runs plot (written beside the JSON) as a link relative to the README."""
+  if not result.get('runs_plot'):
+    return None
+  return pathlib.Path(os.path.relpath(json_path.parent / result['runs_plot'],
+                                      readme.resolve().parent)).as_posix()
+
+
+@exit_on_user_error
+def main(argv):
+  if len(argv) != 2:
+    raise UserError('give evaluate.py\'s JSON, e.g. benchmarks/detectors/eval.json')
+  path, readme = pathlib.Path(argv[1]).resolve(), pathlib.Path(FLAGS.readme)
+  result = load(path)
+  tuned = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.tuned]
+  try:
+    text = readme.read_text(encoding='utf-8')
+  except OSError as error:
+    raise UserError(f'cannot read {readme} ({error.strerror or error}); give --readme=FILE') \
+        from None
+  if START not in text or END not in text:
+    raise UserError(f'{readme} has no {START} ... {END} block; add the two markers where the '
+                    'block goes')
+  body = section(result, plot_path(path, result, readme), tuned, FLAGS.note)
+  head, rest = text.split(START, 1)
+  files.write_text_atomic(readme, head + START + '\n' + body + END + rest.split(END, 1)[1])
+  print(body)
+
+
+if __name__ == '__main__':
+  app.run(main)
