@@ -99,6 +99,24 @@ def late_scores(group: dict, last_rounds: int) -> dict:
           for seed, run_dir in zip(group['seeds'], group['runs'])}
 
 
+def wall_minutes(rounds: list[dict]) -> float | None:
+  """A run's time in its rounds (the sum of their `timings.total`; process starts and
+  restarts not counted), minutes; None when a round lacks it."""
+  totals = [(r.get('timings') or {}).get('total') for r in rounds]
+  return None if not totals or None in totals else sum(totals) / 60
+
+
+def wall_line(result: dict) -> str:
+  """Each run's wall time, per arm in seed order, read from its progress.json."""
+  parts = []
+  for label, group in result['groups'].items():
+    minutes = [wall_minutes(report.load_rounds(run_dir)[1]) for run_dir in group['runs']]
+    parts.append(f'{arm_of(label)} ' + ', '.join(
+        'n/a' if m is None else f'{m:.0f}' for m in minutes))
+  return ('Minutes in each run\'s rounds (the sum of their `timings.total`, process starts '
+          'not counted; seeds in order): ' + '; '.join(parts) + '.')
+
+
 def decide(interval: dict, score_difference: float | None, margin: float = MARGIN) -> str:
   """The pre-registered decision on Delta(V1 - R): its interval against 0 (with V1's
   late intrinsic score at or above R's) and against -margin; both can hold at once."""
@@ -183,6 +201,8 @@ def run_level_lines(result: dict) -> list[str]:
             + f"{warning['runs_with_gold_alarm']} run(s) with one; label-free early warning: "
             f"{warning['early_alarms']} alarm(s), precision {warning['precision']}, recall "
             f"{warning['recall']}, lead times {warning['lead_time_rounds'] or 'n/a'}.", '']
+  if all(pathlib.Path(d).is_dir() for group in result['groups'].values() for d in group['runs']):
+    lines += [wall_line(result), '']
   return lines
 
 
