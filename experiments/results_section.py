@@ -206,14 +206,18 @@ def run_level_lines(result: dict) -> list[str]:
   return lines
 
 
-def section(results: list[dict], note: str = '') -> str:
-  """The block: the decision (when the study has V1 and R), held-out tables, run level."""
+def section(results: list[dict], note: str = '', plot: str | None = None) -> str:
+  """The block: the decision (when the study has V1 and R), held-out tables, the
+  trajectories' plot (a link relative to the page), run level."""
   first = results[0]
   paired = differences(results)
   lines = []
   if ('V1', 'R') in paired and first.get('per_task'):
     lines += decision_lines(first, paired[('V1', 'R')])
-  lines += heldout_lines(results, paired) + run_level_lines(first)
+  lines += heldout_lines(results, paired)
+  if plot:
+    lines += [f'![Each arm by round, mean over seeds with its band]({plot})', '']
+  lines += run_level_lines(first)
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
 
 
@@ -235,7 +239,9 @@ def main(argv):
   text = readme.read_text(encoding='utf-8')
   if START not in text or END not in text:
     raise UserError(f'{readme} has no {START} ... {END} block')
-  body = section(results, FLAGS.note)
+  png = pathlib.Path(argv[1]).with_suffix('.png')  # compare_runs writes it beside its JSON.
+  plot = os.path.relpath(png, readme.resolve().parent) if png.is_file() else None
+  body = section(results, FLAGS.note, plot and pathlib.Path(plot).as_posix())
   head, rest = text.split(START, 1)
   files.write_text_atomic(readme, head + START + '\n' + body + END + rest.split(END, 1)[1])
   print(body)

@@ -114,6 +114,7 @@ def test_section_applies_the_decision_and_lists_each_difference_once(study):
 def test_cli_replaces_the_block_and_refuses_bad_input(study, tmp_path):
   for index, result in enumerate(study):
     (tmp_path / f'compare{index}.json').write_text(json.dumps(result))
+  (tmp_path / 'compare0.png').write_bytes(b'')  # compare_runs' plot beside its JSON.
   readme = tmp_path / 'RESULTS.md'
   readme.write_text(f'top\n{results_section.START}\nSTALE\n{results_section.END}\nbottom\n')
   script = ROOT / 'experiments' / 'results_section.py'
@@ -127,6 +128,7 @@ def test_cli_replaces_the_block_and_refuses_bad_input(study, tmp_path):
   text = readme.read_text()
   assert 'STALE' not in text and text.startswith('top\n') and text.endswith('bottom\n')
   assert 'Decision (margin 0.025)' in text and text.count('\nstate\n') == 1
+  assert '](compare0.png)' in text
   for args, message in ((['missing.json'], 'does not exist'),
                         (['compare0.json', '--readme=compare1.json'], 'has no')):
     done = run(*args)
