@@ -153,6 +153,25 @@ def test_write_json_atomic_keeps_old_file_when_replace_fails(tmp_path, monkeypat
   assert os.listdir(tmp_path) == ['progress.json']  # No temp file left behind.
 
 
+def test_save_figure_atomic_keeps_the_old_plot_when_replace_fails(tmp_path, monkeypatch):
+  import matplotlib
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt
+  path = tmp_path / 'goodhart.png'
+  files.save_figure_atomic(plt.figure(), path, dpi=20)
+  old = path.read_bytes()
+
+  def failing_replace(src, dst):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(os, 'replace', failing_replace)
+  figure = plt.figure()
+  with pytest.raises(UserError, match=r'cannot write .*goodhart.png \(No space left'):
+    files.save_figure_atomic(figure, path, dpi=20)
+  assert path.read_bytes() == old and os.listdir(tmp_path) == ['goodhart.png']
+  assert not plt.fignum_exists(figure.number)  # Closed even when the save failed.
+
+
 def test_format_round_table_and_summary():
   table = console.format_round_table(RECORDS[1])
   lines = table.splitlines()
