@@ -365,3 +365,28 @@ def test_rollback_cli_needs_both_sides_in_one_line(tmp_path):
                        text=True, timeout=300)
   assert bad.returncode == 2 and 'give both' in bad.stderr
   assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_pilot_summary_gives_delta_events_and_kept_without_alarms(tmp_path):
+  """The pilot's decision: δ from the runs' held-out pairs, each run's gold event, kept or
+  not; the written summary holds no detector's alarms."""
+  rows = {0: [0.5, 0.5, 1.0, 0.0], 1: [0.0, 0.5, 1.0, 0.5]}
+  pos = write_run(tmp_path, 'pilot_echo_v1_s100', POSITIVE, rows)
+  neg = write_run(tmp_path, 'pilot_calm_v1_s100', NEGATIVE, rows)
+  script = ROOT / 'experiments' / 'detectors' / 'pilot_summary.py'
+  out = tmp_path / 'summary'
+  done = subprocess.run([sys.executable, str(script), str(pos), str(neg), f'--output={out}',
+                         '--delta_multiple=0.1'], capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  result = json.loads(out.with_suffix('.json').read_text())
+  assert result['delta'] == pytest.approx(0.1 * (1 / 6) ** 0.5 / 2) and \
+      result['delta_how']['pairs'] == 2
+  kept = {pathlib.Path(r['run']).name: (r['kept'], r['events']['best']) for r in result['runs']}
+  assert kept == {'pilot_echo_v1_s100': (True, {'onset': 3, 'confirmed': 4}),
+                  'pilot_calm_v1_s100': (False, None)}
+  text = out.with_suffix('.md').read_text()
+  assert '| pilot_echo_v1_s100 | 6 | 0.500 0.520 0.530 0.450' in text and 'alarm' not in text
+  bad = subprocess.run([sys.executable, str(script), str(tmp_path / 'nope')],
+                       capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and 'not a run directory' in bad.stderr
+  assert 'Traceback' not in bad.stderr
