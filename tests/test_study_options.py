@@ -213,10 +213,11 @@ def test_study_launcher_resumes_killed_runs_and_restarts_after_each_round(tmp_pa
 
 
 @pytest.mark.slow
-def test_pilot_launcher_runs_each_mechanism_with_its_flags(tmp_path):
-  """The detectors' pilot: one V1 run per mechanism on seed 100 at the study's flag files,
-  the mechanism's flags after them; two lanes; its status and collected files (fake
-  interpreter, as above)."""
+def test_positives_launcher_runs_each_mechanism_with_its_flags(tmp_path):
+  """The detectors' positive controls: the pilot (one V1 run per mechanism on seed 100) and
+  the registered runs (seeds 0-2, the registered δ as the monitor's tolerance, and their
+  rollback twins), at the study's flag files with the mechanism's flags after them; two
+  lanes; status and collected files (fake interpreter, as above)."""
   import os
   import shutil
   import subprocess
@@ -227,7 +228,7 @@ def test_pilot_launcher_runs_each_mechanism_with_its_flags(tmp_path):
   fake = tmp_path / 'python'
   fake.write_text(FAKE_RUN)
   fake.chmod(0o755)
-  script = ROOT / 'experiments' / 'detectors' / 'pilot.sh'
+  script = ROOT / 'experiments' / 'detectors' / 'positives.sh'
   env = os.environ | dict(STUDY_ROOT=str(tmp_path / 'study'), PYTHON=str(fake),
                           REAL_PYTHON=sys.executable, POLL_SECONDS='0.2', RESTART_EVERY='0',
                           MECHANISMS='overlap strict')
@@ -236,21 +237,39 @@ def test_pilot_launcher_runs_each_mechanism_with_its_flags(tmp_path):
     return subprocess.run(['bash', str(script), 'HEAD', *args], capture_output=True, text=True,
                           env=env | extra, timeout=120)
 
-  bad = launch('--status', MECHANISMS='overlap echo')
-  assert bad.returncode == 2 and bad.stderr.strip().startswith('error: unknown mechanism echo')
+  def calls(name):
+    return [call.split() for call in
+            (tmp_path / 'study' / 'runs' / f'{name}.args').read_text().splitlines()]
+
+  for extra, message in ((dict(MECHANISMS='overlap echo'), 'unknown mechanism echo'),
+                         (dict(STAGE='positives'), 'STAGE=positives needs DELTA'),
+                         (dict(STAGE='positives', DELTA='0'), 'STAGE=positives needs DELTA'),
+                         (dict(ON_GOODHART='rollback'), 'ON_GOODHART=rollback is for'),
+                         (dict(STAGE='final'), 'unknown STAGE final')):
+    bad = launch('--status', **extra)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith(f'error: {message}'), extra
   assert not (tmp_path / 'study').exists()
   try:
     done = launch('--foreground')
     assert done.returncode == 0, done.stderr
     expected = {'overlap': '--weights=0.8,0.1,0.1', 'strict': '--target_acceptance=0.2'}
     for mechanism, flag in expected.items():
-      calls = (tmp_path / 'study' / 'runs' / f'pilot_{mechanism}_v1_s100.args').read_text()
-      for call in calls.splitlines():
-        words = call.split()
+      for words in calls(f'pilot_{mechanism}_v1_s100'):
         assert words.index(flag) > words.index(next(w for w in words if w.endswith('v1.flags')))
         assert '--seed=100' in words and f'--name=pilot_{mechanism}_v1_s100' in words
+        assert not any(w.startswith(('--goodhart_tolerance', '--on_goodhart')) for w in words)
     assert launch('--status').stdout == ('pilot_overlap_v1_s100 10/10 rounds\n'
                                          'pilot_strict_v1_s100 10/10 rounds\n')
+    registered = dict(STAGE='positives', DELTA='0.059', MECHANISMS='strict', SEEDS='0 1')
+    assert launch('--foreground', **registered).returncode == 0
+    assert launch('--foreground', ON_GOODHART='rollback', **registered).returncode == 0
+    for seed in (0, 1):
+      warn, = {tuple(c) for c in calls(f'positive_strict_v1_s{seed}')}
+      back, = {tuple(c) for c in calls(f'positive_strict_rollback_v1_s{seed}')}
+      assert '--goodhart_tolerance=0.059' in warn and '--target_acceptance=0.2' in warn
+      # The twins differ in --on_goodhart (after the flag files) and the name alone.
+      assert [w for w in back if w not in warn] == [
+          '--on_goodhart=rollback', f'--name=positive_strict_rollback_v1_s{seed}']
     for run in (tmp_path / 'study' / 'runs').glob('pilot_*_v1_s100'):
       (run / 'rows').mkdir()  # The fake writes progress only.
     collected = launch('--collect', str(tmp_path / 'pilot'))
