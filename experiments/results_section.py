@@ -93,9 +93,16 @@ def late_score(rounds: list[dict], last_rounds: int) -> float | None:
   return float(np.mean(values))
 
 
-def late_scores(group: dict, last_rounds: int) -> dict:
+def load_runs(result: dict) -> dict[str, list[dict]]:
+  """run dir -> its rounds, for every run of the compare file whose directory is here
+  (read once: the decision and the minutes both use them)."""
+  dirs = [d for group in result['groups'].values() for d in group['runs']]
+  return {d: report.load_rounds(d)[1] for d in dirs if pathlib.Path(d).is_dir()}
+
+
+def late_scores(group: dict, last_rounds: int, rounds: dict) -> dict:
   """seed -> late_score of each run of a compare_runs group (its run directories)."""
-  return {seed: late_score(report.load_rounds(run_dir)[1], last_rounds)
+  return {seed: late_score(rounds[run_dir], last_rounds)
           for seed, run_dir in zip(group['seeds'], group['runs'])}
 
 
@@ -106,11 +113,11 @@ def wall_minutes(rounds: list[dict]) -> float | None:
   return None if not totals or None in totals else sum(totals) / 60
 
 
-def wall_line(result: dict) -> str:
+def wall_line(result: dict, rounds: dict) -> str:
   """Each run's wall time, per arm in seed order, read from its progress.json."""
   parts = []
   for label, group in result['groups'].items():
-    minutes = [wall_minutes(report.load_rounds(run_dir)[1]) for run_dir in group['runs']]
+    minutes = [wall_minutes(rounds[run_dir]) for run_dir in group['runs']]
     parts.append(f'{arm_of(label)} ' + ', '.join(
         'n/a' if m is None else f'{m:.0f}' for m in minutes))
   return ('Minutes in each run\'s rounds (the sum of their `timings.total`, process starts '
@@ -131,11 +138,12 @@ def decide(interval: dict, score_difference: float | None, margin: float = MARGI
   return 'inconclusive'
 
 
-def decision_lines(result: dict, paired: dict, margin: float = MARGIN) -> list[str]:
+def decision_lines(result: dict, paired: dict, rounds: dict,
+                   margin: float = MARGIN) -> list[str]:
   """The primary outcome, the score condition and the decision, in words and numbers."""
   by_arm = {arm_of(label): group for label, group in result['groups'].items()}
   last_rounds = result['per_task'].get('last_rounds', 1)
-  scores = {arm: late_scores(by_arm[arm], last_rounds) for arm in ('V1', 'R')}
+  scores = {arm: late_scores(by_arm[arm], last_rounds, rounds) for arm in ('V1', 'R')}
   seeds = [s for s in scores['V1'] if s in scores['R']
            and None not in (scores['V1'][s], scores['R'][s])]
   per_seed = [scores['V1'][s] - scores['R'][s] for s in seeds]
@@ -182,7 +190,7 @@ def heldout_lines(results: list[dict], paired: dict) -> list[str]:
   return lines + ['']
 
 
-def run_level_lines(result: dict) -> list[str]:
+def run_level_lines(result: dict, rounds: dict) -> list[str]:
   """One number per run (mean over seeds, t interval over seeds), the original beside."""
   groups = {arm_of(label): group for label, group in result['groups'].items()}
   arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
@@ -201,8 +209,8 @@ def run_level_lines(result: dict) -> list[str]:
             + f"{warning['runs_with_gold_alarm']} run(s) with one; label-free early warning: "
             f"{warning['early_alarms']} alarm(s), precision {warning['precision']}, recall "
             f"{warning['recall']}, lead times {warning['lead_time_rounds'] or 'n/a'}.", '']
-  if all(pathlib.Path(d).is_dir() for group in result['groups'].values() for d in group['runs']):
-    lines += [wall_line(result), '']
+  if all(d in rounds for group in result['groups'].values() for d in group['runs']):
+    lines += [wall_line(result, rounds), '']
   return lines
 
 
@@ -211,13 +219,14 @@ def section(results: list[dict], note: str = '', plot: str | None = None) -> str
   trajectories' plot (a link relative to the page), run level."""
   first = results[0]
   paired = differences(results)
+  rounds = load_runs(first)
   lines = []
   if ('V1', 'R') in paired and first.get('per_task'):
-    lines += decision_lines(first, paired[('V1', 'R')])
+    lines += decision_lines(first, paired[('V1', 'R')], rounds)
   lines += heldout_lines(results, paired)
   if plot:
     lines += [f'![Each arm by round, mean over seeds with its band]({plot})', '']
-  lines += run_level_lines(first)
+  lines += run_level_lines(first, rounds)
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
 
 

@@ -21,8 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from inversion_jax.goodhart import detector_plot, goodhart_event, metrics  # noqa: E402
-from inversion_jax.records import files, report  # noqa: E402
+from inversion_jax.goodhart import detector_plot, detectors, goodhart_event  # noqa: E402
+from inversion_jax.goodhart import metrics  # noqa: E402
+from inversion_jax.records import files  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float('delta_multiple', goodhart_event.DELTA_MULTIPLE,
@@ -30,15 +31,15 @@ flags.DEFINE_float('delta_multiple', goodhart_event.DELTA_MULTIPLE,
 flags.DEFINE_string('output', 'pilot_summary', 'Path prefix of the .md and .json written.')
 
 
-def run_summary(run_dir, delta: float) -> dict:
+def run_summary(run: detectors.Run, delta: float) -> dict:
   """One pilot run: its series and its first gold event under each reference."""
-  rounds = report.load_rounds(run_dir)[1]
+  rounds = run.rounds
   events = {}
   for reference in goodhart_event.REFERENCES:
     event = goodhart_event.first_event(rounds, delta, reference)
     events[reference] = None if event is None else {'onset': event.onset,
                                                     'confirmed': event.confirmed}
-  return {'run': str(run_dir), 'rounds': len(rounds),
+  return {'run': run.name, 'rounds': len(rounds),
           'quality': metrics.heldout_series(rounds, 'quality'),
           'score': detector_plot.intrinsic_series(rounds),
           'events': events, 'kept': events['best'] is not None}
@@ -68,11 +69,9 @@ def main(argv):
   run_dirs = argv[1:]
   if not run_dirs:
     raise UserError('give the pilot run directories, e.g. benchmarks/detectors/pilot/pilot_*')
-  for run_dir in run_dirs:
-    if not pathlib.Path(run_dir).is_dir():
-      raise UserError(f'{run_dir} is not a run directory')
+  pilots = detectors.load_runs(run_dirs, [])  # Labels unused: no detector is evaluated.
   delta, how = goodhart_event.delta_from_runs(run_dirs, FLAGS.delta_multiple)
-  runs = [run_summary(run_dir, delta) for run_dir in run_dirs]
+  runs = [run_summary(run, delta) for run in pilots]
   text = markdown(delta, how, runs)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
