@@ -4,7 +4,9 @@
       benchmarks/study2/compare_v2_first.json --readme=benchmarks/RESULTS.md
 
 Replaces the text between `<!-- results:start -->` and `<!-- results:end -->` in
-benchmarks/RESULTS.md (or the file given with --readme). Each arm is named by its filter
+benchmarks/RESULTS.md (or the file given with --readme); with --summary=README.md, also the
+short version between `<!-- study:start -->` and `<!-- study:end -->` there (the decision,
+the paired differences, three run-level rows beside the original's). Each arm is named by its filter
 (threshold: V1, random_matched: R, reproducibility: V2), not by compare_runs' label, which
 calls every non-V2 arm "V1 (...)". Every paired per-task difference in the files is listed
 once. With a V1 and an R arm the controlled study's pre-registered decision
@@ -31,8 +33,13 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('readme', 'benchmarks/RESULTS.md',
                     'The markdown file whose results block is replaced.')
 flags.DEFINE_string('note', '', 'Markdown put under the tables (the study state, the command).')
+flags.DEFINE_string('summary', '', 'A markdown file (README.md) whose study block gets the '
+                    'short version; empty: none.')
 
 START, END = '<!-- results:start -->', '<!-- results:end -->'
+SUMMARY_START, SUMMARY_END = '<!-- study:start -->', '<!-- study:end -->'
+SUMMARY_ROWS = ('intrinsic score change (%)', 'acceptance change (points)',
+                'graded quality change (%)')
 MARGIN = 0.025  # Graded points: the pre-registered margin (~10 % of the base model's quality).
 ARMS = ('R', 'V1', 'V2')  # Display order: the control first.
 # The original's published figures (its README / RESULTS.md: one run, one seed).
@@ -230,6 +237,49 @@ def section(results: list[dict], note: str = '', plot: str | None = None) -> str
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
 
 
+def summary(results: list[dict], note: str = '') -> str:
+  """The short version for README: the decision with its numbers, the other paired
+  differences of graded quality, and the run-level rows that the original published."""
+  first = results[0]
+  paired = differences(results)
+  rounds = load_runs(first)
+  lines = []
+  if ('V1', 'R') in paired and first.get('per_task'):
+    lines += decision_lines(first, paired[('V1', 'R')], rounds)
+  others = [f'{later} - {first_arm}: {interval_text(by_measure["quality"]["interval"])} '
+            f'(sign per seed {by_measure["quality"]["signs"]})'
+            for (later, first_arm), by_measure in paired.items()
+            if (later, first_arm) != ('V1', 'R') and 'quality' in by_measure]
+  if others:
+    lines += ['- The other paired differences of graded quality: ' + '; '.join(others) + '.',
+              '']
+  groups = {arm_of(label): group for label, group in first['groups'].items()}
+  arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
+  lines += ['| run level, base -> last round (mean over seeds [t 95 %]) | '
+            + ' | '.join(f'ours {a}' for a in arms) + ' | original V1 | original V2 |',
+            '|---|' + '---|' * (len(arms) + 2)]
+  for row in SUMMARY_ROWS:
+    original = ORIGINAL.get(row, ('', ''))
+    cells = ' | '.join(cell(groups[a]['measures'].get(row)) for a in arms)
+    lines.append(f'| {row} | {cells} | {original[0]} | {original[1]} |')
+  return '\n'.join(lines) + '\n' + ('\n' + note.strip() + '\n' if note else '')
+
+
+def replace_block(path: pathlib.Path, start: str, end: str, body: str) -> None:
+  """Writes body between the markers of path (atomically); the rest stays as it was."""
+  text = path.read_text(encoding='utf-8')
+  head, rest = text.split(start, 1)
+  files.write_text_atomic(path, head + start + '\n' + body + end + rest.split(end, 1)[1])
+
+
+def require_block(path: pathlib.Path, start: str, end: str) -> None:
+  if not path.is_file():
+    raise UserError(f'{path} does not exist; give the markdown file to write into')
+  text = path.read_text(encoding='utf-8')
+  if start not in text or end not in text:
+    raise UserError(f'{path} has no {start} ... {end} block')
+
+
 def read_result(path: pathlib.Path) -> dict:
   if not path.is_file():
     raise UserError(f'{path} does not exist; run experiments/compare_runs.py first')
@@ -245,14 +295,16 @@ def main(argv):
     raise UserError('give the compare_runs JSON file(s), e.g. benchmarks/study2/compare.json')
   results = [read_result(pathlib.Path(p)) for p in argv[1:]]
   readme = pathlib.Path(FLAGS.readme)
-  text = readme.read_text(encoding='utf-8')
-  if START not in text or END not in text:
-    raise UserError(f'{readme} has no {START} ... {END} block')
+  require_block(readme, START, END)
+  short = pathlib.Path(FLAGS.summary) if FLAGS.summary else None
+  if short:  # Checked before anything is written: both files or neither.
+    require_block(short, SUMMARY_START, SUMMARY_END)
   png = pathlib.Path(argv[1]).with_suffix('.png')  # compare_runs writes it beside its JSON.
   plot = os.path.relpath(png, readme.resolve().parent) if png.is_file() else None
   body = section(results, FLAGS.note, plot and pathlib.Path(plot).as_posix())
-  head, rest = text.split(START, 1)
-  files.write_text_atomic(readme, head + START + '\n' + body + END + rest.split(END, 1)[1])
+  replace_block(readme, START, END, body)
+  if short:
+    replace_block(short, SUMMARY_START, SUMMARY_END, summary(results, FLAGS.note))
   print(body)
 
 

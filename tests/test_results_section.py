@@ -123,16 +123,33 @@ def test_cli_replaces_the_block_and_refuses_bad_input(study, tmp_path):
     return subprocess.run([sys.executable, str(script), *args], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
 
-  done = run('compare0.json', 'compare1.json', f'--readme={readme}', '--note=state')
+  summary = tmp_path / 'README.md'
+  summary.write_text(f'intro\n{results_section.SUMMARY_START}\nOLD\n'
+                     f'{results_section.SUMMARY_END}\nrest\n')
+  done = run('compare0.json', 'compare1.json', f'--readme={readme}', '--note=state',
+             f'--summary={summary}')
   assert done.returncode == 0, done.stderr
   text = readme.read_text()
   assert 'STALE' not in text and text.startswith('top\n') and text.endswith('bottom\n')
   assert 'Decision (margin 0.025)' in text and text.count('\nstate\n') == 1
   assert '](compare0.png)' in text
+  short = summary.read_text()
+  assert 'OLD' not in short and short.startswith('intro\n') and short.endswith('rest\n')
+  assert "**supports the original's claim at 135M**" in short
+  assert 'V2 - R: +0.010 [' in short and 'V1 - V2: -0.060 [' in short
+  assert '| graded quality change (%) |' in short and '| -11 (undisclosed measure) |' in short
+  assert '| options/cmd change |' not in short  # The long table stays on the page.
+  page = f'top\n{results_section.START}\nSTALE\n{results_section.END}\n'
+  readme.write_text(page)
   for args, message in ((['missing.json'], 'does not exist'),
-                        (['compare0.json', '--readme=compare1.json'], 'has no')):
+                        (['compare0.json', '--readme=compare1.json'], 'has no'),
+                        (['compare0.json', f'--readme={readme}', '--summary=compare1.json'],
+                         'has no'),
+                        (['compare0.json', f'--readme={readme}', '--summary=absent.md'],
+                         'does not exist')):
     done = run(*args)
     assert done.returncode != 0 and message in done.stderr and 'Traceback' not in done.stderr
+  assert readme.read_text() == page  # A bad summary file: the page is not written either.
 
 
 FAKE_COMPARE = r'''#!/bin/bash
@@ -164,6 +181,8 @@ def test_analyze_waits_for_every_run_then_runs_the_registered_commands(study, tm
                               {'cycles_completed': 9 if (arm, seed) == ('v2', 2) else 10})
   page = tmp_path / 'RESULTS.md'
   page.write_text(f'top\n{results_section.START}\n{results_section.END}\n')
+  summary = tmp_path / 'README.md'
+  summary.write_text(f'{results_section.SUMMARY_START}\n{results_section.SUMMARY_END}\n')
   fake = tmp_path / 'python'
   fake.write_text(FAKE_COMPARE)
   fake.chmod(0o755)
@@ -173,7 +192,7 @@ def test_analyze_waits_for_every_run_then_runs_the_registered_commands(study, tm
 
   def analyze():
     return subprocess.run(['bash', str(ROOT / 'experiments' / 'study' / 'analyze.sh'), 'HEAD',
-                           str(runs), str(page)], capture_output=True, text=True, env=env,
+                           str(runs), str(page), str(summary)], capture_output=True, text=True, env=env,
                           timeout=300)
 
   short = analyze()
@@ -191,6 +210,7 @@ def test_analyze_waits_for_every_run_then_runs_the_registered_commands(study, tm
     assert calls[0].endswith(f'--output={runs}/compare')
     text = page.read_text()
     assert 'Decision (margin 0.025)' in text and 'analyze.sh' in text
+    assert 'Decision (margin 0.025)' in summary.read_text()
   finally:
     subprocess.run(['git', '-C', str(ROOT), 'worktree', 'remove', '--force',
                     str(tmp_path / 'snapshot' / 'src')], capture_output=True)

@@ -5,8 +5,9 @@
 # with V2's first (Delta(V1 - V2)), the last three evaluations averaged per task, 10,000
 # resamples; then this checkout's results_section.py writes the results block of the page.
 #
-#   bash experiments/study/analyze.sh COMMIT [RUNS_DIR] [PAGE]
-#        # COMMIT: the study's snapshot commit; RUNS_DIR benchmarks/study2; PAGE benchmarks/RESULTS.md
+#   bash experiments/study/analyze.sh COMMIT [RUNS_DIR] [PAGE] [SUMMARY]
+#        # COMMIT: the study's snapshot commit; RUNS_DIR benchmarks/study2; PAGE
+#        # benchmarks/RESULTS.md; SUMMARY README.md (its short block)
 #
 # Refuses (one line, nothing written) while a run is missing or has fewer than CYCLES (10)
 # rounds. Environment: PYTHON, STUDY_ROOT (as run_study.sh), CYCLES, RESAMPLES.
@@ -15,10 +16,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 checkout=$(git -C "$here" rev-parse --show-toplevel)
 die() { echo "error: $*" >&2; exit 2; }
 
-(( $# >= 1 )) || die "usage: analyze.sh COMMIT [RUNS_DIR] [PAGE]"
+(( $# >= 1 )) || die "usage: analyze.sh COMMIT [RUNS_DIR] [PAGE] [SUMMARY]"
 commit=$(git -C "$checkout" rev-parse --verify --quiet "$1^{commit}") \
   || die "$1 is not a commit of $checkout"
-runs=${2:-benchmarks/study2} page=${3:-benchmarks/RESULTS.md}
+runs=${2:-benchmarks/study2} page=${3:-benchmarks/RESULTS.md} summary=${4:-README.md}
 PY=${PYTHON:-$checkout/.venv/bin/python}
 cycles=${CYCLES:-10} resamples=${RESAMPLES:-10000}
 [[ -x $PY ]] || die "no python at $PY (set PYTHON)"
@@ -38,5 +39,5 @@ compare=("$PY" "$src/experiments/compare_runs.py" --last_rounds=3 --resamples="$
 "${compare[@]}" "${r[@]}" "${v1[@]}" "${v2[@]}" --output="$runs/compare"
 "${compare[@]}" "${v2[@]}" "${v1[@]}" "${r[@]}" --output="$runs/compare_v2_first"
 "$PY" experiments/results_section.py "$runs/compare.json" "$runs/compare_v2_first.json" \
-  --readme="$page" \
+  --readme="$page" --summary="$summary" \
   --note="Computed $(date -u '+%Y-%m-%d %H:%M') UTC by \`bash experiments/study/analyze.sh ${commit:0:7}\` (the snapshot's compare_runs.py; this page's block by results_section.py at $(git rev-parse --short HEAD))."
