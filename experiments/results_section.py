@@ -131,6 +131,24 @@ def wall_line(result: dict, rounds: dict) -> str:
           'not counted; seeds in order): ' + '; '.join(parts) + '.')
 
 
+def examples_trained(rounds: list[dict]) -> int | None:
+  """A run's training examples over its rounds (the sum of `train/num_examples`); None
+  when a round lacks it."""
+  counts = [(r.get('metrics') or {}).get('train/num_examples') for r in rounds]
+  return None if not counts or None in counts else int(sum(counts))
+
+
+def examples_line(result: dict, rounds: dict) -> str:
+  """Each run's training examples, per arm in seed order: the dose each arm received
+  (V2 keeps its own count; R is matched to the threshold's, not to V2's)."""
+  parts = []
+  for label, group in result['groups'].items():
+    counts = [examples_trained(rounds[run_dir]) for run_dir in group['runs']]
+    parts.append(f'{arm_of(label)} ' + ', '.join('n/a' if c is None else str(c) for c in counts))
+  return ('Examples trained on in each run (the sum of `train/num_examples` over its rounds; '
+          'seeds in order): ' + '; '.join(parts) + '.')
+
+
 def decide(interval: dict, score_difference: float | None, margin: float = MARGIN) -> str:
   """The pre-registered decision on Delta(V1 - R): its interval against 0 (with V1's
   late intrinsic score at or above R's) and against -margin; both can hold at once."""
@@ -217,7 +235,7 @@ def run_level_lines(result: dict, rounds: dict) -> list[str]:
             f"{warning['early_alarms']} alarm(s), precision {warning['precision']}, recall "
             f"{warning['recall']}, lead times {warning['lead_time_rounds'] or 'n/a'}.", '']
   if all(d in rounds for group in result['groups'].values() for d in group['runs']):
-    lines += [wall_line(result, rounds), '']
+    lines += [examples_line(result, rounds), '', wall_line(result, rounds), '']
   return lines
 
 

@@ -34,6 +34,7 @@ def make_run(root, arm, seed, shift, score):
       metrics['after/mean_score'] = score + 0.05
     if cycle == 1:
       metrics |= {'base/quality': float(np.mean(BASE)), 'base/strict': 0.0}
+    metrics['train/num_examples'] = 10 * cycle + seed
     rounds.append({'cycle': cycle, 'metrics': metrics, 'timings': {'total': 60.0 * cycle}})
     files.write_rows(directory, cycle, 'heldout', rows(last))
   files.write_rows(directory, 0, 'heldout', rows(BASE))
@@ -109,6 +110,7 @@ def test_section_applies_the_decision_and_lists_each_difference_once(study):
   assert '| measure (base -> last round) | ours R | ours V1 | ours V2 | original V1' in text
   assert 'random_matched' not in text
   assert 'seeds in order): R 10, 10; V1 10, 10; V2 10, 10.' in text  # 1 + 2 + 3 + 4 min.
+  assert 'seeds in order): R 100, 104; V1 100, 104; V2 100, 104.' in text  # 10 + ... + 40.
 
 
 def test_cli_replaces_the_block_and_refuses_bad_input(study, tmp_path):
