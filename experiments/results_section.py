@@ -250,7 +250,9 @@ def section(results: list[dict], note: str = '', plot: str | None = None) -> str
     lines += decision_lines(first, paired[('V1', 'R')], rounds)
   lines += heldout_lines(results, paired)
   if plot:
-    lines += [f'![Each arm by round, mean over seeds with its band]({plot})', '']
+    legend = '; '.join(f'"{label}" is {arm_of(label)}' for label in first['groups'])
+    lines += [f'![Each arm by round, mean over seeds with its band]({plot})', '',
+              f'In the plot\'s legend (compare_runs\' labels): {legend}.', '']
   lines += run_level_lines(first, rounds)
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
 

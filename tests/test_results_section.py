@@ -134,7 +134,7 @@ def test_cli_replaces_the_block_and_refuses_bad_input(study, tmp_path):
   text = readme.read_text()
   assert 'STALE' not in text and text.startswith('top\n') and text.endswith('bottom\n')
   assert 'Decision (margin 0.025)' in text and text.count('\nstate\n') == 1
-  assert '](compare0.png)' in text
+  assert '](compare0.png)' in text and '"V1 (random_matched)" is R' in text
   short = summary.read_text()
   assert 'OLD' not in short and short.startswith('intro\n') and short.endswith('rest\n')
   assert "**supports the original's claim at 135M**" in short
