@@ -2,6 +2,7 @@
 limits tuned on scripted runs, the runs plot, the CLIs and the README block."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -390,3 +391,75 @@ def test_pilot_summary_gives_delta_events_and_kept_without_alarms(tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and 'not a run directory' in bad.stderr
   assert 'Traceback' not in bad.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(tmp_path):
+  """evaluate_all.sh on scripted runs: without L it evaluates A and B against V2 and says
+  L, the tuning and the rollback pairs are pending; with L it tunes A->B and B->A."""
+  study, out = tmp_path / 'study2', tmp_path / 'detectors'
+  for directory in (study, out / 'negatives', out / 'pilot'):
+    directory.mkdir(parents=True)
+
+  def run(root, name, spec):
+    path = write_run(root, name, spec)
+    progress = json.loads((root / name / history.PROGRESS_FILE).read_text())
+    files.write_json_atomic(root / name / history.PROGRESS_FILE,
+                            progress | {'cycles_completed': len(spec['quality'])})
+    return path
+
+  for seed in range(3):
+    run(study, f'v1_s{seed}', POSITIVE)
+    run(study, f'r_s{seed}', POSITIVE_LOW)
+    run(study, f'v2_s{seed}', NEGATIVE)
+  files.write_json_atomic(out / 'delta.json', {'delta': 0.05, 'delta_how': {
+      'derived_from': ['a', 'b'], 'pairs': 20, 'multiple': 2.0}})
+  readme = tmp_path / 'README.md'
+  readme.write_text('<!-- detectors:start -->\n<!-- detectors:end -->\n')
+  env = os.environ | dict(STUDY=str(study), README=str(readme), CYCLES='6',
+                          PYTHON=sys.executable)
+
+  def evaluate_all():
+    done = subprocess.run(['bash', str(ROOT / 'experiments/detectors/evaluate_all.sh'),
+                           str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return readme.read_text()
+
+  text = evaluate_all()
+  assert '6 positive run(s) (6 with a gold event) and 3 negative run(s) (0 with' in text
+  assert '2 x the RMS standard error of 20 pairs' in text
+  assert 'Still running, so not in these numbers: L: 0 of 6 runs complete; tuned limits' in text
+  assert not (out / 'tuned_on_A.json').exists()
+  for seed in range(6):
+    run(out / 'negatives', f'low_v1_s{seed}', NEGATIVE)
+  text = evaluate_all()
+  assert '6 positive run(s) (6 with a gold event) and 9 negative run(s)' in text
+  assert 'L: ' not in text and 'rollback pairs (§9): 0 of 6 complete' in text
+  for name in ('tuned_on_A.json', 'tuned_on_B.json', 'heldout_B_tuned_on_A.json',
+               'heldout_A_tuned_on_B.json'):
+    assert (out / name).is_file(), name
+  assert '(`heldout_B_tuned_on_A.json`' in text
+  held_out = json.loads((out / 'heldout_B_tuned_on_A.json').read_text())
+  names = {r['run'] for r in held_out['references']['best']['monitor']['runs']}
+  assert names == {str(study / f'r_s{s}') for s in range(3)} | {
+      str(out / 'negatives' / f'low_v1_s{s}') for s in (3, 4, 5)} | {
+      str(study / f'v2_s{s}') for s in range(3)}
+
+
+def test_delta_is_given_derived_or_read_from_the_registered_file(tmp_path):
+  sys.path.insert(0, str(ROOT / 'experiments' / 'detectors'))
+  import evaluate
+  how = {'derived_from': ['a'], 'pairs': 9, 'multiple': 2.0}
+  written = tmp_path / 'delta.json'
+  files.write_json_atomic(written, {'delta': 0.0185, 'delta_how': how})
+  assert evaluate.resolve_delta(None, [], 2.0, str(written)) == (0.0185, how)
+  assert evaluate.resolve_delta(0.05, [], 2.0) == (0.05, {'given': 0.05})
+  for args in ((0.05, [], 2.0, str(written)), (None, [], 2.0, None)):
+    with pytest.raises(UserError, match='one of the three'):
+      evaluate.resolve_delta(*args)
+  files.write_json_atomic(written, {'runs': []})
+  with pytest.raises(UserError, match='has no delta'):
+    evaluate.resolve_delta(None, [], 2.0, str(written))
+  files.write_json_atomic(written, {'delta': -1})
+  with pytest.raises(UserError, match='> 0'):
+    evaluate.resolve_delta(None, [], 2.0, str(written))

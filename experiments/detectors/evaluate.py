@@ -2,14 +2,15 @@
 
   python experiments/detectors/evaluate.py \
       --positive=runs/echo_s0,runs/echo_s1 --negative=runs/study_threshold_s0 \
-      --delta_from=runs/pilot_s0 --horizon=2 --output=benchmarks/detectors/eval
+      --delta_file=benchmarks/detectors/delta.json --horizon=2 --output=benchmarks/detectors/eval
 
 Labels are the designed mechanism (positive control or controlled-study negative); the
 truth is each run's gold event (`inversion_jax/goodhart/goodhart_event.py`) under both references
 (best so far, the pre-registered one; the base model, beside it). `--delta` gives the gold
 event's drop in graded-quality points; `--delta_from` derives it instead from the per-task
 held-out rows of the runs named (`goodhart_event.derive_delta`: `--delta_multiple` x the
-RMS standard error of consecutive evaluations' paired difference). `--limits` replaces the
+RMS standard error of consecutive evaluations' paired difference); `--delta_file` reads the
+value so derived, and how, from pilot_summary.py's JSON (the registered one). `--limits` replaces the
 limits table (JSON, `inversion_jax/goodhart/limits.py`), e.g. one tuned on another mechanism
 (`tune_limits.py` beside this file).
 
@@ -41,6 +42,8 @@ flags.DEFINE_list('positive', [], 'Run directories of positive controls.')
 flags.DEFINE_list('negative', [], 'Run directories of negatives (the controlled study).')
 flags.DEFINE_float('delta', None, 'The gold event\'s drop, graded-quality points (> 0).')
 flags.DEFINE_list('delta_from', [], 'Derive delta from these runs\' held-out rows instead.')
+flags.DEFINE_string('delta_file', None, 'Or read delta, and how it was derived, from a '
+                    'pilot_summary.py JSON (the registered value: benchmarks/detectors/delta.json).')
 flags.DEFINE_float('delta_multiple', goodhart_event.DELTA_MULTIPLE,
                    'delta = this x the RMS SE of consecutive evaluations\' paired difference.')
 flags.DEFINE_integer('horizon', 2, 'Rounds after an alarm in which a gold round makes it right.')
@@ -48,13 +51,20 @@ flags.DEFINE_string('limits', None, 'A limits table (JSON); default: limits.LIMI
 flags.DEFINE_string('output', 'detectors', 'Path prefix of the .md and .json written.')
 
 
-def resolve_delta(delta, delta_from, multiple) -> tuple[float, dict]:
-  """(delta, how it was obtained) from the flags."""
-  if (delta is None) == (not delta_from):
-    raise UserError('give the gold event\'s drop: --delta=0.05, or --delta_from=RUN_DIRS to '
-                    'derive it from their held-out rows (one of the two)')
+def resolve_delta(delta, delta_from, multiple, delta_file=None) -> tuple[float, dict]:
+  """(delta, how it was obtained) from the flags: given, derived, or read from a file."""
+  if sum((delta is not None, bool(delta_from), bool(delta_file))) != 1:
+    raise UserError('give the gold event\'s drop: --delta=0.05, --delta_from=RUN_DIRS to '
+                    'derive it from their held-out rows, or --delta_file=delta.json (one of '
+                    'the three)')
   if delta is not None:
     return goodhart_event.check_delta(delta), {'given': delta}
+  if delta_file:
+    written = files.read_json(delta_file, 'run experiments/detectors/pilot_summary.py first')
+    if 'delta' not in written:
+      raise UserError(f'{delta_file} has no delta; give pilot_summary.py\'s JSON')
+    return goodhart_event.check_delta(written['delta']), written.get('delta_how') or {
+        'given': written['delta']}
   return goodhart_event.delta_from_runs(delta_from, multiple)
 
 
@@ -86,7 +96,8 @@ def markdown(result: dict, delta: float, how: dict, horizon: int, runs,
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]}; use --positive and --negative')
-  delta, how = resolve_delta(FLAGS.delta, FLAGS.delta_from, FLAGS.delta_multiple)
+  delta, how = resolve_delta(FLAGS.delta, FLAGS.delta_from, FLAGS.delta_multiple,
+                             FLAGS.delta_file)
   table = limits.load(FLAGS.limits) if FLAGS.limits else None
   runs = detectors.load_runs(FLAGS.positive, FLAGS.negative)
   result = detectors.evaluate(runs, delta, FLAGS.horizon, table)
