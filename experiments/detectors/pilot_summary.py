@@ -1,13 +1,16 @@
-"""The pilot's decision, and nothing a detector saw: δ from the pilot runs, each run's gold event.
+"""δ and each run's gold event, and nothing a detector saw: the registered δ, the pilot's view.
 
+  python experiments/detectors/pilot_summary.py benchmarks/study2/{r,v1,v2}_s{0,1,2} \
+      --output=benchmarks/detectors/delta      # the registered δ (PREREGISTRATION.md §3)
   python experiments/detectors/pilot_summary.py benchmarks/detectors/pilot/pilot_*_v1_s100 \
       --output=benchmarks/detectors/pilot/summary
 
-PREREGISTRATION.md beside this file, §3-§4: δ = `--delta_multiple` x the RMS standard error
-of every consecutive pair of the pilot runs' held-out evaluations (`goodhart_event`), then per
-run its held-out graded quality and intrinsic score by round and its first gold event under
-both references; a mechanism is kept when its run has one under the primary reference (best
-so far). No detector's alarms are computed here: they stay unseen until the registration.
+δ = `--delta_multiple` x the RMS standard error of every consecutive pair of the given runs'
+held-out evaluations (`goodhart_event`), then per run its held-out graded quality and
+intrinsic score by round and its first gold event under both references; a run (its
+mechanism) is kept when it has one under the primary reference (best so far). No detector's
+alarms are computed here, so it can be read before a registration. `evaluate.py
+--delta_file` reads the JSON's δ.
 Writes `<output>.md` and `<output>.json`.
 """
 
