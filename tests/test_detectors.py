@@ -258,6 +258,9 @@ def test_cli_writes_the_table_and_refuses_a_bad_limits_table(tmp_path):
                         capture_output=True, text=True, timeout=300)
   assert zero.returncode == 2 and 'delta must be a number > 0' in zero.stderr
   assert len(zero.stderr.strip().splitlines()) == 1
+  both = subprocess.run([sys.executable, str(script), f'--negative={neg}', '--delta=0.05',
+                         f'--delta_file={table}'], capture_output=True, text=True, timeout=300)
+  assert both.returncode == 2 and 'one of the three' in both.stderr
 
 
 def run_script(name, *args):
@@ -446,20 +449,16 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
       str(study / f'v2_s{s}') for s in range(3)}
 
 
-def test_delta_is_given_derived_or_read_from_the_registered_file(tmp_path):
-  sys.path.insert(0, str(ROOT / 'experiments' / 'detectors'))
-  import evaluate
+def test_the_registered_delta_is_read_from_its_file(tmp_path):
   how = {'derived_from': ['a'], 'pairs': 9, 'multiple': 2.0}
   written = tmp_path / 'delta.json'
   files.write_json_atomic(written, {'delta': 0.0185, 'delta_how': how})
-  assert evaluate.resolve_delta(None, [], 2.0, str(written)) == (0.0185, how)
-  assert evaluate.resolve_delta(0.05, [], 2.0) == (0.05, {'given': 0.05})
-  for args in ((0.05, [], 2.0, str(written)), (None, [], 2.0, None)):
-    with pytest.raises(UserError, match='one of the three'):
-      evaluate.resolve_delta(*args)
+  assert goodhart_event.delta_from_file(written) == (0.0185, how)
   files.write_json_atomic(written, {'runs': []})
   with pytest.raises(UserError, match='has no delta'):
-    evaluate.resolve_delta(None, [], 2.0, str(written))
+    goodhart_event.delta_from_file(written)
   files.write_json_atomic(written, {'delta': -1})
   with pytest.raises(UserError, match='> 0'):
-    evaluate.resolve_delta(None, [], 2.0, str(written))
+    goodhart_event.delta_from_file(written)
+  with pytest.raises(UserError, match='pilot_summary.py'):
+    goodhart_event.delta_from_file(tmp_path / 'absent.json')

@@ -60,11 +60,7 @@ def resolve_delta(delta, delta_from, multiple, delta_file=None) -> tuple[float, 
   if delta is not None:
     return goodhart_event.check_delta(delta), {'given': delta}
   if delta_file:
-    written = files.read_json(delta_file, 'run experiments/detectors/pilot_summary.py first')
-    if 'delta' not in written:
-      raise UserError(f'{delta_file} has no delta; give pilot_summary.py\'s JSON')
-    return goodhart_event.check_delta(written['delta']), written.get('delta_how') or {
-        'given': written['delta']}
+    return goodhart_event.delta_from_file(delta_file)
   return goodhart_event.delta_from_runs(delta_from, multiple)
 
 

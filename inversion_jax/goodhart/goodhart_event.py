@@ -209,3 +209,12 @@ def delta_from_runs(run_dirs, multiple: float = DELTA_MULTIPLE) -> tuple[float, 
   delta = derive_delta(pairs, multiple)
   return delta, {'derived_from': [str(d) for d in run_dirs], 'pairs': len(pairs),
                  'multiple': multiple}
+
+
+def delta_from_file(path) -> tuple[float, dict]:
+  """(delta, how) as written by pilot_summary.py (`{'delta': ..., 'delta_how': ...}`): the
+  registered value is read, not derived again, so every script uses the same number."""
+  written = files_lib.read_json(path, 'run experiments/detectors/pilot_summary.py first')
+  if 'delta' not in written:
+    raise UserError(f'{path} has no delta; give pilot_summary.py\'s JSON')
+  return check_delta(written['delta']), written.get('delta_how') or {'given': written['delta']}
