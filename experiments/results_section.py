@@ -215,16 +215,25 @@ def heldout_lines(results: list[dict], paired: dict) -> list[str]:
   return lines + ['']
 
 
+def run_table(result: dict, rows, header: str) -> list[str]:
+  """One line per run-level measure in `rows`: each arm (control first), the original's
+  figures beside."""
+  groups = {arm_of(label): group for label, group in result['groups'].items()}
+  arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
+  lines = [f'| {header} | ' + ' | '.join(f'ours {a}' for a in arms)
+           + ' | original V1 | original V2 |', '|---|' + '---|' * (len(arms) + 2)]
+  for row in rows:
+    original = ORIGINAL.get(row, ('', ''))
+    cells = ' | '.join(cell(groups[a]['measures'].get(row)) for a in arms)
+    lines.append(f'| {row} | {cells} | {original[0]} | {original[1]} |')
+  return lines
+
+
 def run_level_lines(result: dict, rounds: dict) -> list[str]:
   """One number per run (mean over seeds, t interval over seeds), the original beside."""
   groups = {arm_of(label): group for label, group in result['groups'].items()}
   arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
-  lines = ['| measure (base -> last round) | ' + ' | '.join(f'ours {a}' for a in arms)
-           + ' | original V1 | original V2 |', '|---|' + '---|' * (len(arms) + 2)]
-  for row in ROWS:
-    original = ORIGINAL.get(row, ('', ''))
-    cells = ' | '.join(cell(groups[a]['measures'].get(row)) for a in arms)
-    lines.append(f'| {row} | {cells} | {original[0]} | {original[1]} |')
+  lines = run_table(result, ROWS, 'measure (base -> last round)')
   warning = result['early_warning']
   lines += ['', 'Run level: mean over seeds with a Student-t 95 % interval where n >= 2 (seeds '
             'only; the per-task tables carry the task variance); seeds '
@@ -239,15 +248,22 @@ def run_level_lines(result: dict, rounds: dict) -> list[str]:
   return lines
 
 
-def section(results: list[dict], note: str = '', plot: str | None = None) -> str:
-  """The block: the decision (when the study has V1 and R), held-out tables, the
-  trajectories' plot (a link relative to the page), run level."""
+def opening(results: list[dict]) -> tuple[dict, dict, dict, list[str]]:
+  """(first result, paired differences, its runs' rounds, the decision lines when the study
+  has V1 and R): what the page and the README summary both start from."""
   first = results[0]
   paired = differences(results)
   rounds = load_runs(first)
   lines = []
   if ('V1', 'R') in paired and first.get('per_task'):
     lines += decision_lines(first, paired[('V1', 'R')], rounds)
+  return first, paired, rounds, lines
+
+
+def section(results: list[dict], note: str = '', plot: str | None = None) -> str:
+  """The block: the decision (when the study has V1 and R), held-out tables, the
+  trajectories' plot (a link relative to the page), run level."""
+  first, paired, rounds, lines = opening(results)
   lines += heldout_lines(results, paired)
   if plot:
     legend = '; '.join(f'"{label}" is {arm_of(label)}' for label in first['groups'])
@@ -260,12 +276,7 @@ def section(results: list[dict], note: str = '', plot: str | None = None) -> str
 def summary(results: list[dict], note: str = '') -> str:
   """The short version for README: the decision with its numbers, the other paired
   differences of graded quality, and the run-level rows that the original published."""
-  first = results[0]
-  paired = differences(results)
-  rounds = load_runs(first)
-  lines = []
-  if ('V1', 'R') in paired and first.get('per_task'):
-    lines += decision_lines(first, paired[('V1', 'R')], rounds)
+  first, paired, _, lines = opening(results)
   others = [f'{later} - {first_arm}: {interval_text(by_measure["quality"]["interval"])} '
             f'(sign per seed {by_measure["quality"]["signs"]})'
             for (later, first_arm), by_measure in paired.items()
@@ -273,15 +284,8 @@ def summary(results: list[dict], note: str = '') -> str:
   if others:
     lines += ['- The other paired differences of graded quality: ' + '; '.join(others) + '.',
               '']
-  groups = {arm_of(label): group for label, group in first['groups'].items()}
-  arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
-  lines += ['| run level, base -> last round (mean over seeds [t 95 %]) | '
-            + ' | '.join(f'ours {a}' for a in arms) + ' | original V1 | original V2 |',
-            '|---|' + '---|' * (len(arms) + 2)]
-  for row in SUMMARY_ROWS:
-    original = ORIGINAL.get(row, ('', ''))
-    cells = ' | '.join(cell(groups[a]['measures'].get(row)) for a in arms)
-    lines.append(f'| {row} | {cells} | {original[0]} | {original[1]} |')
+  lines += run_table(first, SUMMARY_ROWS,
+                     'run level, base -> last round (mean over seeds [t 95 %])')
   return '\n'.join(lines) + '\n' + ('\n' + note.strip() + '\n' if note else '')
 
 
