@@ -196,6 +196,7 @@ def time_rounds(config: experiment.RunConfig, model_source, repeats: int) -> tup
   runs, result = [], None
   for index in range(repeats):
     before = CompileCounter.snapshot()
+    kl_base_computed = exp.kl_probe is None
     cpu = cpu_seconds()
     result = rounds.run_round(exp, exp.initial_lora, 1)
     record = result.record
@@ -216,7 +217,7 @@ def time_rounds(config: experiment.RunConfig, model_source, repeats: int) -> tup
     })
     logging.info('%d x %d round, repeat %d: %s', config.tasks, config.candidates, index + 1,
                  runs[-1]['timings'])
-  work = round_work(exp, result)
+  work = round_work(exp, result, kl_base_computed)
   exp.benchmark_examples = train_examples(exp, result)  # For the original's training.
   return {'config': config.as_dict(), 'rows_per_round': 2 * config.tasks * config.candidates,
           'runs': runs, 'first': runs[0], 'steady': steady(runs), 'work': work}, exp
@@ -236,12 +237,13 @@ def steady(runs: list[dict]) -> dict:
           'repeats': [r['repeat'] for r in later]}
 
 
-def round_work(exp, result: rounds.RoundResult) -> dict:
+def round_work(exp, result: rounds.RoundResult, kl_base_computed: bool = False) -> dict:
   """Tokens the round had to decode, prefill and train on (what the floor is made of).
 
   Prefill counts each row's prompt suffix and each call's shared prefix once (the sampler
   prefills a prefix once per call); decode counts the generated tokens the record reports
-  (stop tokens excluded, so it is a floor too).
+  (stop tokens excluded, so it is a floor too). `kl_base_computed`: the round computed KL's
+  base side (`rounds.kl_probe`, once a process), so its probe counts twice.
   """
   count = exp.count_tokens
   style = exp.style
@@ -266,11 +268,10 @@ def round_work(exp, result: rounds.RoundResult) -> dict:
           train += count(prompt) + count(completion) + 1  # + EOS
     if 'agreement_rate' in phase.metrics:  # The commands embedded for the early warning.
       signal_prefill += sum(count(r['command'] or ' ') + 1 for r in rows)
-  if 'after' in by_name:  # kl_from_base: the last token of up to 64 prompts, two models.
-    prompts = [style.generation(r['tool'], r['task']) for r in by_name['after'].rows][::max(
-        1, exp.config.candidates)][:64]
-    signal_prefill += 2 * (sum(count(p.suffix) for p in prompts) +
-                           sum(count(h) for h in {p.prefix for p in prompts}))
+  if exp.kl_probe is not None:  # kl_from_base: its fixed probe with the round's weights, and
+    prompts = exp.kl_probe[0]    # with the base model's where this round computed that side.
+    signal_prefill += (1 + kl_base_computed) * (sum(count(p.suffix) for p in prompts) +
+                                                sum(count(h) for h in {p.prefix for p in prompts}))
   held = next((p for p in result.phases if p.name == 'heldout'), None)
   held_decode = held_prefill = 0
   if held is not None:

@@ -88,6 +88,7 @@ def test_benchmark_on_tiny_model(bench, tiny_source):
     assert entry['first']['compiles']['backend_compiles'] >= entry['runs'][1]['compiles'][
         'backend_compiles']
     assert entry['work']['prefill_tokens'] > 0 and entry['work']['decode_tokens'] > 0
+    assert entry['work']['signal_prefill_tokens'] > 0  # KL's probe, the round's weights.
     for which in ('first', 'steady'):
       for key in ('reference_eos_over_ours', 'reference_forced_over_ours', 'ours_over_floor',
                   'generation_over_floor'):
@@ -153,3 +154,4 @@ def test_reference_keeps_the_first_line_and_stops_at_eos(bench, tiny_source, hf)
     assert produced == 12  # ... so the forced variant runs its whole budget.
   finally:
     hf.lm_head = original_head
+

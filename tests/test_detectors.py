@@ -290,6 +290,20 @@ def test_tune_then_evaluate_held_out_then_the_readme_block(tmp_path):
   refused(run_script('tune_limits.py', f'--positive={tmp_path / "nope"}', '--delta=0.05',
                      f'--output={tuned}'), 'is not a run directory')
   refused(run_script('tune_limits.py', '--delta=0.05', f'--output={tuned}'), 'give the runs')
+  # Another table's directions: agreement read upward (the negative's sharpening rises
+  # 0.1-0.4 from its 0.5 baseline; `pos` never moves) has values to tune on; the table's
+  # signals and no others are tuned.
+  upward = files.write_json_atomic(tmp_path / 'upward.json', {'agreement_rate': ['up', 0.2]})
+  done = run_script('tune_limits.py', f'--positive={runs[0]},{runs[1]}', f'--negative={runs[2]}',
+                    '--delta=0.05', f'--limits={upward}', f'--output={tmp_path / "up.json"}')
+  assert done.returncode == 0, done.stderr
+  assert set(limits.load(tmp_path / 'up.json')) == {'agreement_rate'}
+  assert '| agreement_rate | up | 0.2 | 0.4 | 0/2 = 0.00' in (tmp_path / 'up.md').read_text()
+  bad = tmp_path / 'bad.json'
+  bad.write_text('{"agreement": ["up", 0.2]}')
+  refused(run_script('tune_limits.py', f'--positive={runs[0]}', f'--negative={runs[2]}',
+                     '--delta=0.05', f'--limits={bad}', f'--output={tuned}'),
+          "unknown signal 'agreement' in the limits table")
   # Evaluated with the default table, then with the tuned one (here on the same runs).
   for prefix, extra in (('eval', []), ('held_out', [f'--limits={tuned}'])):
     done = run_script('evaluate.py', f'--positive={runs[0]}', f'--negative={runs[2]}',
@@ -298,7 +312,8 @@ def test_tune_then_evaluate_held_out_then_the_readme_block(tmp_path):
   readme = tmp_path / 'README.md'
   readme.write_text('top\n<!-- detectors:start -->\nSTALE\n<!-- detectors:end -->\nbottom\n')
   done = run_script('readme_section.py', tmp_path / 'out' / 'eval.json', f'--readme={readme}',
-                    f'--tuned={tmp_path / "out" / "held_out.json"}', '--note=As of today.')
+                    f'--tuned={tmp_path / "out" / "held_out.json"}', '--note=As of today.',
+                    f'--exploratory={tmp_path / "out" / "held_out.json"}')
   assert done.returncode == 0, done.stderr
   text = readme.read_text()
   assert 'STALE' not in text and text.startswith('top\n') and text.endswith('bottom\n')
@@ -308,6 +323,10 @@ def test_tune_then_evaluate_held_out_then_the_readme_block(tmp_path):
   assert 'with the base model as the reference: not enough data: monitor, monitor_drop,' in text
   assert '![Positive runs, alarms marked](out/eval_runs.png)' in text
   assert f'(`held_out.json`, limits `{tuned}`' in text and 'As of today.' in text
+  registered, exploratory = text.split('**Exploratory, not registered**')
+  assert 'Tuned limits on held-out runs (`held_out.json`' in registered
+  assert f'Exploratory (`held_out.json`, limits `{tuned}`' in exploratory
+  assert exploratory.index('Exploratory (') < exploratory.index('As of today.')
   readme.write_text('no markers\n')
   refused(run_script('readme_section.py', tmp_path / 'out' / 'eval.json', f'--readme={readme}'),
           'has no <!-- detectors:start --> ... <!-- detectors:end --> block')
@@ -433,6 +452,10 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
   assert '2 x the RMS standard error of 20 pairs' in text
   assert 'Still running, so not in these numbers: L: 0 of 6 runs complete; tuned limits' in text
   assert not (out / 'tuned_on_A.json').exists()
+  # The exploratory collapse table runs on every run, apart from the registered results.
+  assert json.loads((out / 'explore_collapse.json').read_text())['limits_file'].endswith(
+      'collapse_limits.json')
+  assert 'Exploratory (`explore_collapse.json`' in text.split('**Exploratory, not registered')[1]
   for seed in range(6):
     run(out / 'negatives', f'low_v1_s{seed}', NEGATIVE)
   text = evaluate_all()
@@ -442,6 +465,11 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
                'heldout_A_tuned_on_B.json'):
     assert (out / name).is_file(), name
   assert '(`heldout_B_tuned_on_A.json`' in text
+  for name in ('explore_collapse_tuned_on_A.json', 'explore_collapse_heldout_A_tuned_on_B.json'):
+    assert (out / name).is_file(), name
+  tuned_table = limits.load(out / 'explore_collapse_tuned_on_A.json')
+  assert tuned_table['agreement_rate'][0] == 'up' and 'echo_rate' not in tuned_table
+  assert 'Exploratory (`explore_collapse_heldout_B_tuned_on_A.json`' in text
   held_out = json.loads((out / 'heldout_B_tuned_on_A.json').read_text())
   names = {r['run'] for r in held_out['references']['best']['monitor']['runs']}
   assert names == {str(study / f'r_s{s}') for s in range(3)} | {

@@ -42,8 +42,11 @@ def test_kl_of_a_model_from_itself_is_zero():
     def last_token_logits(self, prompts):
       return np.repeat(self.logits[None], len(prompts), 0)
 
-  same = early_warning.kl_from_base(Fixed([1.0, 2.0, 3.0]), Fixed([1.0, 2.0, 3.0]), ['a', 'b'])
+  log_probs = lambda logits, n: early_warning.next_token_log_probs(Fixed(logits), ['a'] * n)
+  same = early_warning.kl_from_base(log_probs([1.0, 2.0, 3.0], 2), log_probs([1.0, 2.0, 3.0], 2))
   assert same == pytest.approx(0.0, abs=1e-6)
   p, q = np.exp([0.0, 2.0]) / np.exp([0.0, 2.0]).sum(), np.array([0.5, 0.5])
-  other = early_warning.kl_from_base(Fixed([0.0, 2.0]), Fixed([0.0, 0.0]), ['a'])
+  other = early_warning.kl_from_base(log_probs([0.0, 2.0], 1), log_probs([0.0, 0.0], 1))
   assert other == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-5)
+  assert np.exp(log_probs([0.0, 2.0], 1)).sum() == pytest.approx(1.0, rel=1e-6)
+  assert early_warning.kl_from_base(log_probs([0.0], 0), log_probs([0.0], 0)) == 0.0

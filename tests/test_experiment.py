@@ -160,6 +160,34 @@ def test_v2_filter_and_fidelity_scorer_rounds(tiny_gguf, tmp_path, overrides):
     assert all(0.0 <= r['score'] <= 1.0 for r in rows)
 
 
+@pytest.mark.slow
+def test_kl_from_base_prefills_one_probe_a_round_and_the_base_once(tiny_gguf, tmp_path,
+                                                                     monkeypatch):
+  """The same KL_PROBES prompts every round; the base model's side computed once; the
+  recorded KL is the trained weights' against it."""
+  from inversion_jax.goodhart import early_warning
+  from inversion_jax.loop import rounds
+  exp = experiment.build(config_for(tiny_gguf, tmp_path))
+  calls, original = [], generation.Generator.last_token_logits
+
+  def counted(self, prompts):
+    calls.append((self is exp.generator, list(prompts)))
+    return original(self, prompts)
+
+  monkeypatch.setattr(generation.Generator, 'last_token_logits', counted)
+  first = rounds.run_round(exp, exp.initial_lora, 1)
+  second = rounds.run_round(exp, first.lora, 2)
+  assert [is_base for is_base, _ in calls] == [True, False, False]
+  assert len(calls[0][1]) == early_warning.KL_PROBES
+  assert calls[0][1] == calls[1][1] == calls[2][1]
+  trained = exp.generator.with_state(exp.inference_state(second.lora))
+  expected = early_warning.kl_from_base(
+      early_warning.next_token_log_probs(trained, calls[0][1]),
+      early_warning.next_token_log_probs(exp.generator, calls[0][1]))
+  assert second.record['metrics']['signal/kl_from_base'] == pytest.approx(expected, rel=1e-5)
+  assert expected > 0.0
+
+
 @pytest.mark.parametrize('action', ['stop', 'rollback'])
 @pytest.mark.slow
 def test_goodhart_stop_and_rollback(tiny_gguf, tmp_path, monkeypatch, capsys, action):

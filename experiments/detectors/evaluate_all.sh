@@ -13,6 +13,9 @@
 #  5. §9, when rollback twins exist (rollback/rollback_{v1,r}_s*): rollback.py against the
 #     study's warn runs of the same arm and seed.
 #  6. README's block (readme_section.py), its note naming what is still pending.
+#  7. Exploratory, added after the registration (its Deviations): the label-free signals in
+#     the collapse direction (collapse_limits.json beside this file), on every run and
+#     through §8's split, written as explore_collapse*; README shows them apart.
 # A run counts once it has CYCLES (10) rounds. Environment: PYTHON, CYCLES, STUDY (the
 # study's collected runs, benchmarks/study2), README (README.md).
 set -euo pipefail
@@ -61,20 +64,39 @@ if [[ -n $pilot ]]; then
 fi
 (( $(count "$L_all") == 6 )) || pending+=("L: $(count "$L_all") of 6 runs complete")
 
-tuned=()
-if (( $(count "$L_tune") == 3 )); then
+held_out() {  # PREFIX [LIMITS]: §8's split (tune on A, report on B; the swap) -> JSONs
+  local prefix=$1 table=${2:-} tuned_on reported_on
   for pair in "A B" "B A"; do
     read -r tuned_on reported_on <<< "$pair"
     "$PY" experiments/detectors/tune_limits.py --positive="${!tuned_on}" --negative="$L_tune" \
-      --delta="$delta" --output="$out/tuned_on_$tuned_on.json" >/dev/null
+      --delta="$delta" ${table:+--limits="$table"} --output="$out/${prefix}tuned_on_$tuned_on.json" >/dev/null
     "${evaluate[@]}" --positive="${!reported_on}" --negative="$(join "$L_report" "$V2")" \
-      --limits="$out/tuned_on_$tuned_on.json" --output="$out/heldout_${reported_on}_tuned_on_$tuned_on" >/dev/null
-    tuned+=("$out/heldout_${reported_on}_tuned_on_$tuned_on.json")
-    echo "written: $out/tuned_on_$tuned_on.{json,md}, $out/heldout_${reported_on}_tuned_on_$tuned_on.{md,json}"
+      --limits="$out/${prefix}tuned_on_$tuned_on.json" \
+      --output="$out/${prefix}heldout_${reported_on}_tuned_on_$tuned_on" >/dev/null
+    echo "$out/${prefix}heldout_${reported_on}_tuned_on_$tuned_on.json"
   done
+}
+
+tuned=()
+if (( $(count "$L_tune") == 3 )); then
+  written=$(held_out '')
+  mapfile -t tuned <<< "$written"
+  echo "written: $out/tuned_on_{A,B}.{json,md}, ${tuned[*]} (and .md)"
 else
   pending+=("tuned limits (§8): wait for L's seeds 0-2")
 fi
+
+# 7. Exploratory (PREREGISTRATION, Deviations, 2026-12-07): the signals in the collapse
+# direction, on every run and through §8's split; shown apart from the registered results.
+collapse=experiments/detectors/collapse_limits.json
+"${evaluate[@]}" --positive="$(join "$A" "$B")" --negative="$negatives" --limits="$collapse" \
+  --output="$out/explore_collapse" >/dev/null
+explored=("$out/explore_collapse.json")
+if (( $(count "$L_tune") == 3 )); then
+  written=$(held_out explore_collapse_ "$collapse")
+  mapfile -t -O 1 explored <<< "$written"
+fi
+echo "written (exploratory): ${explored[*]} (and .md)"
 
 warn=() rollback=()
 for arm in v1 r; do
@@ -93,5 +115,5 @@ fi
 note="Computed $(date -u '+%Y-%m-%d') by \`bash experiments/detectors/evaluate_all.sh\` at $(git rev-parse --short HEAD); tables, the pilot's runs and the rollback pairs: [$out/]($out/)."
 (( ${#pending[@]} )) && note+=" Still running, so not in these numbers: $(IFS=';'; echo "${pending[*]}" | sed 's/;/; /g')."
 "$PY" experiments/detectors/readme_section.py "$out/eval.json" --readme="$readme" \
-  --tuned="$(join "${tuned[@]}")" --note="$note" >/dev/null
+  --tuned="$(join "${tuned[@]}")" --exploratory="$(join "${explored[@]}")" --note="$note" >/dev/null
 echo "written: README.md's detectors block"

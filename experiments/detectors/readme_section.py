@@ -6,7 +6,9 @@
 Replaces the text between `<!-- detectors:start -->` and `<!-- detectors:end -->` in the
 file given with --readme: the gold event and delta, the primary (best so far) table with a
 verdict per detector, the verdicts against the base model, the runs plot, and with --tuned
-the verdicts of tuned limits on runs held out from the tuning (evaluate.py --limits=...).
+the verdicts of tuned limits on runs held out from the tuning (evaluate.py --limits=...),
+and with --exploratory the tables of analyses added after the registration, under a heading
+that says so.
 """
 
 import os
@@ -25,6 +27,8 @@ from inversion_jax.records import files  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string('readme', 'README.md', 'The markdown file whose detectors block is replaced.')
 flags.DEFINE_list('tuned', [], 'evaluate.py JSONs of tuned limits on held-out runs.')
+flags.DEFINE_list('exploratory', [], 'evaluate.py JSONs of analyses added after the '
+                  'registration (PREREGISTRATION.md, Deviations), shown apart.')
 flags.DEFINE_string('note', '', 'Markdown put under the block (the state, the command).')
 
 START, END = '<!-- detectors:start -->', '<!-- detectors:end -->'
@@ -74,7 +78,16 @@ def _short_table(by_detector: dict) -> list[str]:
                   for name, m in by_detector.items()]
 
 
-def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note: str) -> str:
+def _limits_tables(results: list[tuple[str, dict]], what: str) -> list[str]:
+  lines = []
+  for name, result in results:
+    lines += [f'{what} (`{name}`, limits `{result.get("limits_file") or "given"}`; '
+              f'{_runs(result)}):', '', *_short_table(result['references']['best']), '']
+  return lines
+
+
+def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note: str,
+            exploratory: list[tuple[str, dict]] = ()) -> str:
   """The block's markdown; `plot` is the runs plot's path relative to the README."""
   lines = [f'Gold event: graded held-out quality at least δ = {result["delta"]:.4f} '
            f'({_how(result["delta_how"])}) below the best evaluation so far (the base '
@@ -89,10 +102,12 @@ def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note:
               f'{_verdicts(result["references"]["base"])}.', '']
   lines += [f'![Positive runs, alarms marked]({plot})' if plot else
             'No positive run: no runs plot.', '']
-  for name, held_out in tuned:
-    lines += [f'Tuned limits on held-out runs (`{name}`, limits '
-              f'`{held_out.get("limits_file") or "given"}`; {_runs(held_out)}):', '',
-              *_short_table(held_out['references']['best']), '']
+  lines += _limits_tables(tuned, 'Tuned limits on held-out runs')
+  if exploratory:
+    lines += ['**Exploratory, not registered** (added after the registration; the '
+              'pre-registration\'s Deviations say when, why and what had been seen): its '
+              'verdicts are descriptions, not results.', '',
+              *_limits_tables(exploratory, 'Exploratory')]
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
 
 
@@ -111,6 +126,7 @@ def main(argv):
   path, readme = pathlib.Path(argv[1]).resolve(), pathlib.Path(FLAGS.readme)
   result = load(path)
   tuned = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.tuned]
+  exploratory = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.exploratory]
   try:
     text = readme.read_text(encoding='utf-8')
   except OSError as error:
@@ -119,7 +135,7 @@ def main(argv):
   if START not in text or END not in text:
     raise UserError(f'{readme} has no {START} ... {END} block; add the two markers where the '
                     'block goes')
-  body = section(result, plot_path(path, result, readme), tuned, FLAGS.note)
+  body = section(result, plot_path(path, result, readme), tuned, FLAGS.note, exploratory)
   head, rest = text.split(START, 1)
   files.write_text_atomic(readme, head + START + '\n' + body + END + rest.split(END, 1)[1])
   print(body)

@@ -5,7 +5,8 @@
       --output=benchmarks/detectors/tuned_on_A.json
 
 Per signal alone: the limit, among the values its change from round 1 BEFORE took in its
-gaming direction, that catches the most runs with a gold event (best-so-far reference) at or
+table's direction (`--limits`: the registered table by default, whose directions are the
+gaming ones), that catches the most runs with a gold event (best-so-far reference) at or
 before the onset with no false alarm among the negatives without one; ties to the largest
 (`inversion_jax/goodhart/limit_tuning.py`). Writes the table (`--output`, for
 `evaluate.py --limits=...` on the other mechanism's runs) and a .md beside it that explains
@@ -23,13 +24,16 @@ from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import detector_metrics, detectors, early_warning  # noqa: E402
-from inversion_jax.goodhart import goodhart_event, limit_tuning  # noqa: E402
+from inversion_jax.goodhart import goodhart_event, limit_tuning, limits  # noqa: E402
 from inversion_jax.records import files  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('positive', [], 'Run directories of one mechanism\'s positive controls.')
 flags.DEFINE_list('negative', [], 'Run directories of negatives (the controlled study, seed 0).')
 flags.DEFINE_float('delta', None, 'The gold event\'s drop, graded-quality points (> 0).')
+flags.DEFINE_string('limits', None, 'A limits table (JSON) giving the signals, their '
+                    'directions and the limits kept where a signal never moved; default: '
+                    'limits.LIMITS.')
 flags.DEFINE_string('output', 'tuned_limits.json', 'The limits table written (.json); '
                     'the .md beside it explains each limit.')
 
@@ -41,7 +45,7 @@ def markdown(result: dict, runs, delta: float, output_name: str) -> str:
   lines = [f'Limits tuned (`{output_name}`, PREREGISTRATION §8) on {counts["positive"]} '
            f'positive and {counts["negative"]} negative run(s); gold event delta {delta:.4f}, '
            f'reference {REFERENCE} so far. Per signal alone: among the values its change from '
-           'round 1 BEFORE took in its gaming direction, the limit that catches the most runs '
+           'round 1 BEFORE took in the table\'s direction, the limit that catches the most runs '
            'with a gold event at or before the onset (recall) with no false alarm among the '
            'negatives without one; ties to the largest. A signal alarms when its change '
            f'strictly exceeds the limit; the early warning keeps {early_warning.ALARM_AT} '
@@ -72,7 +76,8 @@ def main(argv):
   output.parent.mkdir(parents=True, exist_ok=True)
   files.check_output_file(output)
   runs = detectors.load_runs(FLAGS.positive, FLAGS.negative)
-  result = limit_tuning.tune(runs, delta, reference=REFERENCE)
+  table = limits.load(FLAGS.limits) if FLAGS.limits else None
+  result = limit_tuning.tune(runs, delta, table, reference=REFERENCE)
   text = markdown(result, runs, delta, output.name)
   files.write_json_atomic(output, result['table'])
   files.write_text_atomic(output.with_suffix('.md'), text)

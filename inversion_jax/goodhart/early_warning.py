@@ -5,7 +5,9 @@ Per round, from the AFTER phase (the trained model's fresh candidates) and the m
   agreement_rate      candidates with at least one similar sibling of the same task (the V2
                       similarity at its default settings) / candidates
   kl_from_base        mean KL(current || base model) of the next-token distribution at the
-                      end of the AFTER generation prompts, in nats
+                      end of `KL_PROBES` generation prompts drawn once a run, in nats: the
+                      same prompts every round, so rounds differ by the model alone, and
+                      the base model's side is computed once
   distinct_ratio, option_count_drift (mean options per command / round 1 BEFORE's - 1),
   unknown_option_rate, repeated_option_rate, echo_rate, prose_rate
                       the gaming indicators of the AFTER commands
@@ -53,13 +55,22 @@ def agreement_rate(generator, commands, groups, embeddings=None) -> float:
   return float(np.mean(counts >= 1))
 
 
-def kl_from_base(generator, base_generator, prompts, limit: int = 64) -> float:
-  """Mean KL(current || base) of next-token distributions over up to `limit` prompts."""
-  prompts = list(prompts)[:limit]
+KL_PROBES = 64  # Prompts KL from base is measured on: drawn once a run, the same every round.
+
+
+def next_token_log_probs(generator, prompts) -> np.ndarray:
+  """float32 [len(prompts), V] log-probabilities of the token that would follow each prompt."""
+  prompts = list(prompts)
   if not prompts:
+    return np.zeros((0, 0), np.float32)
+  return _log_softmax(generator.last_token_logits(prompts))
+
+
+def kl_from_base(current: np.ndarray, base: np.ndarray) -> float:
+  """Mean KL(current || base) over rows of next-token log-probabilities (as
+  `next_token_log_probs` gives them) of the same prompts."""
+  if not len(current):
     return 0.0
-  current = _log_softmax(generator.last_token_logits(prompts))
-  base = _log_softmax(base_generator.last_token_logits(prompts))
   return float(np.mean(np.sum(np.exp(current) * (current - base), axis=-1)))
 
 

@@ -56,6 +56,9 @@ class Experiment:
   backend: parallel.Backend = None  # Where it all runs (parallel.make_backend).
   # --target_acceptance: the threshold set by round 1's BEFORE, fixed from then on.
   calibration: dict | None = None
+  # (prompts, the base model's next-token log-probs there): KL from base's fixed probe,
+  # made by `rounds.kl_probe` at the first signals phase of a process.
+  kl_probe: tuple | None = None
 
   def count_tokens(self, text: str) -> int:
     return len(self.tokenizer.encode(text))

@@ -33,7 +33,7 @@ from inversion_jax.tasks import bank as bank_lib
 from inversion_jax.train import training
 
 _PURPOSES = {'before_tasks': 1, 'before': 2, 'train': 3, 'after_tasks': 4, 'after': 5,
-             'select_before': 6, 'select_after': 7}
+             'select_before': 6, 'select_after': 7, 'kl_probe': 8}
 EXAMPLES_PER_ROUND = 6
 
 
@@ -205,17 +205,28 @@ def runs_after(config, round_index: int) -> bool:
   return round_index == config.cycles or bool(every) and round_index % every == 0
 
 
-def signal_phase(exp, generator, round_index: int, after: Phase, first_metrics: dict) -> Phase:
+def kl_probe(exp) -> tuple[list, np.ndarray]:
+  """KL from base's prompts (`early_warning.KL_PROBES` tasks, drawn once a run) and the base
+  model's next-token log-probs there, computed once a process: a round then prefills the
+  probe once, with its own weights."""
+  if exp.kl_probe is None:
+    tasks = bank_lib.sample_tasks(exp.bank, early_warning.KL_PROBES,
+                                  derive_seed(exp.config.seed, 0, 'kl_probe'))
+    prompts = [exp.style.generation(t.tool, t.text) for t in tasks]
+    exp.kl_probe = (prompts, early_warning.next_token_log_probs(exp.generator, prompts))
+  return exp.kl_probe
+
+
+def signal_phase(exp, generator, after: Phase, first_metrics: dict) -> Phase:
   """The label-free early-warning signals of the trained model (`early_warning.py`).
 
   `after` is the phase whose candidates give the indicators: AFTER, or in a round without
   one its BEFORE (`measured_after` = 0 in the signals then).
   """
   start = time.perf_counter()
-  tasks = bank_lib.sample_tasks(exp.bank, exp.config.tasks, derive_seed(
-      exp.config.seed, round_index, 'after_tasks'))
-  kl = early_warning.kl_from_base(generator, exp.generator,
-                                  [exp.style.generation(t.tool, t.text) for t in tasks])
+  prompts, base_log_probs = kl_probe(exp)
+  kl = early_warning.kl_from_base(early_warning.next_token_log_probs(generator, prompts),
+                                  base_log_probs)
   flat = metrics_lib.flatten(after.name, after.metrics)
   values = early_warning.signals(flat, first_metrics or flat, kl, phase=after.name)
   count, reasons = early_warning.score(values, early_warning.baseline(first_metrics or flat))
@@ -243,7 +254,7 @@ def run_round(exp, lora, round_index: int, base: Phase | None = None,
     after, _ = intrinsic_phase(exp, generator, round_index, 'after')
   if first_metrics is None:
     first_metrics = metrics_lib.flatten('before', before.metrics)
-  signal = signal_phase(exp, generator, round_index, after or before, first_metrics)
+  signal = signal_phase(exp, generator, after or before, first_metrics)
   phases = [p for p in (base, before, train, after, signal) if p is not None]
   if evaluates(exp.config, round_index):
     phases.append(heldout_phase(exp, generator))
