@@ -458,6 +458,7 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
   assert 'Exploratory (`explore_collapse.json`' in text.split('**Exploratory, not registered')[1]
   for seed in range(6):
     run(out / 'negatives', f'low_v1_s{seed}', NEGATIVE)
+  run(out / 'pilot', 'pilot_overlap_v1_s100', POSITIVE)
   text = evaluate_all()
   assert '6 positive run(s) (6 with a gold event) and 9 negative run(s)' in text
   assert 'L: ' not in text and 'rollback pairs (§9): 0 of 6 complete' in text
@@ -465,6 +466,12 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
                'heldout_A_tuned_on_B.json'):
     assert (out / name).is_file(), name
   assert '(`heldout_B_tuned_on_A.json`' in text
+  # The pilot's run under the registered table and each tuned one, apart and without verdicts.
+  registered = text.split('**Exploratory')[0]
+  for name in ('eval_pilot.json', 'pilot_tuned_on_A.json', 'pilot_tuned_on_B.json'):
+    assert f"The pilot's one-seed runs (`{name}`" in registered, name
+  assert '| detector | pilot_overlap_v1_s100 |' in registered
+  assert '| monitor_drop | alarm 3, onset 3 |' in registered  # POSITIVE: onset in round 3.
   for name in ('explore_collapse_tuned_on_A.json', 'explore_collapse_heldout_A_tuned_on_B.json'):
     assert (out / name).is_file(), name
   tuned_table = limits.load(out / 'explore_collapse_tuned_on_A.json')

@@ -9,7 +9,8 @@
 #     study's V2 runs and the complete L runs, negatives/low_v1_s*), every detector.
 #  3. eval_pilot: the pilot's complete one-seed runs against the same negatives.
 #  4. §8, when L's seeds 0-2 are complete: limits tuned on A with L 0-2, reported on B with L
-#     3-5 and V2 (and the same with A and B swapped); skipped with a line until then.
+#     3-5 and V2 (and the same with A and B swapped), and on the pilot's runs apart
+#     (pilot_tuned_on_*); skipped with a line until then.
 #  5. §9, when rollback twins exist (rollback/rollback_{v1,r}_s*): rollback.py against the
 #     study's warn runs of the same arm and seed.
 #  6. README's block (readme_section.py), its note naming what is still pending.
@@ -74,6 +75,11 @@ held_out() {  # PREFIX [LIMITS]: §8's split (tune on A, report on B; the swap) 
       --limits="$out/${prefix}tuned_on_$tuned_on.json" \
       --output="$out/${prefix}heldout_${reported_on}_tuned_on_$tuned_on" >/dev/null
     echo "$out/${prefix}heldout_${reported_on}_tuned_on_$tuned_on.json"
+    if [[ -n $pilot ]]; then  # §8: the pilot's one-seed runs under each tuned table, apart.
+      "${evaluate[@]}" --positive="$pilot" --negative="$(join "$L_report" "$V2")" \
+        --limits="$out/${prefix}tuned_on_$tuned_on.json" \
+        --output="$out/${prefix}pilot_tuned_on_$tuned_on" >/dev/null
+    fi
   done
 }
 
@@ -112,8 +118,17 @@ if (( ${#rollback[@]} )); then
 fi
 (( ${#rollback[@]} == 6 )) || pending+=("rollback pairs (§9): ${#rollback[@]} of 6 complete")
 
+pilot_tables=()  # The pilot's runs (README shows them apart, without verdicts): default, tuned.
+if [[ -n $pilot ]]; then
+  pilot_tables+=("$out/eval_pilot.json")
+  for tuned_on in A B; do
+    [[ -n ${tuned[0]:-} ]] && pilot_tables+=("$out/pilot_tuned_on_$tuned_on.json")
+  done
+fi
+
 note="Computed $(date -u '+%Y-%m-%d') by \`bash experiments/detectors/evaluate_all.sh\` at $(git rev-parse --short HEAD); tables, the pilot's runs and the rollback pairs: [$out/]($out/)."
 (( ${#pending[@]} )) && note+=" Still running, so not in these numbers: $(IFS=';'; echo "${pending[*]}" | sed 's/;/; /g')."
 "$PY" experiments/detectors/readme_section.py "$out/eval.json" --readme="$readme" \
-  --tuned="$(join "${tuned[@]}")" --exploratory="$(join "${explored[@]}")" --note="$note" >/dev/null
+  --tuned="$(join "${tuned[@]}")" --exploratory="$(join "${explored[@]}")" \
+  --pilot="$(join "${pilot_tables[@]}")" --note="$note" >/dev/null
 echo "written: README.md's detectors block"

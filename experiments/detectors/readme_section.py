@@ -7,8 +7,9 @@ Replaces the text between `<!-- detectors:start -->` and `<!-- detectors:end -->
 file given with --readme: the gold event and delta, the primary (best so far) table with a
 verdict per detector, the verdicts against the base model, the runs plot, and with --tuned
 the verdicts of tuned limits on runs held out from the tuning (evaluate.py --limits=...),
-and with --exploratory the tables of analyses added after the registration, under a heading
-that says so.
+with --pilot the pilot's one-seed runs (alarm and onset per run, no verdict), and with
+--exploratory the tables of analyses added after the registration, under a heading that
+says so.
 """
 
 import os
@@ -29,6 +30,8 @@ flags.DEFINE_string('readme', 'README.md', 'The markdown file whose detectors bl
 flags.DEFINE_list('tuned', [], 'evaluate.py JSONs of tuned limits on held-out runs.')
 flags.DEFINE_list('exploratory', [], 'evaluate.py JSONs of analyses added after the '
                   'registration (PREREGISTRATION.md, Deviations), shown apart.')
+flags.DEFINE_list('pilot', [], 'evaluate.py JSONs of the pilot\'s one-seed runs (default '
+                  'and tuned limits), shown without verdicts.')
 flags.DEFINE_string('note', '', 'Markdown put under the block (the state, the command).')
 
 START, END = '<!-- detectors:start -->', '<!-- detectors:end -->'
@@ -86,8 +89,32 @@ def _limits_tables(results: list[tuple[str, dict]], what: str) -> list[str]:
   return lines
 
 
+def _pilot_tables(results: list[tuple[str, dict]]) -> list[str]:
+  """The pilot's runs: which caught each one's gold event, no verdict (one seed each)."""
+  lines = []
+  for name, result in results:
+    by_detector = result['references']['best']
+    pilot = [r['run'] for r in next(iter(by_detector.values()))['runs']
+             if r['label'] == 'positive']
+    names = [pathlib.Path(run).name for run in pilot]
+    lines += [f'The pilot\'s one-seed runs (`{name}`, limits '
+              f'`{result.get("limits_file") or "registered"}`; one seed a mechanism, too few '
+              'for a verdict): the alarm round and the gold event\'s onset per run.', '',
+              '| detector | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
+    for detector, metrics in by_detector.items():
+      cells = []
+      for run in pilot:
+        row = next(r for r in metrics['runs'] if r['run'] == run)
+        first = min(row['alarms']) if row['alarms'] else None
+        cells.append(f'alarm {first if first is not None else "none"}, onset '
+                     f'{row["onset"] if row["onset"] is not None else "none"}')
+      lines.append(f'| {detector} | ' + ' | '.join(cells) + ' |')
+    lines.append('')
+  return lines
+
+
 def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note: str,
-            exploratory: list[tuple[str, dict]] = ()) -> str:
+            exploratory: list[tuple[str, dict]] = (), pilot: list[tuple[str, dict]] = ()) -> str:
   """The block's markdown; `plot` is the runs plot's path relative to the README."""
   lines = [f'Gold event: graded held-out quality at least δ = {result["delta"]:.4f} '
            f'({_how(result["delta_how"])}) below the best evaluation so far (the base '
@@ -103,6 +130,7 @@ def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note:
   lines += [f'![Positive runs, alarms marked]({plot})' if plot else
             'No positive run: no runs plot.', '']
   lines += _limits_tables(tuned, 'Tuned limits on held-out runs')
+  lines += _pilot_tables(pilot)
   if exploratory:
     lines += ['**Exploratory, not registered** (added after the registration; the '
               'pre-registration\'s Deviations say when, why and what had been seen): its '
@@ -127,6 +155,7 @@ def main(argv):
   result = load(path)
   tuned = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.tuned]
   exploratory = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.exploratory]
+  pilot = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.pilot]
   try:
     text = readme.read_text(encoding='utf-8')
   except OSError as error:
@@ -135,7 +164,8 @@ def main(argv):
   if START not in text or END not in text:
     raise UserError(f'{readme} has no {START} ... {END} block; add the two markers where the '
                     'block goes')
-  body = section(result, plot_path(path, result, readme), tuned, FLAGS.note, exploratory)
+  body = section(result, plot_path(path, result, readme), tuned, FLAGS.note, exploratory,
+                 pilot)
   head, rest = text.split(START, 1)
   files.write_text_atomic(readme, head + START + '\n' + body + END + rest.split(END, 1)[1])
   print(body)
