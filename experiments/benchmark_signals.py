@@ -5,7 +5,8 @@
 
 KL from base was measured on the round's own tasks (50 at the original's dose), with two
 prefills a round: the trained model and the base model. Now (`rounds.kl_probe`) it reads
-`early_warning.KL_PROBES` prompts drawn once a run, and the base side is computed once. This
+as many prompts as a round has tasks (at most `early_warning.KL_PROBES`), drawn once a run,
+and the base side is computed once. This
 times both ways in one process on the same weights, interleaved round by round so the
 machine's load hits both alike:
 

@@ -21,10 +21,10 @@ def test_benchmark_signals_times_both_ways_of_kl(tiny_gguf, tmp_path):
                         capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   result = json.loads(out.read_text())
-  assert result['probe_prompts'] == 64 and [r['round'] for r in result['rounds']] == [1, 2]
+  assert result['probe_prompts'] == 3 and [r['round'] for r in result['rounds']] == [1, 2]
   for r in result['rounds']:
     assert r['peer_s'] > 0 and r['ours_s'] > 0 and r['ours_tokens'] > 0
-    assert 0 < r['peer_tokens'] < r['ours_tokens']  # 2 x 3 fresh prompts against 64.
+    assert r['peer_tokens'] > r['ours_tokens']  # Two models on 3 fresh prompts, one on 3.
   bad = subprocess.run(script + ['--rounds=0'], capture_output=True, text=True, timeout=600)
   assert bad.returncode != 0 and 'must be >= 1' in bad.stderr and 'Traceback' not in bad.stderr
 

@@ -163,7 +163,7 @@ def test_v2_filter_and_fidelity_scorer_rounds(tiny_gguf, tmp_path, overrides):
 @pytest.mark.slow
 def test_kl_from_base_prefills_one_probe_a_round_and_the_base_once(tiny_gguf, tmp_path,
                                                                      monkeypatch):
-  """The same KL_PROBES prompts every round; the base model's side computed once; the
+  """The same prompts every round (a round's number of tasks); the base model's side once; the
   recorded KL is the trained weights' against it."""
   from inversion_jax.goodhart import early_warning
   from inversion_jax.loop import rounds
@@ -178,7 +178,7 @@ def test_kl_from_base_prefills_one_probe_a_round_and_the_base_once(tiny_gguf, tm
   first = rounds.run_round(exp, exp.initial_lora, 1)
   second = rounds.run_round(exp, first.lora, 2)
   assert [is_base for is_base, _ in calls] == [True, False, False]
-  assert len(calls[0][1]) == early_warning.KL_PROBES
+  assert len(calls[0][1]) == min(exp.config.tasks, early_warning.KL_PROBES) == 3
   assert calls[0][1] == calls[1][1] == calls[2][1]
   trained = exp.generator.with_state(exp.inference_state(second.lora))
   expected = early_warning.kl_from_base(

@@ -5,7 +5,8 @@ Per round, from the AFTER phase (the trained model's fresh candidates) and the m
   agreement_rate      candidates with at least one similar sibling of the same task (the V2
                       similarity at its default settings) / candidates
   kl_from_base        mean KL(current || base model) of the next-token distribution at the
-                      end of `KL_PROBES` generation prompts drawn once a run, in nats: the
+                      end of the generation prompts of a round's number of tasks (at most
+                      `KL_PROBES`) drawn once a run, in nats: the
                       same prompts every round, so rounds differ by the model alone, and
                       the base model's side is computed once
   distinct_ratio, option_count_drift (mean options per command / round 1 BEFORE's - 1),
@@ -55,7 +56,7 @@ def agreement_rate(generator, commands, groups, embeddings=None) -> float:
   return float(np.mean(counts >= 1))
 
 
-KL_PROBES = 64  # Prompts KL from base is measured on: drawn once a run, the same every round.
+KL_PROBES = 64  # At most this many prompts for KL from base (drawn once a run).
 
 
 def next_token_log_probs(generator, prompts) -> np.ndarray:

@@ -206,11 +206,11 @@ def runs_after(config, round_index: int) -> bool:
 
 
 def kl_probe(exp) -> tuple[list, np.ndarray]:
-  """KL from base's prompts (`early_warning.KL_PROBES` tasks, drawn once a run) and the base
-  model's next-token log-probs there, computed once a process: a round then prefills the
-  probe once, with its own weights."""
+  """KL from base's prompts (as many tasks as a round has, at most `early_warning.KL_PROBES`,
+  drawn once a run) and the base model's next-token log-probs there, computed once a
+  process: a round then prefills the probe once, with its own weights."""
   if exp.kl_probe is None:
-    tasks = bank_lib.sample_tasks(exp.bank, early_warning.KL_PROBES,
+    tasks = bank_lib.sample_tasks(exp.bank, min(exp.config.tasks, early_warning.KL_PROBES),
                                   derive_seed(exp.config.seed, 0, 'kl_probe'))
     prompts = [exp.style.generation(t.tool, t.text) for t in tasks]
     exp.kl_probe = (prompts, early_warning.next_token_log_probs(exp.generator, prompts))
