@@ -468,10 +468,10 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
   assert '(`heldout_B_tuned_on_A.json`' in text
   # The pilot's run under the registered table and each tuned one, apart and without verdicts.
   registered = text.split('**Exploratory')[0]
-  for name in ('eval_pilot.json', 'pilot_tuned_on_A.json', 'pilot_tuned_on_B.json'):
-    assert f"The pilot's one-seed runs (`{name}`" in registered, name
-  assert '| detector | pilot_overlap_v1_s100 |' in registered
-  assert '| monitor_drop | alarm 3, onset 3 |' in registered  # POSITIVE: onset in round 3.
+  assert ("in this order: `eval_pilot.json` (limits `registered`), `pilot_tuned_on_A.json` "
+          f"(limits `{out / 'tuned_on_A.json'}`), `pilot_tuned_on_B.json`") in registered
+  assert '| detector | pilot_overlap_v1_s100 (onset 3) |' in registered  # POSITIVE's onset.
+  assert '| monitor_drop | 3 / 3 / 3 |' in registered
   for name in ('explore_collapse_tuned_on_A.json', 'explore_collapse_heldout_A_tuned_on_B.json'):
     assert (out / name).is_file(), name
   tuned_table = limits.load(out / 'explore_collapse_tuned_on_A.json')

@@ -7,9 +7,9 @@ Replaces the text between `<!-- detectors:start -->` and `<!-- detectors:end -->
 file given with --readme: the gold event and delta, the primary (best so far) table with a
 verdict per detector, the verdicts against the base model, the runs plot, and with --tuned
 the verdicts of tuned limits on runs held out from the tuning (evaluate.py --limits=...),
-with --pilot the pilot's one-seed runs (alarm and onset per run, no verdict), and with
---exploratory the tables of analyses added after the registration, under a heading that
-says so.
+with --pilot the pilot's one-seed runs (first alarm per limits table and onset, no verdict),
+and with --exploratory the tables of analyses added after the registration, under a heading
+that says so.
 """
 
 import os
@@ -89,28 +89,31 @@ def _limits_tables(results: list[tuple[str, dict]], what: str) -> list[str]:
   return lines
 
 
-def _pilot_tables(results: list[tuple[str, dict]]) -> list[str]:
-  """The pilot's runs: which caught each one's gold event, no verdict (one seed each)."""
-  lines = []
-  for name, result in results:
-    by_detector = result['references']['best']
-    pilot = [r['run'] for r in next(iter(by_detector.values()))['runs']
-             if r['label'] == 'positive']
-    names = [pathlib.Path(run).name for run in pilot]
-    lines += [f'The pilot\'s one-seed runs (`{name}`, limits '
-              f'`{result.get("limits_file") or "registered"}`; one seed a mechanism, too few '
-              'for a verdict): the alarm round and the gold event\'s onset per run.', '',
-              '| detector | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
-    for detector, metrics in by_detector.items():
-      cells = []
-      for run in pilot:
-        row = next(r for r in metrics['runs'] if r['run'] == run)
-        first = min(row['alarms']) if row['alarms'] else None
-        cells.append(f'alarm {first if first is not None else "none"}, onset '
-                     f'{row["onset"] if row["onset"] is not None else "none"}')
-      lines.append(f'| {detector} | ' + ' | '.join(cells) + ' |')
-    lines.append('')
-  return lines
+def _pilot_table(results: list[tuple[str, dict]]) -> list[str]:
+  """The pilot's runs in one table, no verdict (one seed each): per detector and run, the
+  first alarm round under each limits table given, in order; the onset in the header."""
+  if not results:
+    return []
+  first = results[0][1]['references']['best']
+  runs = [r for r in next(iter(first.values()))['runs'] if r['label'] == 'positive']
+  header = [f'{pathlib.Path(r["run"]).name} (onset '
+            f'{r["onset"] if r["onset"] is not None else "none"})' for r in runs]
+  tables = ', '.join(f'`{name}` (limits `{result.get("limits_file") or "registered"}`)'
+                     for name, result in results)
+  lines = ['The pilot\'s one-seed runs (one seed a mechanism, too few for a verdict): the '
+           f'first alarm round under each limits table, in this order: {tables}.', '',
+           '| detector | ' + ' | '.join(header) + ' |', '|---|' + '---|' * len(runs)]
+  for detector in first:
+    cells = []
+    for run in runs:
+      rounds = []
+      for _, result in results:
+        row = next(r for r in result['references']['best'][detector]['runs']
+                   if r['run'] == run['run'])
+        rounds.append(str(min(row['alarms'])) if row['alarms'] else 'none')
+      cells.append(' / '.join(rounds))
+    lines.append(f'| {detector} | ' + ' | '.join(cells) + ' |')
+  return lines + ['']
 
 
 def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note: str,
@@ -130,7 +133,7 @@ def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note:
   lines += [f'![Positive runs, alarms marked]({plot})' if plot else
             'No positive run: no runs plot.', '']
   lines += _limits_tables(tuned, 'Tuned limits on held-out runs')
-  lines += _pilot_tables(pilot)
+  lines += _pilot_table(pilot)
   if exploratory:
     lines += ['**Exploratory, not registered** (added after the registration; the '
               'pre-registration\'s Deviations say when, why and what had been seen): its '
