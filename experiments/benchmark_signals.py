@@ -6,9 +6,8 @@
 KL from base was measured on the round's own tasks (50 at the original's dose), with two
 prefills a round: the trained model and the base model. Now (`rounds.kl_probe`) it reads
 as many prompts as a round has tasks (at most `early_warning.KL_PROBES`), drawn once a run,
-and the base side is computed once. This
-times both ways in one process on the same weights, interleaved round by round so the
-machine's load hits both alike:
+and the base side is computed once. This times both ways in one process on the same
+weights, interleaved round by round so the machine's load hits both alike:
 
   PEER  the former way: `--tasks` fresh tasks a round (its 'after_tasks' draw), last-token
         logits of both models;

@@ -215,11 +215,16 @@ def heldout_lines(results: list[dict], paired: dict) -> list[str]:
   return lines + ['']
 
 
+def arm_groups(result: dict) -> tuple[dict, list[str]]:
+  """({arm: its group}, the arms in `ARMS` order, any others after)."""
+  groups = {arm_of(label): group for label, group in result['groups'].items()}
+  return groups, [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
+
+
 def run_table(result: dict, rows, header: str) -> list[str]:
   """One line per run-level measure in `rows`: each arm (control first), the original's
   figures beside."""
-  groups = {arm_of(label): group for label, group in result['groups'].items()}
-  arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
+  groups, arms = arm_groups(result)
   lines = [f'| {header} | ' + ' | '.join(f'ours {a}' for a in arms)
            + ' | original V1 | original V2 |', '|---|' + '---|' * (len(arms) + 2)]
   for row in rows:
@@ -231,8 +236,7 @@ def run_table(result: dict, rows, header: str) -> list[str]:
 
 def run_level_lines(result: dict, rounds: dict) -> list[str]:
   """One number per run (mean over seeds, t interval over seeds), the original beside."""
-  groups = {arm_of(label): group for label, group in result['groups'].items()}
-  arms = [a for a in ARMS if a in groups] + [a for a in groups if a not in ARMS]
+  groups, arms = arm_groups(result)
   lines = run_table(result, ROWS, 'measure (base -> last round)')
   warning = result['early_warning']
   lines += ['', 'Run level: mean over seeds with a Student-t 95 % interval where n >= 2 (seeds '

@@ -75,7 +75,7 @@ held_out() {  # PREFIX [LIMITS]: §8's split (tune on A, report on B; the swap) 
       --limits="$out/${prefix}tuned_on_$tuned_on.json" \
       --output="$out/${prefix}heldout_${reported_on}_tuned_on_$tuned_on" >/dev/null
     echo "$out/${prefix}heldout_${reported_on}_tuned_on_$tuned_on.json"
-    if [[ -n $pilot ]]; then  # §8: the pilot's one-seed runs under each tuned table, apart.
+    if [[ -n $pilot && -z $prefix ]]; then  # §8: the pilot's runs under each tuned table.
       "${evaluate[@]}" --positive="$pilot" --negative="$(join "$L_report" "$V2")" \
         --limits="$out/${prefix}tuned_on_$tuned_on.json" \
         --output="$out/${prefix}pilot_tuned_on_$tuned_on" >/dev/null
@@ -121,9 +121,7 @@ fi
 pilot_tables=()  # The pilot's runs (README shows them apart, without verdicts): default, tuned.
 if [[ -n $pilot ]]; then
   pilot_tables+=("$out/eval_pilot.json")
-  for tuned_on in A B; do
-    [[ -n ${tuned[0]:-} ]] && pilot_tables+=("$out/pilot_tuned_on_$tuned_on.json")
-  done
+  (( ${#tuned[@]} )) && pilot_tables+=("$out/pilot_tuned_on_A.json" "$out/pilot_tuned_on_B.json")
 fi
 
 note="Computed $(date -u '+%Y-%m-%d') by \`bash experiments/detectors/evaluate_all.sh\` at $(git rev-parse --short HEAD); tables, the pilot's runs and the rollback pairs: [$out/]($out/)."
