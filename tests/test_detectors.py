@@ -359,8 +359,10 @@ def test_rollback_pairs_by_seed_with_rounds_lost_and_t_intervals():
     rounds = [{'cycle': c, 'metrics': {'heldout/quality': q}} for c, q in enumerate(finals, 1)]
     for cycle, target in marks:
       rounds[cycle - 1]['goodhart'] = {'action': action, 'rollback_to': target}
-    config = {'seed': seed, 'lr': 2e-4, 'on_goodhart': action, 'name': f'{action}{seed}'}
-    return (f'{action}{seed}', config, rounds)
+    # The twins' monitors differ in δ too: a warn run trains the same under any δ.
+    config = {'seed': seed, 'lr': 2e-4, 'on_goodhart': action, 'name': f'{action}_s{seed}',
+              'goodhart_tolerance': 0.05 if action == 'warn' else 0.0185}
+    return (f'runs/{action}_s{seed}', config, rounds)
 
   warn = [run(0, 'warn', [0.5, 0.40]), run(1, 'warn', [0.5, 0.42])]
   back = [run(1, 'rollback', [0.5, 0.47], [(2, 0)]), run(0, 'rollback', [0.5, 0.45], [(2, 1)])]
@@ -371,7 +373,19 @@ def test_rollback_pairs_by_seed_with_rounds_lost_and_t_intervals():
   lost = result['rounds_lost']
   half = stats.t.ppf(0.975, 1) * 0.5 ** 0.5 / 2 ** 0.5
   assert lost['mean'] == 1.5 and lost['high'] == pytest.approx(1.5 + half)
-  assert '| 1 | 0.420 | 0.470 | +0.050 | 2 |' in rollback_pairs.markdown(result)
+  text = rollback_pairs.markdown(result)
+  assert '| rollback | 1 | 0.420 | 0.470 | +0.050 | 2 |' in text
+  assert result['by_mechanism']['rollback']['rounds_lost'] == lost
+  # Mechanisms apart: another learning rate is another mechanism, with its own means.
+  fast = run(0, 'rollback', [0.5, 0.30], [(2, 1)])
+  fast = ('runs/fast_s0', fast[1] | {'lr': 1e-3}, fast[2])
+  slow_warn = ('runs/fast_warn_s0', warn[0][1] | {'lr': 1e-3}, [{'cycle': 2, 'metrics': {
+      'heldout/quality': 0.2}}])
+  both = rollback_pairs.summary(rollback_pairs.pair(warn + [slow_warn], back + [fast]))
+  assert set(both['by_mechanism']) == {'rollback', 'fast'}
+  assert both['by_mechanism']['fast']['quality_difference']['mean'] == pytest.approx(0.1)
+  assert both['quality_difference']['n'] == 3
+  assert '- fast: quality +0.100 (n=1)' in rollback_pairs.markdown(both)
   # A setting one run predates counts as its default.
   older = (warn[0][0], {k: v for k, v in warn[0][1].items() if k != 'lr'}, warn[0][2])
   assert len(rollback_pairs.pair([older], back[1:], {'lr': 2e-4})) == 1
@@ -423,17 +437,18 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
   for directory in (study, out / 'negatives', out / 'pilot'):
     directory.mkdir(parents=True)
 
-  def run(root, name, spec):
+  def run(root, name, spec, **config):
     path = write_run(root, name, spec)
     progress = json.loads((root / name / history.PROGRESS_FILE).read_text())
-    files.write_json_atomic(root / name / history.PROGRESS_FILE,
-                            progress | {'cycles_completed': len(spec['quality'])})
+    files.write_json_atomic(root / name / history.PROGRESS_FILE, progress | {
+        'cycles_completed': len(spec['quality']), 'config': progress['config'] | config})
     return path
 
-  for seed in range(3):
-    run(study, f'v1_s{seed}', POSITIVE)
-    run(study, f'r_s{seed}', POSITIVE_LOW)
-    run(study, f'v2_s{seed}', NEGATIVE)
+  for seed in range(3):  # The study's runs, with the monitor as they ran it: warn, δ 0.05.
+    warn = dict(seed=seed, on_goodhart='warn', goodhart_tolerance=0.05)
+    run(study, f'v1_s{seed}', POSITIVE, scorer='reconstruction', **warn)
+    run(study, f'r_s{seed}', POSITIVE_LOW, scorer='repro', **warn)
+    run(study, f'v2_s{seed}', NEGATIVE, scorer='v2', **warn)
   files.write_json_atomic(out / 'delta.json', {'delta': 0.05, 'delta_how': {
       'derived_from': ['a', 'b'], 'pairs': 20, 'multiple': 2.0}})
   readme = tmp_path / 'README.md'
@@ -477,6 +492,21 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
   tuned_table = limits.load(out / 'explore_collapse_tuned_on_A.json')
   assert tuned_table['agreement_rate'][0] == 'up' and 'echo_rate' not in tuned_table
   assert 'Exploratory (`explore_collapse_heldout_B_tuned_on_A.json`' in text
+  # §9: a complete rollback twin (its δ the registered one, not the warn run's) pairs with
+  # the study's run of its arm and seed; an incomplete one waits.
+  twin = dict(on_goodhart='rollback', goodhart_tolerance=0.0185)
+  (out / 'rollback').mkdir()
+  run(out / 'rollback', 'rollback_r_s1', POSITIVE_LOW | {'quality': [0.52, 0.53, 0.5, 0.5, 0.5,
+                                                                   0.5]},
+      scorer='repro', seed=1, **twin)
+  run(out / 'rollback', 'rollback_v1_s2', dict(POSITIVE, quality=[0.5]), scorer='reconstruction',
+      seed=2, **twin)
+  text = evaluate_all()
+  pairs = json.loads((out / 'rollback.json').read_text())['pairs']
+  assert [(p['warn'], p['quality_difference']) for p in pairs] == [
+      (str(study / 'r_s1'), pytest.approx(0.5 - 0.42))]
+  assert (out / 'rollback.png').is_file()
+  assert 'rollback pairs (§9): 1 of 6 complete' in text
   held_out = json.loads((out / 'heldout_B_tuned_on_A.json').read_text())
   names = {r['run'] for r in held_out['references']['best']['monitor']['runs']}
   assert names == {str(study / f'r_s{s}') for s in range(3)} | {

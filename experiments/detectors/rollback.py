@@ -5,7 +5,8 @@
 
 Pairs and measures: `inversion_jax/goodhart/rollback_pairs.py` (by seed; final held-out quality,
 rollback minus warn, and the rounds lost; mean and Student-t 95 % interval over pairs).
-Writes `<output>.md` and `<output>.json`.
+Writes `<output>.md`, `<output>.json` and `<output>.png` (`rollback_plot.py`: each pair's
+held-out quality by round, the rollbacks marked).
 """
 
 import os
@@ -18,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
-from inversion_jax.goodhart import rollback_pairs  # noqa: E402
+from inversion_jax.goodhart import rollback_pairs, rollback_plot  # noqa: E402
 from inversion_jax.loop import experiment  # noqa: E402
 from inversion_jax.records import files  # noqa: E402
 from inversion_jax.records import report  # noqa: E402
@@ -46,15 +47,17 @@ def main(argv):
   if not FLAGS.warn or not FLAGS.rollback:
     raise UserError('give both: --warn=DIRS and --rollback=DIRS (their twins)')
   defaults = files.jsonable(experiment.RunConfig().as_dict())
-  pairs = rollback_pairs.pair(_load(FLAGS.warn), _load(FLAGS.rollback), defaults)
+  warn, rollback = _load(FLAGS.warn), _load(FLAGS.rollback)
+  pairs = rollback_pairs.pair(warn, rollback, defaults)
   result = rollback_pairs.summary(pairs)
-  text = rollback_pairs.markdown(result)
   prefix = pathlib.Path(FLAGS.output)
   prefix.parent.mkdir(parents=True, exist_ok=True)
+  rollback_plot.plot_pairs(pairs, {run[0]: run[2] for run in warn + rollback}, f'{prefix}.png')
+  text = rollback_pairs.markdown(result) + f'\n![Each pair by round]({prefix.name}.png)\n'
   files.write_text_atomic(f'{prefix}.md', text)
   files.write_json_atomic(f'{prefix}.json', result)
   print(text)
-  print(f'written: {prefix}.md, {prefix}.json')
+  print(f'written: {prefix}.md, {prefix}.json, {prefix}.png')
 
 
 if __name__ == '__main__':
