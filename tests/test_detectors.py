@@ -332,6 +332,9 @@ def test_tune_then_evaluate_held_out_then_the_readme_block(tmp_path):
           'has no <!-- detectors:start --> ... <!-- detectors:end --> block')
   refused(run_script('readme_section.py', tmp_path / 'missing.json', f'--readme={readme}'),
           'missing.json does not exist')
+  refused(run_script('readme_section.py', tmp_path / 'out' / 'eval.json', f'--readme={readme}',
+                     f'--rollback={tmp_path / "out" / "eval.json"}'),
+          'is not a rollback.py JSON (no pairs)')
 
 
 def test_replayed_early_warning_equals_the_loops_own_score():
@@ -507,6 +510,8 @@ def test_evaluate_all_runs_the_registered_evaluation_and_names_what_is_pending(t
       (str(study / 'r_s1'), pytest.approx(0.5 - 0.42))]
   assert (out / 'rollback.png').is_file()
   assert 'rollback pairs (§9): 1 of 6 complete' in text
+  assert "same seed's `warn` run; 1 pair(s)):" in text and '| rollback_r | 1 |' in text
+  assert '![Rollback pairs by round](detectors/rollback.png)' in text
   held_out = json.loads((out / 'heldout_B_tuned_on_A.json').read_text())
   names = {r['run'] for r in held_out['references']['best']['monitor']['runs']}
   assert names == {str(study / f'r_s{s}') for s in range(3)} | {

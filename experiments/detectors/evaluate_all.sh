@@ -11,8 +11,8 @@
 #  4. §8, when L's seeds 0-2 are complete: limits tuned on A with L 0-2, reported on B with L
 #     3-5 and V2 (and the same with A and B swapped), and on the pilot's runs apart
 #     (pilot_tuned_on_*); skipped with a line until then.
-#  5. §9, when rollback twins exist (rollback/rollback_{v1,r}_s*): rollback.py against the
-#     study's warn runs of the same arm and seed.
+#  5. §9, when rollback twins are complete (rollback/rollback_{v1,r}_s*): rollback.py
+#     against the study's warn runs of the same arm and seed; README shows its table and plot.
 #  6. README's block (readme_section.py), its note naming what is still pending.
 #  7. Exploratory, added after the registration (its Deviations): the label-free signals in
 #     the collapse direction (collapse_limits.json beside this file), on every run and
@@ -104,7 +104,7 @@ if (( $(count "$L_tune") == 3 )); then
 fi
 echo "written (exploratory): ${explored[*]} (and .md)"
 
-warn=() rollback=()
+warn=() rollback=() rollback_json=
 for arm in v1 r; do
   for seed in 0 1 2; do
     twin=$(complete "$out/rollback/rollback_${arm}_s$seed")
@@ -114,7 +114,8 @@ done
 if (( ${#rollback[@]} )); then
   "$PY" experiments/detectors/rollback.py --warn="$(join "${warn[@]}")" \
     --rollback="$(join "${rollback[@]}")" --output="$out/rollback" >/dev/null
-  echo "written: $out/rollback.{md,json}"
+  rollback_json=$out/rollback.json
+  echo "written: $out/rollback.{md,json,png}"
 fi
 (( ${#rollback[@]} == 6 )) || pending+=("rollback pairs (§9): ${#rollback[@]} of 6 complete")
 
@@ -128,5 +129,5 @@ note="Computed $(date -u '+%Y-%m-%d') by \`bash experiments/detectors/evaluate_a
 (( ${#pending[@]} )) && note+=" Still running, so not in these numbers: $(IFS=';'; echo "${pending[*]}" | sed 's/;/; /g')."
 "$PY" experiments/detectors/readme_section.py "$out/eval.json" --readme="$readme" \
   --tuned="$(join "${tuned[@]}")" --exploratory="$(join "${explored[@]}")" \
-  --pilot="$(join "${pilot_tables[@]}")" --note="$note" >/dev/null
+  --pilot="$(join "${pilot_tables[@]}")" --rollback="$rollback_json" --note="$note" >/dev/null
 echo "written: README.md's detectors block"

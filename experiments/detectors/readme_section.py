@@ -8,7 +8,7 @@ file given with --readme: the gold event and delta, the primary (best so far) ta
 verdict per detector, the verdicts against the base model, the runs plot, and with --tuned
 the verdicts of tuned limits on runs held out from the tuning (evaluate.py --limits=...),
 with --pilot the pilot's one-seed runs (first alarm per limits table and onset, no verdict),
-and with --exploratory the tables of analyses added after the registration, under a heading
+with --rollback the rollback pairs (rollback.py's JSON: its table and plot), and with --exploratory the tables of analyses added after the registration, under a heading
 that says so.
 """
 
@@ -23,6 +23,7 @@ from absl import app, flags  # noqa: E402
 
 from inversion_jax.errors import UserError, exit_on_user_error  # noqa: E402
 from inversion_jax.goodhart import detector_metrics, goodhart_event  # noqa: E402
+from inversion_jax.goodhart import rollback_pairs  # noqa: E402
 from inversion_jax.records import files  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -32,6 +33,8 @@ flags.DEFINE_list('exploratory', [], 'evaluate.py JSONs of analyses added after 
                   'registration (PREREGISTRATION.md, Deviations), shown apart.')
 flags.DEFINE_list('pilot', [], 'evaluate.py JSONs of the pilot\'s one-seed runs (default '
                   'and tuned limits), shown without verdicts.')
+flags.DEFINE_string('rollback', '', 'rollback.py\'s JSON: the rollback pairs, their table '
+                    'and plot.')
 flags.DEFINE_string('note', '', 'Markdown put under the block (the state, the command).')
 
 START, END = '<!-- detectors:start -->', '<!-- detectors:end -->'
@@ -116,9 +119,21 @@ def _pilot_table(results: list[tuple[str, dict]]) -> list[str]:
   return lines + ['']
 
 
+def _rollback_table(rollback: tuple[dict, str | None] | None) -> list[str]:
+  """rollback.py's pairs (final quality, rollback - warn; rounds lost) and their plot."""
+  if not rollback:
+    return []
+  result, plot = rollback
+  return ['Rollback (`--on_goodhart=rollback` at δ against the same seed\'s `warn` run; '
+          f'{len(result["pairs"])} pair(s)):', '', rollback_pairs.markdown(result).strip(), '',
+          *([f'![Rollback pairs by round]({plot})', ''] if plot else [])]
+
+
 def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note: str,
-            exploratory: list[tuple[str, dict]] = (), pilot: list[tuple[str, dict]] = ()) -> str:
-  """The block's markdown; `plot` is the runs plot's path relative to the README."""
+            exploratory: list[tuple[str, dict]] = (), pilot: list[tuple[str, dict]] = (),
+            rollback: tuple[dict, str | None] | None = None) -> str:
+  """The block's markdown; `plot` is the runs plot's path relative to the README;
+  `rollback` is rollback.py's result and its plot's path."""
   lines = [f'Gold event: graded held-out quality at least δ = {result["delta"]:.4f} '
            f'({_how(result["delta_how"])}) below the best evaluation so far (the base '
            'model included) while the intrinsic score is above the base model\'s, at '
@@ -134,6 +149,7 @@ def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note:
             'No positive run: no runs plot.', '']
   lines += _limits_tables(tuned, 'Tuned limits on held-out runs')
   lines += _pilot_table(pilot)
+  lines += _rollback_table(rollback)
   if exploratory:
     lines += ['**Exploratory, not registered** (added after the registration; the '
               'pre-registration\'s Deviations say when, why and what had been seen): its '
@@ -142,12 +158,24 @@ def section(result: dict, plot: str | None, tuned: list[tuple[str, dict]], note:
   return '\n'.join(lines) + ('\n' + note.strip() + '\n' if note else '')
 
 
-def plot_path(json_path: pathlib.Path, result: dict, readme: pathlib.Path) -> str | None:
-  """The runs plot (written beside the JSON) as a link relative to the README."""
-  if not result.get('runs_plot'):
+def plot_path(json_path: pathlib.Path, result: dict, readme: pathlib.Path,
+              key: str = 'runs_plot') -> str | None:
+  """A plot written beside the JSON (its name under `key`) as a link relative to the README."""
+  if not result.get(key):
     return None
-  return pathlib.Path(os.path.relpath(json_path.parent / result['runs_plot'],
+  return pathlib.Path(os.path.relpath(json_path.parent / result[key],
                                       readme.resolve().parent)).as_posix()
+
+
+def load_rollback(path: str, readme: pathlib.Path) -> tuple[dict, str | None] | None:
+  if not path:
+    return None
+  json_path = pathlib.Path(path).resolve()
+  result = files.read_json(json_path, 'run experiments/detectors/rollback.py first')
+  if not isinstance(result.get('pairs'), list):
+    raise UserError(f'{path} is not a rollback.py JSON (no pairs); run '
+                    'experiments/detectors/rollback.py first')
+  return result, plot_path(json_path, result, readme, 'plot')
 
 
 @exit_on_user_error
@@ -159,6 +187,7 @@ def main(argv):
   tuned = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.tuned]
   exploratory = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.exploratory]
   pilot = [(pathlib.Path(p).name, load(pathlib.Path(p))) for p in FLAGS.pilot]
+  rollback = load_rollback(FLAGS.rollback, readme)
   try:
     text = readme.read_text(encoding='utf-8')
   except OSError as error:
@@ -168,7 +197,7 @@ def main(argv):
     raise UserError(f'{readme} has no {START} ... {END} block; add the two markers where the '
                     'block goes')
   body = section(result, plot_path(path, result, readme), tuned, FLAGS.note, exploratory,
-                 pilot)
+                 pilot, rollback)
   head, rest = text.split(START, 1)
   files.write_text_atomic(readme, head + START + '\n' + body + END + rest.split(END, 1)[1])
   print(body)

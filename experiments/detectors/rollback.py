@@ -55,7 +55,7 @@ def main(argv):
   rollback_plot.plot_pairs(pairs, {run[0]: run[2] for run in warn + rollback}, f'{prefix}.png')
   text = rollback_pairs.markdown(result) + f'\n![Each pair by round]({prefix.name}.png)\n'
   files.write_text_atomic(f'{prefix}.md', text)
-  files.write_json_atomic(f'{prefix}.json', result)
+  files.write_json_atomic(f'{prefix}.json', result | {'plot': f'{prefix.name}.png'})
   print(text)
   print(f'written: {prefix}.md, {prefix}.json, {prefix}.png')
 
