@@ -44,7 +44,8 @@ def plot_pairs(pairs: list[dict], rounds_of: dict, path) -> pathlib.Path:
     for alarm, target in rollback_pairs.rollbacks(rounds_of[pair['rollback']]):
       if alarm in back:
         ax.annotate('', xy=(target, back.get(target, back[alarm])), xytext=(alarm, back[alarm]),
-                    arrowprops={'arrowstyle': '->', 'color': 'tab:red', 'lw': 1})
+                    arrowprops={'arrowstyle': '->', 'color': 'tab:red', 'lw': 0.8,
+                                'alpha': 0.7})
     ax.set_title(f'{pair["mechanism"]}, seed {pair["seed"]}: '
                  f'{metrics_lib.fmt(pair["quality_difference"], "+.3f")}, '
                  f'{pair["rounds_lost"]} lost', fontsize=8)
@@ -54,6 +55,6 @@ def plot_pairs(pairs: list[dict], rounds_of: dict, path) -> pathlib.Path:
     ax.tick_params(labelsize=6)
     ax.grid(alpha=0.3)
   axes.flat[0].plot([], [], color='tab:red', label='rollback (alarm -> restart point)')
-  fig.legend(*axes.flat[0].get_legend_handles_labels(), loc='outside upper center', ncol=3,
-             fontsize=7)
+  fig.legend(*axes.flat[0].get_legend_handles_labels(), loc='outside upper center',
+             ncol=3 if columns > 1 else 1, fontsize=7)
   return files.save_figure_atomic(fig, path, dpi=100)
