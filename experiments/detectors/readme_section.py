@@ -8,8 +8,9 @@ file given with --readme: the gold event and delta, the primary (best so far) ta
 verdict per detector, the verdicts against the base model, the runs plot, and with --tuned
 the verdicts of tuned limits on runs held out from the tuning (evaluate.py --limits=...),
 with --pilot the pilot's one-seed runs (first alarm per limits table and onset, no verdict),
-with --rollback the rollback pairs (rollback.py's JSON: its table and plot), and with --exploratory the tables of analyses added after the registration, under a heading
-that says so.
+with --rollback the rollback pairs (rollback.py's JSON: its table and plot), and with
+--exploratory the tables of analyses added after the registration, under a heading that
+says so.
 """
 
 import os
